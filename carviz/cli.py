@@ -1,0 +1,279 @@
+"""`python -m carviz …`: demo data, layer listings, training jobs and the run store from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import settings
+from .config import FREEZE_ALL, PRESETS, Augmentation, ConfigError, TrainConfig
+from .runs import Run, Status, find_run, list_runs, summarize
+
+
+def _freeze_arg(text: str) -> int | str:
+    if text == FREEZE_ALL:
+        return FREEZE_ALL
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"freeze must be an integer >= 1 or 'all', got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m carviz", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo-data", help="generate the demo dataset of drawn vehicles")
+    demo.add_argument("--dest", type=Path, default=None, help="folder (default: data/demo)")
+    demo.add_argument("--per-class", type=int, default=60)
+    demo.add_argument("--size", type=int, default=96)
+
+    layers = sub.add_parser("layers", help="list a backbone's layers with the seed's 1-based index")
+    layers.add_argument("backbone")
+    layers.add_argument("--size", type=int, default=None)
+    layers.add_argument("--alpha", type=float, default=1.0)
+    layers.add_argument("--conv-only", action="store_true")
+    layers.add_argument("--blocks-only", action="store_true", help="only block boundaries")
+    layers.add_argument("--freeze", type=_freeze_arg, default=None, help="mark what 'freeze N' freezes")
+
+    train = sub.add_parser("train", help="launch a training job in the background")
+    train.add_argument("--config", type=Path, help="a config.json to start from")
+    train.add_argument("--preset", choices=sorted(PRESETS), help="a named preset to start from")
+    for flag, kind in (("name", str), ("dataset", str), ("backbone", str), ("alpha", float), ("weights", str),
+                       ("image-size", int), ("head", str), ("dropout", float), ("optimizer", str),
+                       ("learning-rate", float), ("epochs", int), ("batch-size", int),
+                       ("validation-split", float), ("seed", int), ("early-stopping-patience", int),
+                       ("precision", str), ("checkpoint-every", int)):
+        train.add_argument(f"--{flag}", type=kind, default=None)
+    train.add_argument("--lr", dest="learning_rate", type=float, default=None, help="same as --learning-rate")
+    train.add_argument("--freeze", type=_freeze_arg, default=None)
+    train.add_argument("--augment", action="store_true", default=None, help="augment the training split")
+    train.add_argument("--train-frozen-bn", action="store_true", help="frozen BatchNorm layers keep training")
+    train.add_argument("--xla", action="store_true", help="compile with XLA (slow first epoch on CPU)")
+    mode = train.add_mutually_exclusive_group()
+    mode.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    mode.add_argument("--foreground", action="store_true", help="train in this process instead")
+
+    runs = sub.add_parser("runs", help="list runs")
+    runs.add_argument("--json", action="store_true")
+
+    show = sub.add_parser("show", help="a run's config, status and metrics")
+    show.add_argument("run")
+    show.add_argument("--json", action="store_true")
+
+    stop = sub.add_parser("stop", help="stop a job (gracefully, then killed after --timeout)")
+    stop.add_argument("run")
+    stop.add_argument("--timeout", type=float, default=30.0)
+
+    resume = sub.add_parser("resume", help="resume a stopped or lost run from its last checkpoint")
+    resume.add_argument("run")
+    resume.add_argument("--wait", action="store_true")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.config:
+        base = TrainConfig.load(args.config)
+    elif args.preset:
+        base = PRESETS[args.preset]
+    else:
+        base = TrainConfig()
+    changes: dict[str, Any] = {}
+    for field in ("name", "dataset", "backbone", "alpha", "weights", "image_size", "head", "dropout", "optimizer",
+                  "learning_rate", "epochs", "batch_size", "validation_split", "seed", "early_stopping_patience",
+                  "precision", "checkpoint_every", "freeze"):
+        value = getattr(args, field, None)
+        if value is not None:
+            changes[field] = value
+    if args.augment:
+        changes["augmentation"] = Augmentation(enabled=True)
+    if args.train_frozen_bn:
+        changes["freeze_batchnorm"] = False
+    if args.xla:
+        changes["jit_compile"] = True
+    return base.replace(**changes)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def follow(run: Run, out=sys.stdout, poll: float = 1.0) -> Status:
+    """Print progress lines until the job ends; returns its final status."""
+    last = None
+    while True:
+        state = run.state()
+        progress = run.progress() or {}
+        line = f"{run.id} {state.status.value}"
+        if progress.get("phase") == "training":
+            line += (f" epoch {progress.get('epoch')}/{progress.get('epochs')}"
+                     f" step {progress.get('step')}/{progress.get('steps_per_epoch')}"
+                     f" {_fmt(progress.get('images_per_second'), 3)} img/s"
+                     f" loss {_fmt(progress.get('loss'))}")
+        elif progress.get("phase"):
+            line += f" ({progress['phase']})"
+        if line != last:
+            print(line, file=out, flush=True)
+            last = line
+        if state.status.is_terminal():
+            if state.error:
+                print(f"error: {state.error}", file=out)
+            return state.status
+        time.sleep(poll)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from .datasets import generate_demo_dataset, scan_dataset
+
+    dest = args.dest or settings.data_dir() / "demo"
+    generate_demo_dataset(dest, per_class=args.per_class, image_size=args.size)
+    scan = scan_dataset(dest, check_images=False)
+    print(f"demo dataset at {dest}: " + ", ".join(f"{name} {count}" for name, count in scan.counts().items()))
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from .backbones import BACKBONES, list_layers
+
+    if args.backbone not in BACKBONES:
+        print(f"unknown backbone {args.backbone!r}; choose from {', '.join(BACKBONES)}", file=sys.stderr)
+        return 2
+    layers = list_layers(args.backbone, args.size, args.alpha)
+    freeze = None
+    if args.freeze is not None:
+        freeze = len(layers) + 1 if args.freeze == FREEZE_ALL else args.freeze
+    print(f"{'idx':>4} {'name':<28} {'type':<24} {'output shape':<22} {'params':>9}  marks")
+    for layer in layers:
+        if args.conv_only and not layer.is_conv:
+            continue
+        if args.blocks_only and not (layer.block_start or layer.block_end):
+            continue
+        marks = [m for m, on in (("conv", layer.is_conv), ("block-start", layer.block_start),
+                                  ("block-end", layer.block_end), ("cut", layer.is_cut_point)) if on]
+        if freeze is not None:
+            marks.insert(0, "frozen" if layer.index < freeze else "trainable")
+        print(f"{layer.index:>4} {layer.name:<28} {layer.type:<24} {layer.output_shape:<22} {layer.params:>9}  "
+              + " ".join(marks))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import jobs
+    from .runs import create_run
+
+    config = config_from_args(args)
+    settings.resolve_dataset(config.dataset)  # fail here, not in the background, when it is missing
+    if args.foreground:
+        from .train import main as train_main
+
+        run = create_run(config)
+        print(run.id, flush=True)
+        return train_main([str(run.path)])
+    run = jobs.submit(config)
+    print(run.id, flush=True)
+    if args.wait:
+        return 0 if follow(run) == Status.SUCCEEDED else 1
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    rows = [summarize(run) for run in list_runs()]
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print(f"no runs in {settings.runs_dir()}")
+        return 0
+    print(f"{'id':<23} {'status':<10} {'backbone':<14} {'lr':>8} {'freeze':>6} {'epochs':>7} {'best val':>8}  name")
+    for row in rows:
+        print(f"{row['id']:<23} {row['status']:<10} {row['backbone']!s:<14} {_fmt(row['learning_rate'], 2):>8} "
+              f"{row['freeze']!s:>6} {row['epochs_done']:>3}/{row['epochs']!s:<3} "
+              f"{_fmt(row['best_val_accuracy'], 3):>8}  {row['name']}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    run = find_run(args.run)
+    state = run.state()
+    detail = {
+        "id": run.id,
+        "path": str(run.path),
+        "status": state.status.value,
+        "reason": state.reason or None,
+        "error": state.error,
+        "config": run.config_dict(),
+        "progress": run.progress(),
+        "metrics": run.metrics(),
+        "evaluation": run.evaluation(),
+        "info": run.info(),
+    }
+    if args.json:
+        print(json.dumps(detail, indent=2, ensure_ascii=False, default=str))
+        return 0
+    print(f"run {run.id}  ({detail['config'].get('name') or 'unnamed'})  {state.status.value}"
+          + (f"  [{state.reason}]" if state.reason else ""))
+    if state.error:
+        print(f"error: {state.error}")
+    config = detail["config"]
+    print("config: " + ", ".join(f"{k}={config[k]}" for k in ("dataset", "backbone", "weights", "image_size",
+                                                               "head", "learning_rate", "freeze", "epochs",
+                                                               "batch_size") if k in config))
+    for row in detail["metrics"]:
+        print("  epoch {epoch:>3}  loss {l}  acc {a}  val_loss {vl}  val_acc {va}  {s}s".format(
+            epoch=row["epoch"], l=_fmt(row.get("loss")), a=_fmt(row.get("accuracy")), vl=_fmt(row.get("val_loss")),
+            va=_fmt(row.get("val_accuracy")), s=_fmt(row.get("seconds"), 3)))
+    if detail["evaluation"]:
+        print(f"final evaluation on {detail['evaluation']['images']} validation images: "
+              f"accuracy {detail['evaluation']['accuracy']:.4f}, loss {detail['evaluation']['loss']:.4f}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from . import jobs
+
+    run = find_run(args.run)
+    if run.status().is_terminal():
+        print(f"{run.id} is already {run.status().value}")
+        return 0
+    status = jobs.stop(run, timeout=args.timeout)
+    print(f"{run.id} {status.value}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from . import jobs
+
+    run = find_run(args.run)
+    jobs.resume(run)
+    print(f"{run.id} resumed")
+    if args.wait:
+        return 0 if follow(run) == Status.SUCCEEDED else 1
+    return 0
+
+
+COMMANDS = {
+    "demo-data": cmd_demo_data,
+    "layers": cmd_layers,
+    "train": cmd_train,
+    "runs": cmd_runs,
+    "show": cmd_show,
+    "stop": cmd_stop,
+    "resume": cmd_resume,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, LookupError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
