@@ -22,6 +22,7 @@ from .runs import (
     EVALUATION_FILE,
     HEARTBEAT_FILE,
     INFO_FILE,
+    LOG_FILE,
     METRIC_COLUMNS,
     METRICS_FILE,
     MODEL_FILE,
@@ -365,6 +366,19 @@ def train(run: Run, stop_flag: threading.Event | None = None) -> Status:
     return Status.SUCCEEDED
 
 
+def _setup_logging(log_path: Path) -> None:
+    """Log to stderr, and to train.log too unless stderr already is train.log (as when jobs.launch started us)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    try:
+        same = os.path.samestat(os.fstat(sys.stderr.fileno()), os.stat(log_path))
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        handlers.append(logging.FileHandler(log_path, encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers,
+                        force=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
@@ -374,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     if not run.file("config.json").exists():
         print(f"not a run folder (no config.json): {run.path}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    _setup_logging(run.file(LOG_FILE))
     stop_flag = threading.Event()
     _install_stop_signals(stop_flag)
     with Heartbeat(run.file(HEARTBEAT_FILE)):

@@ -1,0 +1,138 @@
+"""Real job processes: a complete run record, stop, SIGKILL → lost → resume, and the slot queue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from carviz import jobs
+from carviz.config import TrainConfig
+from carviz.datasets import generate_demo_dataset
+from carviz.runs import Run, Status, create_run
+
+pytestmark = pytest.mark.slow
+
+# small_cnn at 48 px: a few tenths of a second per epoch on 2 cores, so tests can act mid-run.
+TINY = TrainConfig(name="tiny", dataset="demo", backbone="small_cnn", weights="none", image_size=48, epochs=2,
+                   batch_size=16, learning_rate=1e-3, precision="float32")
+
+
+@pytest.fixture
+def home(carviz_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    generate_demo_dataset(carviz_home / "data" / "demo", per_class=16, image_size=48)
+    monkeypatch.setenv("CARVIZ_SLOTS", "1")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    yield carviz_home
+    for run_dir in (carviz_home / "runs").iterdir():  # never leave a job behind
+        if not run_dir.name.startswith("."):
+            run = Run(run_dir)
+            if not run.status().is_terminal():
+                jobs.stop(run, timeout=5)
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_terminal(run: Run, timeout: float = 180) -> Status:
+    wait_for(lambda: run.status().is_terminal(), timeout, f"{run.id} to end (log:\n{run.log_tail()})")
+    return run.status()
+
+
+def metric_epochs_on_disk(run: Run) -> list[int]:
+    """Epoch numbers exactly as written in metrics.csv (no reader-side de-duplication)."""
+    lines = run.file("metrics.csv").read_text().splitlines()[1:]
+    return [int(line.split(",")[0]) for line in lines if line]
+
+
+def test_a_job_finishes_with_a_complete_run_record(home):
+    run = jobs.submit(TINY.replace(epochs=3))
+    assert wait_terminal(run) == Status.SUCCEEDED, run.log_tail()
+    for name in ("config.json", "status.json", "metrics.csv", "progress.json", "heartbeat", "train.log",
+                 "model.keras", "classes.json", "evaluation.json", "run.json", "split.json",
+                 "checkpoint/last.keras", "checkpoint/state.json"):
+        assert run.file(name).exists(), name
+    assert metric_epochs_on_disk(run) == [1, 2, 3]
+    rows = run.metrics()
+    assert all(isinstance(rows[0][key], float) for key in ("loss", "accuracy", "val_loss", "val_accuracy"))
+    assert rows[0]["learning_rate"] == pytest.approx(1e-3)
+    assert list(run.file("tensorboard").rglob("events.out.tfevents.*")), "TensorBoard event files"
+    assert run.classes() == ["bus", "sedan", "sports car", "suv"]
+    info = run.info()
+    assert info["device"]["kind"] == "cpu"
+    assert info["versions"]["tensorflow"] and info["versions"]["keras"].startswith("3.")
+    assert len(info["dataset_fingerprint"]) == 64
+    assert info["train_images"] + info["val_images"] == 64
+    evaluation = run.evaluation()
+    assert evaluation["images"] == info["val_images"]
+    assert evaluation["accuracy"] == pytest.approx(rows[-1]["val_accuracy"], abs=1e-6)
+    assert run.progress()["phase"] == "done"
+    assert "epoch 3/3" in run.file("train.log").read_text()
+
+
+def test_stop_mid_training_keeps_finished_epochs_and_resume_continues(home):
+    run = jobs.submit(TINY.replace(epochs=40))
+    wait_for(lambda: len(run.metrics()) >= 2, 120, "two finished epochs")
+    assert jobs.stop(run, timeout=30) == Status.STOPPED
+    state = run.state()
+    assert state.recorded == Status.STOPPED, "the job itself recorded the stop (graceful)"
+    done = metric_epochs_on_disk(run)
+    assert len(done) >= 2 and done == list(range(1, len(done) + 1))
+    assert not run.file("model.keras").exists()
+
+    jobs.resume(run)
+    wait_for(lambda: len(run.metrics()) > len(done), 120, "an epoch after resuming")
+    jobs.stop(run, timeout=30)  # 40 epochs is long: stop again, then finish a short remainder
+    assert run.status() == Status.STOPPED
+
+
+def test_killed_job_is_lost_then_resume_completes_every_epoch_exactly_once(home):
+    run = jobs.submit(TINY.replace(epochs=12))
+    wait_for(lambda: len(run.metrics()) >= 3, 120, "three finished epochs")
+    pid = run.state().pid
+    os.killpg(pid, signal.SIGKILL)
+    started = time.monotonic()
+    wait_for(lambda: run.status() == Status.LOST, 10, "status lost after SIGKILL")
+    assert time.monotonic() - started < 5
+    kept = run.metrics()
+    assert len(kept) >= 3 and [row["epoch"] for row in kept] == list(range(1, len(kept) + 1))
+
+    jobs.resume(run)
+    assert wait_terminal(run) == Status.SUCCEEDED, run.log_tail()
+    assert metric_epochs_on_disk(run) == list(range(1, 13))
+    assert len(run.info()["attempts"]) == 2
+
+
+def test_one_slot_runs_jobs_one_after_another_and_a_queued_job_can_be_stopped(home):
+    first = jobs.submit(TINY.replace(name="first", epochs=30))
+    wait_for(lambda: first.status() == Status.RUNNING, 60, "the first job to run")
+    second = jobs.submit(TINY.replace(name="second", epochs=1))
+    third = jobs.submit(TINY.replace(name="third", epochs=1))
+    wait_for(lambda: second.state().pid is not None and third.state().pid is not None, 30, "queued processes")
+    time.sleep(1.5)
+    assert second.status() == Status.QUEUED and third.status() == Status.QUEUED
+    assert first.status() == Status.RUNNING
+
+    assert jobs.stop(third, timeout=15) == Status.STOPPED  # leaves the queue without ever running
+    assert not third.file("metrics.csv").exists()
+    jobs.stop(first, timeout=30)
+    assert wait_terminal(second) == Status.SUCCEEDED, second.log_tail()
+
+
+def test_a_failing_job_is_failed_with_its_reason(home):
+    (home / "data" / "empty" / "only").mkdir(parents=True)
+    run = create_run(TINY.replace(dataset="empty"))
+    jobs.launch(run)
+    assert wait_terminal(run, 60) == Status.FAILED
+    assert "at least 2 classes" in run.state().error
+    assert "Traceback" in run.log_tail(200)
