@@ -182,18 +182,19 @@ SEED_STUDY = TrainConfig(
 # What we recommend instead: the backbone's own preprocessing and a pooled head.
 RECOMMENDED = SEED_STUDY.replace(name="recommended", head="recommended", precision="auto")
 
-# A run on the generated demo data that finishes in about a minute on 2 CPU cores, offline.
+# A run on the generated demo data that finishes in about a minute on 2 CPU cores, offline: the seed's
+# small from-scratch CNN with its conv head (measured: ~0.9 validation accuracy after 15 epochs at 64 px;
+# MobileNet without pretrained weights stays near chance on 200 images).
 DEMO_QUICK = TrainConfig(
     name="demo quick",
     dataset="demo",
-    backbone="mobilenet",
-    alpha=0.25,
+    backbone="small_cnn",
     weights="none",
-    image_size=96,
-    head="recommended",
+    image_size=64,
+    head="seed",
     learning_rate=1e-3,
-    epochs=5,
-    batch_size=32,
+    epochs=20,
+    batch_size=16,
     freeze=1,
     precision="float32",
 )
