@@ -1,0 +1,207 @@
+"""Helpers shared by the pages: cached dataset scans and layer listings, dataset names, job formatting."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from carviz import settings
+from carviz.config import Augmentation, ConfigError, TrainConfig
+from carviz.datasets import DatasetScan, generate_demo_dataset, scan_dataset
+from carviz.layer_select import parse_freeze
+
+DEMO_DATASET = "demo"
+STATUS_ICONS = {  # Material icons: they render everywhere (emoji need a font)
+    "queued": ":material/schedule:",
+    "running": ":material/play_circle:",
+    "succeeded": ":material/check_circle:",
+    "failed": ":material/error:",
+    "stopped": ":material/stop_circle:",
+    "lost": ":material/warning:",
+}
+
+
+@st.cache_resource(show_spinner="Drawing the demo dataset…")
+def ensure_demo_dataset(data_root: str) -> str:
+    """Make data/demo once per process when it is missing or empty, so the first screen is never empty."""
+    demo = Path(data_root) / DEMO_DATASET
+    if not demo.is_dir() or not any(demo.iterdir()):
+        generate_demo_dataset(demo)
+    return str(demo)
+
+
+def dataset_names() -> list[str]:
+    """Dataset folders under data/ (sorted, hidden ones skipped); [] when data/ is missing."""
+    root = settings.data_dir()
+    if not root.is_dir():
+        return []
+    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _folder_signature(root: Path) -> tuple:
+    """Cheap change detector for a dataset folder: each class folder's name, mtime and entry count."""
+    signature = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.is_dir():
+            stat = entry.stat()
+            signature.append((entry.name, stat.st_mtime_ns, len(os.listdir(entry.path))))
+    return tuple(signature)
+
+
+@st.cache_data(show_spinner="Checking images…", max_entries=16)
+def _cached_scan(root: str, signature: tuple) -> DatasetScan:
+    return scan_dataset(root)
+
+
+def scan(root: Path) -> DatasetScan:
+    """scan_dataset, cached until a class folder changes."""
+    return _cached_scan(str(root), _folder_signature(root))
+
+
+@st.cache_data(show_spinner="Building the backbone to list its layers…", max_entries=16)
+def layers_of(backbone: str, image_size: int, alpha: float) -> list:
+    from carviz.backbones import list_layers  # imports keras: only when the Layers page needs it
+
+    return list_layers(backbone, image_size, alpha)
+
+
+def status_label(status: str) -> str:
+    return f"{STATUS_ICONS.get(status, '')} {status}".strip()
+
+
+def progress_fraction(progress: dict[str, Any] | None, status: str, epochs_done: int, epochs: int) -> float:
+    """Share of the job done, 0..1: epochs finished plus the current epoch's steps."""
+    if status == "succeeded":
+        return 1.0
+    epochs = max(1, int(epochs or 1))
+    fraction = epochs_done / epochs
+    if progress and progress.get("phase") == "training":
+        epoch = progress.get("epoch") or 0
+        step = progress.get("step") or 0
+        steps = progress.get("steps_per_epoch") or 0
+        if epoch and steps:
+            fraction = max(fraction, ((epoch - 1) + min(step / steps, 1.0)) / epochs)
+    return max(0.0, min(1.0, fraction))
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def format_metric(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "–"
+
+
+# ---------------------------------------------------------------- the Train form <-> TrainConfig
+
+WEIGHT_CHOICES = ("imagenet", "none", "file")
+
+
+def config_to_form(config: TrainConfig) -> dict[str, Any]:
+    """The Train form's widget values (keys tf_*) for a config."""
+    weights_choice = config.weights if config.weights in ("imagenet", "none") else "file"
+    aug = config.augmentation
+    return {
+        "tf_name": config.name,
+        "tf_dataset": config.dataset,
+        "tf_backbone": config.backbone,
+        "tf_alpha": float(config.alpha),
+        "tf_weights": weights_choice,
+        "tf_weights_path": config.weights if weights_choice == "file" else "",
+        "tf_image_size": int(config.image_size),
+        "tf_head": config.head,
+        "tf_dropout": float(config.dropout),
+        "tf_optimizer": config.optimizer,
+        "tf_learning_rate": float(config.learning_rate),
+        "tf_epochs": int(config.epochs),
+        "tf_batch_size": int(config.batch_size),
+        "tf_freeze": str(config.freeze),
+        "tf_freeze_batchnorm": bool(config.freeze_batchnorm),
+        "tf_aug_enabled": bool(aug.enabled),
+        "tf_aug_rotation": float(aug.rotation),
+        "tf_aug_width_shift": float(aug.width_shift),
+        "tf_aug_height_shift": float(aug.height_shift),
+        "tf_aug_zoom": float(aug.zoom),
+        "tf_aug_flip": bool(aug.horizontal_flip),
+        "tf_validation_split": float(config.validation_split),
+        "tf_seed": int(config.seed),
+        "tf_patience": int(config.early_stopping_patience),
+        "tf_precision": config.precision,
+    }
+
+
+def form_to_config(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """A TrainConfig from the form's values; ConfigError with a clear message when one is wrong."""
+    base = base or TrainConfig()
+    weights = values["tf_weights"]
+    if weights == "file":
+        weights = str(values.get("tf_weights_path") or "").strip()
+        if not weights:
+            raise ConfigError("weights: give the path of a weights file, or choose imagenet / none")
+        if not Path(weights).expanduser().is_file():
+            raise ConfigError(f"weights file {weights!r} does not exist")
+    augmentation = Augmentation(
+        enabled=bool(values["tf_aug_enabled"]),
+        rotation=float(values["tf_aug_rotation"]),
+        width_shift=float(values["tf_aug_width_shift"]),
+        height_shift=float(values["tf_aug_height_shift"]),
+        zoom=float(values["tf_aug_zoom"]),
+        horizontal_flip=bool(values["tf_aug_flip"]),
+    )
+    return base.replace(
+        name=str(values["tf_name"]).strip(),
+        dataset=str(values["tf_dataset"] or ""),
+        backbone=values["tf_backbone"],
+        alpha=float(values["tf_alpha"]),
+        weights=weights,
+        image_size=int(values["tf_image_size"]),
+        head=values["tf_head"],
+        dropout=float(values["tf_dropout"]),
+        optimizer=values["tf_optimizer"],
+        learning_rate=float(values["tf_learning_rate"]),
+        epochs=int(values["tf_epochs"]),
+        batch_size=int(values["tf_batch_size"]),
+        freeze=parse_freeze(values["tf_freeze"]),
+        freeze_batchnorm=bool(values["tf_freeze_batchnorm"]),
+        augmentation=augmentation,
+        validation_split=float(values["tf_validation_split"]),
+        seed=int(values["tf_seed"]),
+        early_stopping_patience=int(values["tf_patience"]),
+        precision=values["tf_precision"],
+    )
+
+
+# ---------------------------------------------------------------- Data page: collect, import, review
+
+
+def refresh_scan() -> None:
+    """Forget cached dataset scans (after trashing, restoring or importing images)."""
+    _cached_scan.clear()
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def _cached_thumbnail(path: str, mtime_ns: int, side: int) -> bytes | None:
+    from carviz.collect import thumbnail
+
+    return thumbnail(path, side)
+
+
+def thumbnail_of(path: Path, side: int = 160) -> bytes | None:
+    """A small JPEG of an image (cached per file version); None when it does not decode."""
+    try:
+        mtime_ns = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _cached_thumbnail(str(path), mtime_ns, side)

@@ -1,0 +1,139 @@
+"""Predict page: classify uploaded or camera images with a trained run, and evaluate it on its validation split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from carviz import compare, settings
+from carviz.plots.evaluation import confusion_figure, per_class_accuracy_figure, topk_figure
+from carviz.runs import Run, Status, list_runs
+
+IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "webp"]
+TOP_K = 5
+GALLERY_COLUMNS = 4
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def get_predictor(run_path: str, model_mtime: float):  # noqa: ANN201 - carviz.predict.Predictor (TF loads lazily)
+    """One loaded model per (run, model file version), shared by every session."""
+    from carviz.predict import load_model
+
+    return load_model(Run(run_path))
+
+
+@st.cache_data(max_entries=8, show_spinner="Evaluating on the validation split…")
+def get_evaluation(run_path: str, model_mtime: float):  # noqa: ANN201 - carviz.evaluate.Evaluation
+    from carviz.evaluate import evaluate_run
+
+    return evaluate_run(Run(run_path), predictor=get_predictor(run_path, model_mtime))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def validation_samples(run_path: str, limit: int = 200) -> list[str]:
+    """Up to `limit` validation image paths of the run (empty when its split or dataset is gone)."""
+    from carviz.evaluate import validation_files
+
+    try:
+        _, _, paths, _ = validation_files(Run(run_path))
+    except (OSError, ValueError, KeyError):
+        return []
+    return [str(path) for path in paths[:limit] if path.is_file()]
+
+
+def predict_uploads(run: Run, files: list) -> list:
+    """Classify Streamlit uploads (or any named file objects) with the run's cached model; per-file errors kept."""
+    from carviz.predict import model_version, predict_files
+
+    predictor = get_predictor(str(run.path), model_version(run))
+    return predict_files(predictor, files, top_k=TOP_K, keep_images=True)
+
+
+st.title("Predict")
+
+finished = [run for run in list_runs() if run.status() == Status.SUCCEEDED and run.file("model.keras").is_file()]
+if not finished:
+    st.info("No finished run with a trained model yet. Train one on the **Train** page, then come back.")
+    st.stop()
+
+summaries = {run.id: row for run, row in zip(finished, compare.summaries(finished))}
+
+
+def describe(run_id: str) -> str:
+    row = summaries[run_id]
+    accuracy = row.get("final_val_accuracy")
+    score = f" · val acc {accuracy:.1%}" if isinstance(accuracy, (int, float)) else ""
+    return f"{compare.run_label(row)} · {row.get('backbone')}{score}"
+
+
+run_id = st.selectbox("Run", [run.id for run in finished], format_func=describe, key="predict_run")
+run = Run(settings.runs_dir() / run_id)
+classes = run.classes() or []
+st.caption(f"{len(classes)} classes: {', '.join(classes[:20])}{' …' if len(classes) > 20 else ''}")
+
+predict_tab, evaluate_tab = st.tabs(["Classify images", "Evaluate on validation split"])
+
+with predict_tab:
+    uploads = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="predict_files")
+    use_camera = st.toggle("Use the camera", key="predict_camera_on")
+    picture = st.camera_input("Take a picture", key="predict_camera") if use_camera else None
+    samples = validation_samples(str(run.path))
+    sample = st.selectbox("…or try an image from the validation split", samples, index=None,
+                          format_func=lambda path: "/".join(Path(path).parts[-2:]), key="predict_sample",
+                          placeholder="choose a validation image") if samples else None
+    files = list(uploads or []) + ([picture] if picture is not None else []) + ([Path(sample)] if sample else [])
+    if not files:
+        st.caption("Upload images (jpg, png, bmp, webp) or take a picture to see the top classes.")
+    else:
+        try:
+            results = predict_uploads(run, files)
+        except (OSError, ValueError) as exc:
+            st.error(f"Could not load the model of run {run.id}: {exc}")
+            results = []
+        for result in results:
+            if result.error:
+                st.error(result.error)
+                continue
+            image_col, chart_col = st.columns([1, 2])
+            image_col.image(result.image, caption=result.name, width="stretch")
+            chart_col.plotly_chart(topk_figure(result.top, title=result.name))
+
+with evaluate_tab:
+    st.caption("Runs the model over the validation images recorded in the run's split.json (cached per model).")
+    evaluated_key = f"predict_evaluated_{run.id}"
+    if st.button("Evaluate", key="predict_evaluate", type="primary"):
+        st.session_state[evaluated_key] = True
+    if st.session_state.get(evaluated_key):
+        from carviz.predict import model_version
+
+        try:
+            evaluation = get_evaluation(str(run.path), model_version(run))
+        except (OSError, ValueError) as exc:
+            st.error(f"Evaluation failed: {exc}")
+            evaluation = None
+        if evaluation is not None:
+            st.metric("Validation accuracy", f"{evaluation.accuracy:.1%}",
+                      help=f"{evaluation.images} validation images")
+            normalize = st.toggle("Colour by share of the true class", key="predict_normalize")
+            st.plotly_chart(confusion_figure(evaluation.confusion, evaluation.classes, normalize=normalize),
+                            key="predict_confusion")
+            per_class_col, table_col = st.columns(2)
+            per_class_col.plotly_chart(per_class_accuracy_figure(evaluation.classes, evaluation.per_class_accuracy,
+                                                                 evaluation.class_counts), key="predict_per_class")
+            table_col.dataframe(evaluation.per_class_rows(), hide_index=True,
+                                column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
+            wrong = evaluation.misclassified
+            st.subheader(f"Misclassified images ({len(wrong)})")
+            if wrong:
+                limit = st.slider("Show", 1, len(wrong), min(len(wrong), 24), key="predict_gallery_limit") \
+                    if len(wrong) > 1 else 1
+                columns = st.columns(GALLERY_COLUMNS)
+                for index, item in enumerate(wrong[:limit]):
+                    caption = f"true {item.true} → {item.predicted} ({item.confidence:.0%})"
+                    try:
+                        columns[index % GALLERY_COLUMNS].image(str(item.path), caption=caption, width="stretch")
+                    except Exception:  # noqa: BLE001 - a file removed since evaluating: say so, keep the gallery
+                        columns[index % GALLERY_COLUMNS].warning(f"{item.path.name}: cannot be shown. {caption}")
+            else:
+                st.success("Every validation image is classified correctly.")

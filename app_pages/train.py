@@ -1,0 +1,195 @@
+"""Train page: the whole TrainConfig as a form with presets, launch, and the live jobs area."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from carviz import jobs, settings
+from carviz.config import BACKBONES, HEADS, OPTIMIZERS, PRECISIONS, PRESETS, ConfigError
+from carviz.runs import Run, RunState, Status, list_runs
+from app_pages._common import (
+    WEIGHT_CHOICES,
+    config_to_form,
+    dataset_names,
+    form_to_config,
+    format_metric,
+    format_seconds,
+    progress_fraction,
+    status_label,
+)
+
+DEFAULT_PRESET = "demo quick"
+ALPHAS = [0.25, 0.5, 0.75, 1.0]
+FINISHED_SHOWN = 10
+RELAUNCH_GUARD_SECONDS = 10.0  # the same config submitted again this soon is a double click
+SAVED_FORM = "train_form_values"  # survives page switches (widget state does not)
+PREFILL = "train_prefill"  # set by the Layers page
+RESUME_ERRORS = "train_resume_errors"
+
+
+def _load_form(values: dict) -> None:
+    for key, value in values.items():
+        st.session_state[key] = value
+
+
+def _apply_preset() -> None:
+    _load_form(config_to_form(PRESETS[st.session_state["train_preset"]]))
+
+
+st.title("Train")
+
+if "tf_backbone" not in st.session_state:  # a fresh session, or back from another page
+    _load_form(st.session_state.get(SAVED_FORM) or config_to_form(PRESETS[DEFAULT_PRESET]))
+prefill = st.session_state.pop(PREFILL, None)
+if prefill:
+    st.session_state["tf_backbone"] = prefill["backbone"]
+    st.session_state["tf_alpha"] = float(prefill["alpha"])
+    st.session_state["tf_image_size"] = int(prefill["image_size"])
+    st.session_state["tf_freeze"] = str(prefill["freeze"])
+    st.info(
+        f"From Layers: {prefill['backbone']} (alpha {prefill['alpha']}) at {prefill['image_size']} px, "
+        f"freeze {prefill['freeze']}."
+    )
+
+st.selectbox("Preset", list(PRESETS), key="train_preset", index=list(PRESETS).index(DEFAULT_PRESET),
+             on_change=_apply_preset, help="Fills the form; change anything after.")
+
+datasets = dataset_names()
+if st.session_state.get("tf_dataset") and st.session_state["tf_dataset"] not in datasets:
+    datasets.append(st.session_state["tf_dataset"])  # e.g. a preset's "demo" before data/ has it
+if st.session_state.get("tf_alpha") not in ALPHAS:
+    ALPHAS.append(st.session_state["tf_alpha"])
+
+with st.form("train_form", border=True):
+    st.text_input("Run name", key="tf_name", max_chars=200)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.selectbox("Dataset", datasets, key="tf_dataset", help=f"Folders under {settings.data_dir()}")
+    c2.selectbox("Backbone", BACKBONES, key="tf_backbone")
+    c3.selectbox("Alpha (MobileNets)", ALPHAS, key="tf_alpha")
+    c4.number_input("Image size (px)", 32, 1024, step=16, key="tf_image_size")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.selectbox("Weights", WEIGHT_CHOICES, key="tf_weights", help="ImageNet (offline cache), none, or a file")
+    c2.text_input("Weights file (when 'file')", key="tf_weights_path")
+    c3.selectbox("Head", HEADS, key="tf_head", help="recommended: pooled head; seed: the seed study's conv head")
+    c4.slider("Dropout", 0.0, 0.9, step=0.05, key="tf_dropout")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.selectbox("Optimizer", OPTIMIZERS, key="tf_optimizer")
+    c2.number_input("Learning rate", min_value=1e-7, max_value=10.0, step=1e-4, format="%.1e",
+                    key="tf_learning_rate")
+    c3.number_input("Epochs", 1, 1000, step=1, key="tf_epochs")
+    c4.number_input("Batch size", 1, 4096, step=1, key="tf_batch_size")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.text_input("Freeze (layer number or 'all')", key="tf_freeze",
+                  help="freeze N freezes layers 1…N-1 (InputLayer = 1); 1 trains everything")
+    c2.checkbox("Frozen BatchNorm in inference mode", key="tf_freeze_batchnorm")
+    c3.slider("Validation split", 0.05, 0.5, step=0.05, key="tf_validation_split")
+    c4.number_input("Seed", 0, 2**31 - 1, step=1, key="tf_seed")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.number_input("Early stopping patience (0 = off)", 0, 1000, step=1, key="tf_patience")
+    c2.selectbox("Precision", PRECISIONS, key="tf_precision")
+    with st.expander("Augmentation"):
+        a1, a2, a3 = st.columns(3)
+        a1.checkbox("Augment the training split", key="tf_aug_enabled")
+        a1.checkbox("Horizontal flip", key="tf_aug_flip")
+        a2.slider("Rotation (± degrees)", 0.0, 180.0, step=1.0, key="tf_aug_rotation")
+        a2.slider("Zoom (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_zoom")
+        a3.slider("Width shift (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_width_shift")
+        a3.slider("Height shift (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_height_shift")
+    launched = st.form_submit_button("Launch", type="primary")
+
+form_values = {key: st.session_state[key] for key in config_to_form(PRESETS[DEFAULT_PRESET])}
+st.session_state[SAVED_FORM] = form_values
+
+if launched:
+    try:
+        config = form_to_config(form_values)
+        settings.resolve_dataset(config.dataset)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        st.error(str(exc))
+    else:
+        last = st.session_state.get("train_last_launch")
+        fingerprint = config.to_json()
+        if last and last[0] == fingerprint and time.monotonic() - last[1] < RELAUNCH_GUARD_SECONDS:
+            st.warning(f"Already launched as {last[2]} a moment ago.")
+        else:
+            run = jobs.submit(config)  # returns at once; the job runs in its own process
+            st.session_state["train_last_launch"] = (fingerprint, time.monotonic(), run.id)
+            st.success(f"Launched run `{run.id}` ({config.name or 'unnamed'}).")
+
+
+def _resume(run: Run) -> None:
+    errors = st.session_state.setdefault(RESUME_ERRORS, {})
+    try:
+        jobs.resume(run)
+        errors.pop(run.id, None)
+    except (ValueError, OSError) as exc:  # e.g. resumed elsewhere meanwhile
+        errors[run.id] = f"Cannot resume: {exc}"
+
+
+def _job_card(run: Run, state: RunState) -> None:
+    status = state.status
+    config = run.config_dict()
+    metrics = run.metrics()
+    progress = run.progress() or {}
+    epochs = int(config.get("epochs") or progress.get("epochs") or 1)
+    with st.container(border=True):
+        head, bar, actions = st.columns([3, 5, 1])
+        head.markdown(f"**{config.get('name') or run.id}**  \n`{run.id}`")
+        head.caption(
+            f"{status_label(status.value)} · {config.get('backbone')} · lr {config.get('learning_rate')} · "
+            f"freeze {config.get('freeze')}" + (f"  \n{state.reason}" if state.reason else "")
+        )
+        phase = progress.get("phase") or status.value
+        text = f"{phase} · epoch {progress.get('epoch') or len(metrics)}/{epochs}"
+        if progress.get("steps_per_epoch"):
+            text += f" · step {progress.get('step') or 0}/{progress['steps_per_epoch']}"
+        bar.progress(progress_fraction(progress, status.value, len(metrics), epochs), text=text)
+        last = metrics[-1] if metrics else {}
+        ips = progress.get("images_per_second")
+        live = status in (Status.QUEUED, Status.RUNNING)
+        bar.caption(
+            (f"{ips:.0f} img/s · ETA {format_seconds(progress.get('eta_seconds'))} · " if live and ips else "")
+            + f"loss {format_metric(progress.get('loss') if live else last.get('loss'))} · "
+            f"acc {format_metric(progress.get('accuracy') if live else last.get('accuracy'))} · "
+            f"val loss {format_metric(last.get('val_loss'))} · val acc {format_metric(last.get('val_accuracy'))}"
+        )
+        if live:
+            stopping = run.stop_requested()
+            # Callbacks run before the fragment reruns, so the card already shows the new state.
+            actions.button("Stopping…" if stopping else "Stop", key=f"stop_{run.id}", disabled=stopping,
+                           on_click=run.request_stop, help="The job stops between steps")
+        elif status in (Status.STOPPED, Status.LOST, Status.FAILED):
+            actions.button("Resume", key=f"resume_{run.id}", on_click=_resume, args=(run,),
+                           help="Continue from the last checkpoint")
+        resume_error = st.session_state.get(RESUME_ERRORS, {}).get(run.id)
+        if resume_error and status.is_terminal():
+            st.error(resume_error)
+        if status == Status.FAILED:
+            st.error(state.error or "The job failed; see train.log.")
+        with st.expander("train.log"):
+            st.code(run.log_tail(40) or "(empty)", language=None)
+
+
+@st.fragment(run_every=2)
+def jobs_area() -> None:
+    """Everything from the run store, so reloads and restarts never lose or duplicate a job."""
+    shown: list[tuple[Run, RunState]] = []
+    finished = 0
+    for run in list_runs():  # newest first
+        state = run.state()
+        if state.status.is_terminal():
+            if finished >= FINISHED_SHOWN:
+                continue
+            finished += 1
+        shown.append((run, state))
+    if not shown:
+        st.info("No jobs yet: launch one above.")
+        return
+    for run, state in shown:
+        _job_card(run, state)
+
+
+st.subheader("Jobs")
+jobs_area()

@@ -1,0 +1,33 @@
+"""carviz dashboard entry point: `streamlit run dashboard.py` — navigation and the frame shared by every page."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from carviz import settings
+from app_pages._common import ensure_demo_dataset
+
+st.set_page_config(page_title="carviz", layout="wide")
+
+try:
+    ensure_demo_dataset(str(settings.data_dir()))
+except OSError as exc:  # a read-only data folder must not take the whole app down
+    st.sidebar.warning(f"Could not create the demo dataset: {exc}")
+
+PAGES = {name: f"app_pages/{name}.py" for name in ("data", "layers", "train", "compare", "predict")}
+navigation = st.navigation(
+    [
+        st.Page(PAGES["data"], title="Data", icon=":material/photo_library:", default=True),
+        st.Page(PAGES["layers"], title="Layers", icon=":material/layers:"),
+        st.Page(PAGES["train"], title="Train", icon=":material/model_training:"),
+        st.Page(PAGES["compare"], title="Compare", icon=":material/compare:"),
+        st.Page(PAGES["predict"], title="Predict", icon=":material/image_search:"),
+    ]
+)
+
+with st.sidebar:
+    st.caption("**carviz** — transfer-learning experiments")
+    st.caption(f"runs: `{settings.runs_dir()}`")
+    st.caption(f"data: `{settings.data_dir()}`")
+
+navigation.run()

@@ -1,0 +1,109 @@
+"""The Predict page under AppTest: no usable run, hand-made runs of every status, and a real tiny trained run."""
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from carviz import datasets, runs
+from carviz.config import TrainConfig
+from carviz.predict import load_model, predict_files
+from carviz.runs import HEARTBEAT_FILE, Status, create_run, now_iso, process_create_time
+
+pytestmark = pytest.mark.slow  # trains a tiny model once per module (~10-20 s)
+
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "predict.py")
+
+
+@pytest.fixture(scope="module")
+def trained_home(tmp_path_factory: pytest.TempPathFactory):
+    """A CARVIZ_HOME holding one finished tiny run and hand-made runs of the other statuses."""
+    home = tmp_path_factory.getbasetemp() / "carviz-tiny-trained"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CARVIZ_HOME", str(home))
+        patch.delenv("CARVIZ_RUNS", raising=False)
+        patch.delenv("CARVIZ_DATA", raising=False)
+        home, run = trained_tiny_home(tmp_path_factory)
+        if not (home / "hand-made").exists():
+            make_other_runs()
+            (home / "hand-made").touch()
+        yield home, run
+
+
+def trained_tiny_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, runs.Run]:
+    """A CARVIZ_HOME with demo data and one finished tiny run, trained once per test session and reused by
+    tests/unit/test_predict_evaluate.py and tests/ui/test_predict_page.py (read-only). Call with CARVIZ_HOME set."""
+    home = tmp_path_factory.getbasetemp() / "carviz-tiny-trained"
+    done = home / "trained-run"
+    if done.exists():
+        return home, runs.Run(home / "runs" / done.read_text().strip())
+    datasets.generate_demo_dataset(home / "data" / "demo", per_class=12, image_size=64)
+    from carviz import train
+
+    run = runs.create_run(TrainConfig(name="tiny", dataset="demo", backbone="small_cnn", weights="none", image_size=32,
+                                      epochs=1, batch_size=16, head="recommended", precision="float32"),
+                          runs_root=home / "runs")
+    assert train.train(run) == runs.Status.SUCCEEDED
+    done.write_text(run.id)
+    return home, run
+
+
+def make_other_runs() -> None:
+    config = TrainConfig(name="hand made", backbone="small_cnn", weights="none")
+    create_run(config).write_status(Status.FAILED, error="ValueError: boom")
+    create_run(config).write_status(Status.RUNNING, pid=999_999_999, pid_create_time=1.0)  # lost
+    live = create_run(config)
+    live.write_status(Status.RUNNING, pid=os.getpid(), pid_create_time=process_create_time(os.getpid()))
+    live.file(HEARTBEAT_FILE).write_text(now_iso() + "\n")
+    create_run(config).write_status(Status.SUCCEEDED)  # says succeeded but has no model: not offered
+
+
+def test_without_a_finished_run_the_page_explains(carviz_home):
+    at = AppTest.from_file(PAGE, default_timeout=30).run()
+    assert not at.exception and "No finished run" in at.info[0].value
+    make_other_runs()
+    at = AppTest.from_file(PAGE, default_timeout=30).run()
+    assert not at.exception and "No finished run" in at.info[0].value
+
+
+def test_page_offers_only_the_trained_run_and_predicts_a_validation_image(trained_home):
+    _, run = trained_home
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert at.selectbox(key="predict_run").options == [f"tiny ({run.id[-6:]}) · small_cnn · val acc "
+                                                       f"{run.evaluation()['accuracy']:.1%}"]
+    assert not at.get("plotly_chart")  # nothing to classify yet
+    sample = at.selectbox(key="predict_sample")
+    assert len(sample.options) == run.info()["val_images"]
+    sample.select_index(0).run()
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 1  # the top-k bars of that image
+
+
+def test_page_evaluates_the_run(trained_home):
+    _, run = trained_home
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.button(key="predict_evaluate").click().run()
+    assert not at.exception and not at.error
+    assert at.metric[0].value == f"{run.evaluation()['accuracy']:.1%}"
+    assert len(at.get("plotly_chart")) >= 2  # confusion matrix + per-class accuracy
+    assert any("Misclassified images" in header.value for header in at.subheader)
+    at.toggle(key="predict_normalize").set_value(True).run()
+    assert not at.exception
+
+
+def test_the_pages_prediction_path_on_uploads(trained_home):
+    """AppTest cannot upload files: feed predict_files what st.file_uploader returns (named file objects)."""
+    home, run = trained_home
+    image = next((home / "data" / "demo" / "bus").glob("*.jpg"))
+    good = io.BytesIO()
+    Image.open(image).save(good, "PNG")
+    good.name = "bus.png"
+    bad = io.BytesIO(b"<html>not an image</html>")
+    bad.name = "page.jpg"
+    results = predict_files(load_model(run), [good, bad], top_k=5)
+    assert results[0].error is None and len(results[0].top) == 4
+    assert results[1].top is None and results[1].error.startswith("page.jpg: not a usable image")

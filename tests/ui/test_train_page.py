@@ -1,0 +1,184 @@
+"""Train page: the form, presets, prefill from Layers, ConfigError as a message, launching, and the live jobs area."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from carviz import jobs, runs
+from carviz.config import PRESETS
+from carviz.datasets import generate_demo_dataset
+from carviz.runs import Run, Status, create_run, list_runs
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard.py")
+
+
+def tiny_demo(home: Path, per_class: int = 4) -> Path:
+    return generate_demo_dataset(home / "data" / "demo", per_class=per_class, image_size=48)
+
+
+def write_metrics(run: Run, epochs: int) -> None:
+    lines = ["epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,seconds"]
+    for epoch in range(1, epochs + 1):
+        lines.append(f"{epoch},{1.5 / epoch:.3f},{0.3 + 0.1 * epoch:.2f},{1.6 / epoch:.3f},{0.25 + 0.1 * epoch:.2f},"
+                     "0.001,2.5")
+    run.file(runs.METRICS_FILE).write_text("\n".join(lines) + "\n")
+
+
+def dead_pid() -> tuple[int, float | None]:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    create_time = runs.process_create_time(process.pid)
+    process.wait()
+    return process.pid, create_time
+
+
+def make_runs() -> dict[str, Run]:
+    """One run in each state the jobs area must show: succeeded, running (this process), failed, lost."""
+    base = PRESETS["demo quick"]
+    made: dict[str, Run] = {}
+
+    done = create_run(base.replace(name="finished one"))
+    write_metrics(done, 5)
+    done.write_status(Status.SUCCEEDED, started_at=runs.now_iso(), ended_at=runs.now_iso())
+    made["succeeded"] = done
+
+    live = create_run(base.replace(name="live one"))
+    write_metrics(live, 2)
+    live.write_status(Status.RUNNING, pid=os.getpid(), pid_create_time=runs.process_create_time(os.getpid()),
+                      started_at=runs.now_iso())
+    live.file(runs.HEARTBEAT_FILE).write_text(runs.now_iso())
+    runs.atomic_write_json(live.file(runs.PROGRESS_FILE), {
+        "phase": "training", "epoch": 3, "epochs": 5, "step": 4, "steps_per_epoch": 8,
+        "images_per_second": 123.4, "eta_seconds": 42.0, "loss": 0.8, "accuracy": 0.7, "updated_at": runs.now_iso(),
+    })
+    live.file(runs.LOG_FILE).write_text("Epoch 3/5\nstep 4/8\n")
+    made["running"] = live
+
+    failed = create_run(base.replace(name="failed one"))
+    failed.write_status(Status.FAILED, ended_at=runs.now_iso(), error="ValueError: boom in the data pipeline")
+    made["failed"] = failed
+
+    lost = create_run(base.replace(name="lost one"))
+    write_metrics(lost, 1)
+    pid, create_time = dead_pid()
+    lost.write_status(Status.RUNNING, pid=pid, pid_create_time=create_time, started_at=runs.now_iso())
+    made["lost"] = lost
+    for name, run in made.items():
+        assert run.status().value == name, (name, run.state())
+    return made
+
+
+def open_train(at: AppTest) -> AppTest:
+    # No url_path is customised, so the page can be chosen before the first run (skips the Data page).
+    return at.switch_page("app_pages/train.py").run()
+
+
+def cards_text(at: AppTest) -> str:
+    return " ".join(c.value for c in at.caption) + " " + " ".join(m.value for m in at.markdown)
+
+
+def test_renders_with_no_runs_and_defaults_to_demo_quick(carviz_home: Path) -> None:
+    tiny_demo(carviz_home)
+    at = open_train(AppTest.from_file(APP, default_timeout=30))
+    assert not at.exception
+    assert at.selectbox(key="train_preset").value == "demo quick"
+    demo = PRESETS["demo quick"]
+    assert at.selectbox(key="tf_backbone").value == demo.backbone
+    assert at.number_input(key="tf_image_size").value == demo.image_size
+    assert at.selectbox(key="tf_weights").value == "none"
+    assert any("No jobs yet" in info.value for info in at.info)
+
+
+def test_every_job_state_is_shown(carviz_home: Path) -> None:
+    tiny_demo(carviz_home)
+    made = make_runs()
+    at = open_train(AppTest.from_file(APP, default_timeout=30))
+    assert not at.exception
+    text = cards_text(at)
+    for status in ("succeeded", "running", "failed", "lost"):
+        assert status in text
+    assert "123 img/s" in text  # the live job's progress
+    assert any("boom in the data pipeline" in error.value for error in at.error)
+    assert at.button(key=f"stop_{made['running'].id}")
+    assert at.button(key=f"resume_{made['lost'].id}") and at.button(key=f"resume_{made['failed'].id}")
+    with pytest.raises(KeyError):
+        at.button(key=f"stop_{made['succeeded'].id}")
+
+    at.button(key=f"stop_{made['running'].id}").click().run()
+    assert not at.exception
+    assert made["running"].stop_requested()  # the UI only writes the request; the job stops itself
+
+
+def test_preset_switch_and_prefill_from_layers(carviz_home: Path) -> None:
+    tiny_demo(carviz_home)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["train_prefill"] = {"backbone": "mobilenetv2", "alpha": 0.5, "image_size": 128, "freeze": 30}
+    open_train(at)
+    assert not at.exception
+    assert at.selectbox(key="tf_backbone").value == "mobilenetv2"
+    assert at.selectbox(key="tf_alpha").value == 0.5
+    assert at.number_input(key="tf_image_size").value == 128
+    assert at.text_input(key="tf_freeze").value == "30"
+    assert at.selectbox(key="tf_weights").value == "none"  # the rest stays demo quick
+
+    at.selectbox(key="train_preset").set_value("seed study").run()
+    assert at.number_input(key="tf_image_size").value == 224
+    assert at.text_input(key="tf_freeze").value == "47"
+    assert at.selectbox(key="tf_head").value == "seed"
+
+
+def test_config_error_is_a_message_not_a_traceback(carviz_home: Path) -> None:
+    tiny_demo(carviz_home)
+    at = open_train(AppTest.from_file(APP, default_timeout=30))
+    at.text_input(key="tf_freeze").input("halfway")
+    at.button(key="FormSubmitter:train_form-Launch").click().run()
+    assert not at.exception
+    assert any("freeze must be" in error.value for error in at.error)
+    assert list_runs() == []
+
+
+def test_launch_submits_once_per_click(carviz_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_demo(carviz_home)
+    submitted: list[Run] = []
+
+    def fake_submit(config, runs_root=None):  # the real launch is covered by test_real_launch_...
+        run = create_run(config, runs_root)
+        submitted.append(run)
+        return run
+
+    monkeypatch.setattr(jobs, "submit", fake_submit)
+    at = open_train(AppTest.from_file(APP, default_timeout=30))
+    at.text_input(key="tf_name").input("from the test")
+    at.button(key="FormSubmitter:train_form-Launch").click().run()
+    assert not at.exception
+    assert len(submitted) == 1 and submitted[0].config().name == "from the test"
+    assert any(submitted[0].id in success.value for success in at.success)
+    assert submitted[0].id in cards_text(at)  # the jobs area shows it at once
+
+    at.button(key="FormSubmitter:train_form-Launch").click().run()  # a double click
+    assert len(submitted) == 1
+    assert any("Already launched" in warning.value for warning in at.warning)
+
+
+def test_real_launch_starts_a_job_process(carviz_home: Path) -> None:
+    tiny_demo(carviz_home)
+    at = open_train(AppTest.from_file(APP, default_timeout=30))
+    at.text_input(key="tf_name").input("real launch")
+    at.button(key="FormSubmitter:train_form-Launch").click().run()
+    assert not at.exception
+    [run] = list_runs()
+    try:
+        assert run.config().name == "real launch"
+        launch = runs.read_json(run.file(runs.LAUNCH_FILE))
+        assert launch and launch["pid"]
+        assert runs.pid_alive(launch["pid"], launch["pid_create_time"]) or run.status().is_terminal()
+        assert run.status() in (Status.QUEUED, Status.RUNNING, Status.SUCCEEDED)
+    finally:
+        final = jobs.stop(run, timeout=5)  # kills the job's process group when it does not stop in time
+    assert final.is_terminal()
