@@ -55,8 +55,9 @@ def now_iso() -> str:
 
 
 def new_run_id() -> str:
-    """Time-sortable and unique: 20261128-001502-3fa9c1."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+    """Sortable by creation time (to the millisecond) and unique: 20261128-001502.123-3fa9c1."""
+    now = time.time()
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}-" + secrets.token_hex(3)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -82,19 +83,35 @@ def read_json(path: Path) -> Any | None:
 
 
 def _to_number(text: str) -> float | int | None:
-    if text == "":
+    if not text:
         return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
     try:
         value = float(text)
     except ValueError:
         return None
-    if math.isfinite(value) and value.is_integer() and "." not in text and "e" not in text.lower():
-        return int(value)
-    return value
+    return value if math.isfinite(value) else None
+
+
+_metrics_cache: dict[Path, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Rows of metrics.csv, one per epoch. A truncated last line is skipped; a repeated epoch keeps the last row."""
+    """Rows of metrics.csv, one per epoch. A truncated last line is skipped; a repeated epoch keeps the last row.
+
+    Parsed rows are cached by (mtime, size), so a dashboard polling many runs re-reads only what changed.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return []
+    key = (stat.st_mtime_ns, stat.st_size)
+    cached = _metrics_cache.get(path)
+    if cached and cached[0] == key:
+        return [dict(row) for row in cached[1]]
     try:
         raw = path.read_text(encoding="utf-8")
     except OSError:
@@ -102,14 +119,20 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not raw.endswith("\n"):
         raw = raw[: raw.rfind("\n") + 1]  # the last line is still being written
     by_epoch: dict[int, dict[str, Any]] = {}
-    reader = csv.DictReader(io.StringIO(raw))
-    for row in reader:
-        parsed = {key: _to_number(value or "") for key, value in row.items() if key}
-        epoch = parsed.get("epoch")
-        if not isinstance(epoch, int):
+    reader = csv.reader(io.StringIO(raw))
+    header = next(reader, None) or []
+    for values in reader:
+        if len(values) != len(header):
             continue
-        by_epoch[epoch] = parsed
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+        row = {key_: _to_number(value) for key_, value in zip(header, values)}
+        epoch = row.get("epoch")
+        if isinstance(epoch, int):
+            by_epoch[epoch] = row
+    rows = [by_epoch[epoch] for epoch in sorted(by_epoch)]
+    if len(_metrics_cache) > 5000:
+        _metrics_cache.clear()
+    _metrics_cache[path] = (key, rows)
+    return [dict(row) for row in rows]
 
 
 def pid_alive(pid: int | None, create_time: float | None = None) -> bool:

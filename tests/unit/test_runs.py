@@ -114,3 +114,19 @@ def test_unreadable_status_reads_as_lost_with_a_reason(carviz_home):
     run.file("status.json").write_text("{not json")
     state = Run(run.path).state()
     assert state.status == Status.LOST and "unreadable" in state.reason
+
+
+def test_metrics_reader_sees_an_appended_epoch(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,seconds\n1,1.5,0.4,1.6,0.35,0.001,2.5\n")
+    first = read_metrics(path)
+    first[0]["loss"] = 99  # callers may mutate what they get; the cache must not change
+    with open(path, "a") as handle:
+        handle.write("2,1.2,0.5,1.3,0.45,0.001,2.4\n")
+    rows = read_metrics(path)
+    assert [row["epoch"] for row in rows] == [1, 2] and rows[0]["loss"] == 1.5
+
+
+def test_run_ids_sort_by_creation_even_within_a_second(carviz_home):
+    made = [create_run(TrainConfig()).id for _ in range(5)]
+    assert made == sorted(made)
