@@ -259,8 +259,11 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def train(run: Run, stop_flag: threading.Event | None = None) -> Status:
-    """Run the job in this process: wait for a slot, train, record. Returns the final status."""
+def train(run: Run, stop_flag: threading.Event | None = None, extra_callbacks: list[Any] | None = None) -> Status:
+    """Run the job in this process: wait for a slot, train, record. Returns the final status.
+
+    extra_callbacks are appended after the run's own (benchmarks use this to time epochs).
+    """
     stop_flag = stop_flag or threading.Event()
     config = run.config()
     run.write_status(Status.QUEUED, pid=os.getpid(), pid_create_time=process_create_time(os.getpid()))
@@ -340,6 +343,7 @@ def train(run: Run, stop_flag: threading.Event | None = None) -> Status:
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
                                                        restore_best_weights=True))
+    callbacks += list(extra_callbacks or [])
     keras.utils.set_random_seed(config.seed + initial_epoch)
     if initial_epoch < config.epochs:
         try:
