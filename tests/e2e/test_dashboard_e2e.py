@@ -1,0 +1,186 @@
+"""End to end in a real browser: Debian's Chromium, driven by Playwright, against `streamlit run dashboard.py`.
+
+Train a tiny run on the demo data from the Train page, watch it reach "succeeded", see its curves on Compare,
+upload an image on Predict and see a prediction. A full-page screenshot of every page goes to
+test-artifacts/e2e/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from carviz.datasets import DEMO_CLASSES
+from carviz.runs import Run, Status
+
+RUN_NAME = "e2e tiny"
+TRAIN_TIMEOUT = 180.0  # seconds for the tiny run, queueing and TensorFlow's import included
+SLOW = 120_000  # ms: pages whose first render imports TensorFlow / loads a model
+MAX_SHOT_HEIGHT = 8000  # px: a full-page screenshot taller than this is cut
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def wait_idle(page, timeout: float = 60_000) -> None:
+    """Wait until Streamlit is not running the script (its status widget is gone)."""
+    page.wait_for_timeout(300)  # let a rerun that was just triggered show its status widget
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=timeout)
+
+
+def open_page(page, slug: str, title: str, timeout: float = 60_000) -> None:
+    """Follow the sidebar link to a page (keeps the session) and wait for its title."""
+    href_end = "/" if slug == "" else f"/{slug}"
+    links = page.locator('a[data-testid="stSidebarNavLink"]')
+    hrefs = [links.nth(i).get_attribute("href") or "" for i in range(links.count())]
+    matching = [i for i, href in enumerate(hrefs) if href.endswith(href_end)]
+    assert matching, f"no sidebar link to {href_end} among {hrefs}"
+    links.nth(matching[0]).click()
+    page.locator("h1").filter(has_text=title).first.wait_for(timeout=timeout)
+    page.wait_for_url(re.compile(re.escape(href_end) + r"$"))
+
+
+def screenshot(page, artifacts: Path, name: str) -> Path:
+    """The whole page. Streamlit scrolls inside <main>, not the document, so `full_page` alone would stop at the
+    viewport: grow the viewport to the content's height for the shot, then put it back."""
+    path = artifacts / f"{name}.png"
+    viewport = page.viewport_size
+    content = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], [data-testid=stSidebarContent]')]"
+        ".map(e => e.scrollHeight), document.documentElement.scrollHeight)"
+    )
+    height = max(viewport["height"], min(int(content), MAX_SHOT_HEIGHT))
+    try:
+        if height != viewport["height"]:
+            page.set_viewport_size({"width": viewport["width"], "height": height})
+            page.wait_for_timeout(500)  # charts re-layout
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        page.set_viewport_size(viewport)
+    print(f"screenshot: {path}")
+    return path
+
+
+def widget(page, key: str):
+    """The element container of the widget with this Streamlit key (Streamlit adds the class st-key-<key>)."""
+    return page.locator(f".st-key-{key}")
+
+
+def choose(page, key: str, option: str) -> None:
+    """Pick `option` in a selectbox: type to filter, then click the exact option."""
+    box = widget(page, key).locator('input[role="combobox"]')
+    box.click()
+    box.fill(option)
+    page.get_by_role("option", name=option, exact=True).click()
+    assert box.input_value() == option
+
+
+def set_number(page, key: str, value) -> None:
+    field = widget(page, key).locator("input")
+    field.fill(str(value))
+    field.press("Tab")  # commits the value (inside a form it is sent with the submit)
+    assert field.input_value() == str(value)
+
+
+def wait_for_run(page, run: Run, timeout: float = TRAIN_TIMEOUT) -> None:
+    """Wait until the jobs area shows the run as succeeded; fail early with its log when it fails."""
+    card_done = page.get_by_text(re.compile(r"succeeded · small_cnn"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if card_done.count():
+            return
+        status = run.status()
+        if status.is_terminal() and status != Status.SUCCEEDED:
+            pytest.fail(f"run {run.id} ended {status.value}: {run.state().error}\n{run.log_tail(60)}")
+        page.wait_for_timeout(1000)
+    pytest.fail(f"run {run.id} not shown as succeeded within {timeout:.0f} s (store says {run.status().value}):\n"
+                f"{run.log_tail(60)}")
+
+
+# ------------------------------------------------------------------------------------------ the test
+
+
+def test_train_compare_predict_in_browser(browser_page, dashboard, artifacts_dir: Path) -> None:
+    page = browser_page
+    started = time.monotonic()
+    page.goto(dashboard["url"] + "/")
+
+    # Data (the default page): the demo dataset's classes and counts.
+    page.locator("h1").filter(has_text="Data").first.wait_for()
+    page.get_by_text("Augmentation preview").wait_for(timeout=SLOW)
+    wait_idle(page, timeout=SLOW)
+    for name in DEMO_CLASSES:
+        assert page.get_by_text(re.compile(rf"\b{re.escape(name)}\b.*\b16 images")).count() >= 1, name
+    screenshot(page, artifacts_dir, "1-data")
+
+    # Train: a tiny config, launched from the form.
+    open_page(page, "train", "Train")
+    wait_idle(page)
+    page.get_by_text("No jobs yet").wait_for()
+    widget(page, "tf_name").locator("input").fill(RUN_NAME)
+    choose(page, "tf_dataset", "demo")
+    choose(page, "tf_backbone", "small_cnn")
+    choose(page, "tf_weights", "none")
+    set_number(page, "tf_image_size", 32)
+    set_number(page, "tf_epochs", 2)
+    set_number(page, "tf_batch_size", 16)
+    page.locator('[data-testid="stFormSubmitButton"] button').filter(has_text="Launch").click()
+    launched = page.get_by_text(re.compile(r"Launched run"))
+    launched.wait_for()
+    match = re.search(r"Launched run\s+(\S+)\s+\(" + re.escape(RUN_NAME) + r"\)", launched.inner_text())
+    assert match, launched.inner_text()
+    run = Run(dashboard["runs"] / match.group(1))
+    config = run.config_dict()
+    assert (config["backbone"], config["weights"], config["image_size"], config["epochs"], config["batch_size"]) == (
+        "small_cnn", "none", 32, 2, 16), config
+
+    # Layers while the job trains (it runs in its own process).
+    open_page(page, "layers", "Layers")
+    page.get_by_text(re.compile(r"^\d+ of \d+ layers shown$")).wait_for(timeout=SLOW)
+    wait_idle(page, timeout=SLOW)
+    screenshot(page, artifacts_dir, "2-layers")
+
+    # Back to Train: the jobs area shows the run through to "succeeded".
+    open_page(page, "train", "Train")
+    page.get_by_text(run.id).first.wait_for()
+    wait_for_run(page, run)
+    assert run.status() == Status.SUCCEEDED
+    assert page.get_by_text(re.compile(r"epoch 2/2")).count() >= 1
+    wait_idle(page)
+    screenshot(page, artifacts_dir, "3-train")
+
+    # Compare: the finished run is selected by default; both curve charts carry its label.
+    open_page(page, "compare", "Compare runs")
+    page.get_by_text(re.compile(r"1 of 1 runs shown · 1 selected")).wait_for()
+    plots = page.locator('[data-testid="stMain"] .js-plotly-plot')
+    plots.nth(1).wait_for()
+    wait_idle(page)
+    assert plots.count() >= 2
+    label = f"{RUN_NAME} ({run.id[-6:]})"
+    for i in range(2):
+        assert label in (plots.nth(i).text_content() or ""), f"chart {i} has no trace for {label}"
+    screenshot(page, artifacts_dir, "4-compare")
+
+    # Predict: the run is offered, an uploaded demo image gets a top-k chart of demo classes.
+    open_page(page, "predict", "Predict")
+    run_box = widget(page, "predict_run").locator('input[role="combobox"]')
+    run_box.wait_for()
+    assert run_box.input_value().startswith(label), run_box.input_value()
+    image = dashboard["home"] / "data" / "demo" / "bus" / "bus_000.jpg"
+    widget(page, "predict_files").locator('input[type="file"]').set_input_files(str(image))
+    chart = page.locator('[data-testid="stMain"] .js-plotly-plot')
+    chart.first.wait_for(timeout=SLOW)
+    wait_idle(page, timeout=SLOW)
+    text = chart.first.text_content() or ""
+    assert image.name in text, text
+    shown = [name for name in DEMO_CLASSES if name in text]
+    assert shown, f"no demo class in the prediction chart: {text!r}"
+    assert re.search(r"\d+\.\d%", text), f"no probability in the prediction chart: {text!r}"
+    assert not page.locator('[data-testid="stException"]').count()
+    screenshot(page, artifacts_dir, "5-predict")
+    print(f"e2e flow took {time.monotonic() - started:.0f} s; top classes shown: {shown}")
