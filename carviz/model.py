@@ -83,7 +83,11 @@ def build_model(config: TrainConfig, num_classes: int, on_gpu: bool = False) -> 
         x = backbone(x)
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
         x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    # The recommended head starts from a zero classifier (uniform predictions, loss = log(classes)): on frozen
+    # ImageNet features a random init's large first logits cost most of a short run's few steps.
+    initializer = "glorot_uniform" if config.head == "seed" else "zeros"
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", kernel_initializer=initializer,
+                                 name="predictions")(x)
     model = keras.Model(inputs, outputs, name=f"carviz_{config.backbone}_{config.head}")
 
     model.compile(
