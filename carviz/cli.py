@@ -1,4 +1,5 @@
-"""`python -m carviz …`: demo data, layer listings, training jobs and the run store from the command line."""
+"""`python -m carviz …`: demo data, layer listings, training jobs, the run store, and collecting, importing and
+reviewing images (crawl, import, trash, restore) from the command line."""
 
 from __future__ import annotations
 
@@ -72,7 +73,47 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="resume a stopped or lost run from its last checkpoint")
     resume.add_argument("run")
     resume.add_argument("--wait", action="store_true")
+    _add_data_commands(sub)
     return parser
+
+
+def _add_data_commands(sub: Any) -> None:
+    """Collecting, importing and reviewing images: crawl, crawl-status, crawl-stop, import, trash, restore."""
+    dataset_help = "a dataset name (a folder under data/) or a path (absolute, or starting with .)"
+    crawl = sub.add_parser("crawl", help="collect images with the crawler, as a background job (re-run resumes)")
+    crawl.add_argument("dataset", help=dataset_help)
+    crawl.add_argument("--class", dest="classes", action="append", required=True, metavar="NAME=QUERY;QUERY",
+                       help='a class and its search queries, e.g. "sedan=sedan car;sedan side view" (repeat per class)')
+    crawl.add_argument("--target", type=int, default=50, help="images wanted per class (default 50)")
+    crawl.add_argument("--engine", choices=("bing", "duckduckgo", "generic"), default="bing")
+    crawl.add_argument("--engine-option", dest="engine_options", action="append", default=[], metavar="KEY=VALUE",
+                       help="generic engine settings: search_url_template, thumb_selector, full_link_selector, "
+                            "more_button_selector... (repeat)")
+    crawl.add_argument("--min-side", type=int, default=100, help="smaller images are skipped (pixels)")
+    crawl.add_argument("--delay", type=float, default=1.0, help="seconds between two downloads")
+    crawl.add_argument("--wait", action="store_true", help="follow the job's progress until it ends")
+
+    status = sub.add_parser("crawl-status", help="a dataset's crawl: per-class progress and status")
+    status.add_argument("dataset", help=dataset_help)
+    status.add_argument("--json", action="store_true")
+
+    crawl_stop = sub.add_parser("crawl-stop", help="stop a dataset's crawl (gracefully, then killed after --timeout)")
+    crawl_stop.add_argument("dataset", help=dataset_help)
+    crawl_stop.add_argument("--timeout", type=float, default=15.0)
+
+    imp = sub.add_parser("import", help="import a zip or a folder of class folders into a dataset")
+    imp.add_argument("dataset", help=dataset_help)
+    imp.add_argument("source", type=Path, help="a .zip file or a folder of class folders")
+
+    trash = sub.add_parser("trash", help="move images of a class to the dataset's trash (left out of training)")
+    trash.add_argument("dataset", help=dataset_help)
+    trash.add_argument("class_name", metavar="CLASS")
+    trash.add_argument("files", nargs="+", metavar="FILE", help="file names inside the class folder")
+
+    restore = sub.add_parser("restore", help="move trashed images back (all when no FILE is given)")
+    restore.add_argument("dataset", help=dataset_help)
+    restore.add_argument("files", nargs="*", metavar="CLASS/FILE", help="as listed by `restore --list`")
+    restore.add_argument("--list", action="store_true", help="only list the trash")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -259,6 +300,157 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset(text: str, create: bool = False) -> Path:
+    """A dataset folder from the command line: a name under data/, or a path (absolute or starting with .)."""
+    from .importer import dataset_path
+
+    as_path = Path(text).expanduser()
+    if as_path.is_absolute() or text.startswith("."):
+        path = dataset_path(as_path, create=create)
+    else:
+        path = dataset_path(text, create=create)
+    if not create and not path.is_dir():
+        raise FileNotFoundError(f"dataset {text!r} not found (looked in {path})")
+    return path
+
+
+def _parse_class_arg(text: str, target: int):
+    from .collect import parse_class_line
+
+    return parse_class_line(text, target, separator="=")
+
+
+def _follow_crawl(dataset: Path, out=None, poll: float = 1.0):
+    from .crawl import progress_lines, wait_crawl
+
+    out = out or sys.stdout
+    last: list[str] = []
+
+    def show(state) -> None:
+        nonlocal last
+        lines = progress_lines(state)
+        if lines != last:
+            print("\n".join(lines), file=out, flush=True)
+            last = lines
+
+    return wait_crawl(dataset, poll=poll, on_state=show)
+
+
+def cmd_crawl(args: argparse.Namespace) -> int:
+    from .collect import build_spec, parse_engine_options
+    from .crawl import CrawlBusy, CrawlStatus, launch_crawl
+
+    classes = [_parse_class_arg(text, args.target) for text in args.classes]
+    names = [c.name for c in classes]
+    if len(set(names)) != len(names):
+        raise ValueError("each --class name may be given once")
+    spec = build_spec(classes, args.engine, parse_engine_options(args.engine_options),
+                      min_side=args.min_side, delay=args.delay)
+    try:
+        dataset = launch_crawl(_dataset(args.dataset, create=True), spec)
+    except CrawlBusy as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"crawl of {len(classes)} class(es) into {dataset} started in the background", flush=True)
+    if args.wait:
+        return 0 if _follow_crawl(dataset).status == CrawlStatus.SUCCEEDED else 1
+    print(f"follow it with: python -m carviz crawl-status {args.dataset}")
+    return 0
+
+
+def cmd_crawl_status(args: argparse.Namespace) -> int:
+    from .crawl import CrawlStatus, progress_lines, read_crawl
+
+    state = read_crawl(_dataset(args.dataset))
+    if args.json:
+        print(json.dumps({
+            "dataset": str(state.dataset_dir),
+            "status": state.status.value if state.status else None,
+            "saved": state.saved, "target": state.target, "error": state.error,
+            "stop_requested": state.stop_requested, "current": state.current,
+            "classes": {n: {"saved": p.saved, "target": p.target, "candidates": p.candidates, "failed": p.failed,
+                            "rejected": p.rejected, "state": p.state} for n, p in state.classes.items()},
+        }, indent=2, ensure_ascii=False))
+        return 0
+    if state.current.get("class"):
+        print(f"now: {state.current['class']} <- {state.current.get('query', '')!r}")
+    print("\n".join(progress_lines(state)))
+    if state.info.get("message") and state.status is CrawlStatus.SUCCEEDED:
+        print(state.info["message"])
+    return 0
+
+
+def cmd_crawl_stop(args: argparse.Namespace) -> int:
+    from .crawl import progress_lines, read_crawl, stop_crawl
+
+    dataset = _dataset(args.dataset)
+    if not read_crawl(dataset).active:
+        print(f"no crawl is running for {dataset.name}")
+        return 0
+    state = stop_crawl(dataset, timeout=args.timeout)
+    print("\n".join(progress_lines(state)))
+    return 0
+
+
+def _print_report(report, dataset: Path) -> None:
+    from .collect import report_summary
+
+    print(f"{dataset}: {report_summary(report)}")
+    for member, reason in report.dropped:
+        print(f"  dropped {member}: {reason}")
+    for member, note in report.notes:
+        print(f"  note {member}: {note}")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    import zipfile
+
+    from .importer import import_folder, import_zip
+
+    source = args.source.expanduser()
+    if source.is_dir():
+        dataset = _dataset(args.dataset, create=True)
+        report = import_folder(source, dataset)
+    elif source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise ValueError(f"{source} is neither a folder nor a zip file")
+        dataset = _dataset(args.dataset, create=True)
+        report = import_zip(source, dataset)
+    else:
+        raise FileNotFoundError(f"{source} does not exist")
+    _print_report(report, dataset)
+    return 0
+
+
+def cmd_trash(args: argparse.Namespace) -> int:
+    from .importer import trash_images
+
+    dataset = _dataset(args.dataset)
+    moved = trash_images(dataset, args.class_name, args.files)
+    for path in moved:
+        print(f"trashed {args.class_name}/{path.name}" if path.name in args.files else
+              f"trashed {args.class_name} file as {path.name}")
+    print(f"{len(moved)} image(s) moved to {dataset / '.trash'}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from .importer import list_trash, restore_images
+
+    dataset = _dataset(args.dataset)
+    entries = list_trash(dataset)
+    if args.list:
+        for entry in entries:
+            print(f"{entry.class_name}/{entry.file_name}  (from {entry.original}, {entry.trashed_at or 'time unknown'})")
+        print(f"{len(entries)} image(s) in the trash")
+        return 0
+    restored = restore_images(dataset, args.files or entries)
+    for path in restored:
+        print(f"restored {path.parent.name}/{path.name}")
+    print(f"{len(restored)} image(s) restored")
+    return 0
+
+
 COMMANDS = {
     "demo-data": cmd_demo_data,
     "layers": cmd_layers,
@@ -267,6 +459,12 @@ COMMANDS = {
     "show": cmd_show,
     "stop": cmd_stop,
     "resume": cmd_resume,
+    "crawl": cmd_crawl,
+    "crawl-status": cmd_crawl_status,
+    "crawl-stop": cmd_crawl_stop,
+    "import": cmd_import,
+    "trash": cmd_trash,
+    "restore": cmd_restore,
 }
 
 
