@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+
 @pytest.fixture
 def carviz_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty CARVIZ_HOME with runs/ and data/, used by everything that reads settings."""
