@@ -20,6 +20,7 @@ navigation = st.navigation(
         st.Page(PAGES["data"], title="Data", icon=":material/photo_library:", default=True),
         st.Page(PAGES["layers"], title="Layers", icon=":material/layers:"),
         st.Page(PAGES["train"], title="Train", icon=":material/model_training:"),
+        st.Page("app_pages/sweeps.py", title="Sweeps", icon=":material/grid_on:"),
         st.Page(PAGES["compare"], title="Compare", icon=":material/compare:"),
         st.Page(PAGES["predict"], title="Predict", icon=":material/image_search:"),
     ]

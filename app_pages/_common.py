@@ -21,6 +21,7 @@ STATUS_ICONS = {  # Material icons: they render everywhere (emoji need a font)
     "failed": ":material/error:",
     "stopped": ":material/stop_circle:",
     "lost": ":material/warning:",
+    "pruned": ":material/content_cut:",
 }
 
 

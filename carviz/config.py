@@ -73,6 +73,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: mixed_float16 on GPU, float32 on CPU
     jit_compile: bool = False
     checkpoint_every: int = 1  # epochs between resumable checkpoints
+    sweep: str = ""  # id of the sweep this run belongs to (runs/.sweeps/<id>); "" for a lone run
 
     def __post_init__(self) -> None:
         if len(self.name) > 200:
@@ -107,6 +108,8 @@ class TrainConfig:
             raise ConfigError(f"validation_split must be in (0, 1), got {self.validation_split}")
         if self.early_stopping_patience < 0:
             raise ConfigError("early_stopping_patience must be >= 0")
+        if not isinstance(self.sweep, str) or len(self.sweep) > 100:
+            raise ConfigError(f"sweep must be a sweep id (text up to 100 characters), got {self.sweep!r}")
         if not isinstance(self.augmentation, Augmentation):
             raise ConfigError("augmentation must be an Augmentation")
 

@@ -45,9 +45,10 @@ class Status(str, Enum):
     FAILED = "failed"
     STOPPED = "stopped"
     LOST = "lost"
+    PRUNED = "pruned"  # a sweep's pruning stopped it at a rung: it trailed the other runs there
 
     def is_terminal(self) -> bool:
-        return self in (Status.SUCCEEDED, Status.FAILED, Status.STOPPED, Status.LOST)
+        return self in (Status.SUCCEEDED, Status.FAILED, Status.STOPPED, Status.LOST, Status.PRUNED)
 
 
 def now_iso() -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, jobs, settings
+from .config import TrainConfig
 from .runs import (
     CHECKPOINT_DIR,
     CLASSES_FILE,
@@ -271,7 +272,16 @@ def train(run: Run, stop_flag: threading.Event | None = None, extra_callbacks: l
     if slot is None:
         run.write_status(Status.STOPPED, ended_at=now_iso())
         return Status.STOPPED
-    slot_index, _slot_fd = slot  # the lock is held until this process exits
+    slot_index, slot_fd = slot
+    try:
+        return _train_in_slot(run, config, slot_index, stop_flag, extra_callbacks)
+    finally:
+        os.close(slot_fd)  # frees the slot (the kernel does this too if the process dies)
+
+
+def _train_in_slot(run: Run, config: TrainConfig, slot_index: int, stop_flag: threading.Event,
+                   extra_callbacks: list[Any] | None) -> Status:
+    """The job proper, once a slot is held: data, model, fit, final evaluation, record."""
     if jobs.gpu_count() and "CUDA_VISIBLE_DEVICES" not in os.environ:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(slot_index)  # one GPU per job, before TensorFlow loads
     run.write_status(Status.RUNNING, started_at=now_iso(), slot=slot_index)
@@ -343,12 +353,26 @@ def train(run: Run, stop_flag: threading.Event | None = None, extra_callbacks: l
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
                                                        restore_best_weights=True))
+    if config.sweep:  # after the recorder, so a pruned epoch's row and checkpoint are written first
+        from .sweep import pruning_callback_for
+
+        pruning = pruning_callback_for(run, config.sweep)
+        if pruning is not None:
+            callbacks.append(pruning)
     callbacks += list(extra_callbacks or [])
     keras.utils.set_random_seed(config.seed + initial_epoch)
+    from .sweep import Pruned
+
     if initial_epoch < config.epochs:
         try:
             model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
                       callbacks=callbacks, verbose=2)
+        except Pruned as pruned:  # before StopRequested: Pruned is one
+            log.info("pruned by the sweep at epoch %d (val_accuracy %s)", pruned.epoch, pruned.value)
+            atomic_write_json(run.file(PROGRESS_FILE), {"phase": "pruned", "epoch": pruned.epoch,
+                                                        "epochs": config.epochs, "updated_at": now_iso()})
+            run.write_status(Status.PRUNED, ended_at=now_iso(), pruned_at_epoch=pruned.epoch)
+            return Status.PRUNED
         except StopRequested:
             log.info("stopped on request")
             run.write_status(Status.STOPPED, ended_at=now_iso())
@@ -402,8 +426,12 @@ def main(argv: list[str] | None = None) -> int:
             log.error("training failed:\n%s", traceback.format_exc())
             run.write_status(Status.FAILED, ended_at=now_iso(), error=f"{type(error).__name__}: {error}")
             return 1
-    return 0 if status in (Status.SUCCEEDED, Status.STOPPED) else 1
+    return 0 if status in (Status.SUCCEEDED, Status.STOPPED, Status.PRUNED) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy, so exception classes such as StopRequested
+    # are the very ones other modules (carviz.sweep) subclass and raise.
+    from carviz.train import main as module_main
+
+    sys.exit(module_main())

@@ -1,0 +1,113 @@
+"""The Sweeps page under AppTest: no sweeps, a finished hand-made sweep, and launching (jobs.launch stubbed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from carviz import jobs, sweep
+from carviz.config import PRESETS
+from carviz.datasets import generate_demo_dataset
+from carviz.runs import METRIC_COLUMNS, Run, Status, atomic_write_json
+from carviz.sweep import PruneConfig, SweepConfig
+
+PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "sweeps.py")
+
+
+def finish(run: Run, accuracies: list[float], status: Status = Status.SUCCEEDED) -> None:
+    lines = [",".join(METRIC_COLUMNS)]
+    lines += [f"{e},1.0,0.5,1.0,{a},0.001,2.0" for e, a in enumerate(accuracies, start=1)]
+    run.file("metrics.csv").write_text("\n".join(lines) + "\n")
+    run.write_status(status, started_at="2026-01-01T00:00:00+00:00", ended_at="2026-01-01T00:00:08+00:00",
+                     **({"pruned_at_epoch": len(accuracies)} if status == Status.PRUNED else {}))
+    atomic_write_json(run.file("run.json"), {"model": {"trainable_params": 1000 * run.config().freeze
+                                                       if isinstance(run.config().freeze, int) else 10,
+                                                       "first_trainable": f"layer{run.config().freeze}"}})
+
+
+@pytest.fixture
+def demo(carviz_home: Path) -> Path:
+    generate_demo_dataset(carviz_home / "data" / "demo", per_class=4, image_size=48)
+    return carviz_home
+
+
+def test_renders_with_no_sweeps(demo: Path) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=30).run()
+    assert not at.exception
+    assert any("No sweeps yet" in info.value for info in at.info)
+    assert at.multiselect(key="sw_backbones").value == ["small_cnn"]
+
+
+def test_a_finished_sweep_is_listed_and_charted(demo: Path) -> None:
+    config = SweepConfig(name="hand made", base=PRESETS["demo quick"].replace(epochs=3), backbones=("small_cnn",),
+                         learning_rates=(1e-3,), freeze_points=(1, 4), seeds=(1, 2),
+                         prune=PruneConfig(rungs=(1,), min_runs=2))
+    record = sweep.create_sweep(config)
+    runs = record.runs()
+    finish(runs[0], [0.5, 0.6, 0.7])
+    finish(runs[1], [0.5, 0.8, 0.9])
+    finish(runs[2], [0.3], status=Status.PRUNED)
+    finish(runs[3], [0.4, 0.5, 0.6])
+    at = AppTest.from_file(PAGE, default_timeout=30).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["id"]) == [record.id] and list(table["progress"]) == ["4 of 4 done"]
+    assert list(table["status"]) == ["done"]
+    text = " ".join(m.value for m in at.markdown)
+    assert "4 of 4 done" in text and "pruned" in text
+    assert any("Best so far" in c.value and "0.900" in c.value for c in at.caption)
+    assert at.button(key="sw_stop").disabled and at.button(key="sw_resume").disabled
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # freeze chart, time, parameters
+
+
+def test_launch_creates_the_record(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    launched: list[str] = []
+    monkeypatch.setattr(jobs, "launch", lambda run: launched.append(run.id) or 1)
+    at = AppTest.from_file(PAGE, default_timeout=30).run()
+    at.text_input(key="sw_name").set_value("ui sweep")
+    at.text_input(key="sw_lrs").set_value("1e-3, 3e-4")
+    at.text_input(key="sw_freeze_text").set_value("1, 4, all")
+    at.checkbox(key="sw_prune").check()
+    at.run()
+    at.text_input(key="sw_rungs").set_value("1")
+    at.button(key="sw_launch").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    records = sweep.list_sweeps()
+    assert len(records) == 1 and records[0].config.name == "ui sweep"
+    assert records[0].config.prune == PruneConfig(rungs=(1,), keep_fraction=0.5, min_runs=3)
+    assert len(records[0].run_ids) == 6 and launched == list(records[0].run_ids)
+    assert any("6 runs" in s.value for s in at.success)
+    assert list(at.dataframe[0].value["progress"]) == ["0 of 6 done"]
+
+
+def test_bad_input_is_a_message(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "launch", lambda run: pytest.fail("must not launch"))
+    at = AppTest.from_file(PAGE, default_timeout=30).run()
+    at.text_input(key="sw_lrs").set_value("fast")
+    at.button(key="sw_launch").click().run()
+    assert not at.exception
+    assert any("comma list" in e.value for e in at.error)
+    assert sweep.list_sweeps() == []
+
+
+def test_freeze_rule_and_layers_prefill(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "launch", lambda run: 1)
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["train_prefill"] = {"backbone": "small_cnn", "alpha": 1.0, "image_size": 32, "freeze": 4}
+    at.run()
+    assert "from the Layers page" in at.radio(key="sw_freeze_mode").options
+    at.radio(key="sw_freeze_mode").set_value("from the Layers page").run()
+    at.button(key="sw_launch").click().run()
+    assert not at.exception and not at.error
+    assert sweep.list_sweeps()[0].config.freeze_points == (4,)
+    at.radio(key="sw_freeze_mode").set_value("generated by rule").run()
+    at.selectbox(key="sw_rule").set_value("every convolution").run()
+    at.text_input(key="sw_name").set_value("by rule")
+    at.button(key="sw_launch").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    newest = sweep.list_sweeps()[0]
+    assert newest.config.name == "by rule" and newest.config.points_for("small_cnn") == (2, 4, 6)
