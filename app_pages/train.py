@@ -19,6 +19,7 @@ from app_pages._common import (
     progress_fraction,
     status_label,
 )
+from app_pages._lr_range import lr_range_section
 
 DEFAULT_PRESET = "demo quick"
 ALPHAS = [0.25, 0.5, 0.75, 1.0]
@@ -118,6 +119,8 @@ if launched:
             st.session_state["train_last_launch"] = (fingerprint, time.monotonic(), run.id)
             st.success(f"Launched run `{run.id}` ({config.name or 'unnamed'}).")
 
+lr_range_section(form_values)
+
 
 def _resume(run: Run) -> None:
     errors = st.session_state.setdefault(RESUME_ERRORS, {})
@@ -160,7 +163,7 @@ def _job_card(run: Run, state: RunState) -> None:
             # Callbacks run before the fragment reruns, so the card already shows the new state.
             actions.button("Stopping…" if stopping else "Stop", key=f"stop_{run.id}", disabled=stopping,
                            on_click=run.request_stop, help="The job stops between steps")
-        elif status in (Status.STOPPED, Status.LOST, Status.FAILED):
+        elif status in (Status.STOPPED, Status.LOST, Status.FAILED, Status.PRUNED):
             actions.button("Resume", key=f"resume_{run.id}", on_click=_resume, args=(run,),
                            help="Continue from the last checkpoint")
         resume_error = st.session_state.get(RESUME_ERRORS, {}).get(run.id)

@@ -24,6 +24,23 @@ def _freeze_arg(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"freeze must be an integer >= 1 or 'all', got {text!r}")
 
 
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """The TrainConfig flags of `train` (read back by config_from_args): --config/--preset, then one per field."""
+    parser.add_argument("--config", type=Path, help="a config.json to start from")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named preset to start from")
+    for flag, kind in (("name", str), ("dataset", str), ("backbone", str), ("alpha", float), ("weights", str),
+                       ("image-size", int), ("head", str), ("dropout", float), ("optimizer", str),
+                       ("learning-rate", float), ("epochs", int), ("batch-size", int),
+                       ("validation-split", float), ("seed", int), ("early-stopping-patience", int),
+                       ("precision", str), ("checkpoint-every", int)):
+        parser.add_argument(f"--{flag}", type=kind, default=None)
+    parser.add_argument("--lr", dest="learning_rate", type=float, default=None, help="same as --learning-rate")
+    parser.add_argument("--freeze", type=_freeze_arg, default=None)
+    parser.add_argument("--augment", action="store_true", default=None, help="augment the training split")
+    parser.add_argument("--train-frozen-bn", action="store_true", help="frozen BatchNorm layers keep training")
+    parser.add_argument("--xla", action="store_true", help="compile with XLA (slow first epoch on CPU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m carviz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,19 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--freeze", type=_freeze_arg, default=None, help="mark what 'freeze N' freezes")
 
     train = sub.add_parser("train", help="launch a training job in the background")
-    train.add_argument("--config", type=Path, help="a config.json to start from")
-    train.add_argument("--preset", choices=sorted(PRESETS), help="a named preset to start from")
-    for flag, kind in (("name", str), ("dataset", str), ("backbone", str), ("alpha", float), ("weights", str),
-                       ("image-size", int), ("head", str), ("dropout", float), ("optimizer", str),
-                       ("learning-rate", float), ("epochs", int), ("batch-size", int),
-                       ("validation-split", float), ("seed", int), ("early-stopping-patience", int),
-                       ("precision", str), ("checkpoint-every", int)):
-        train.add_argument(f"--{flag}", type=kind, default=None)
-    train.add_argument("--lr", dest="learning_rate", type=float, default=None, help="same as --learning-rate")
-    train.add_argument("--freeze", type=_freeze_arg, default=None)
-    train.add_argument("--augment", action="store_true", default=None, help="augment the training split")
-    train.add_argument("--train-frozen-bn", action="store_true", help="frozen BatchNorm layers keep training")
-    train.add_argument("--xla", action="store_true", help="compile with XLA (slow first epoch on CPU)")
+    _add_config_flags(train)
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--wait", action="store_true", help="follow the job until it ends")
     mode.add_argument("--foreground", action="store_true", help="train in this process instead")
@@ -73,7 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="resume a stopped or lost run from its last checkpoint")
     resume.add_argument("run")
     resume.add_argument("--wait", action="store_true")
+
+    lr_find = sub.add_parser("lr-find", help="LR range test: a short run with a rising learning rate, and a suggestion")
+    _add_config_flags(lr_find)
+    lr_find.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
+    lr_find.add_argument("--min-lr", type=float, default=1e-6, help="first learning rate (default 1e-6)")
+    lr_find.add_argument("--max-lr", type=float, default=1.0, help="last learning rate (default 1)")
+    lr_find.add_argument("--background", action="store_true", help="launch it as a background job instead")
     _add_data_commands(sub)
+    _add_sweep_commands(sub)
     return parser
 
 
@@ -289,6 +302,34 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from . import lr_range
+
+    config = config_from_args(args)
+    settings.resolve_dataset(config.dataset)
+    lr_range.check_range(args.min_lr, args.max_lr, args.steps)
+    if args.background:
+        print(lr_range.launch_lr_range(config, args.min_lr, args.max_lr, args.steps), flush=True)
+        return 0
+    path = lr_range.create_lr_range(config, args.min_lr, args.max_lr, args.steps)
+    print(f"LR range test {path.name}: {config.backbone} on {config.dataset}, {args.steps} steps, "
+          f"lr {args.min_lr:g} -> {args.max_lr:g}", flush=True)
+    result = lr_range.run_lr_range_job(path)
+    every = max(1, len(result.lrs) // 15)
+    print(f"{'step':>5} {'lr':>10} {'loss':>10} {'smoothed':>10}")
+    for i, (lr, loss, smooth) in enumerate(zip(result.lrs, result.losses, result.smoothed_losses)):
+        if i % every == 0 or i == len(result.lrs) - 1:
+            print(f"{i + 1:>5} {lr:>10.3g} {loss:>10.4g} {smooth:>10.4g}")
+    if result.stopped_early_reason:
+        print(f"stopped early: {result.stopped_early_reason}")
+    if result.suggested_lr is None:
+        print("no suggestion: too few finite points (try a lower --max-lr or more --steps)")
+        return 1
+    print(f"suggested learning rate: {result.suggested_lr:.2g}"
+          f" (steepest descent {_fmt(result.steepest_lr, 2)}, minimum loss at {_fmt(result.min_loss_lr, 2)})")
+    return 0
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from . import jobs
 
@@ -465,6 +506,7 @@ COMMANDS = {
     "import": cmd_import,
     "trash": cmd_trash,
     "restore": cmd_restore,
+    "lr-find": cmd_lr_find,
 }
 
 
@@ -475,3 +517,174 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, LookupError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+# ---------------------------------------------------------------- sweeps (issue 4)
+
+
+def _add_sweep_commands(sub: Any) -> None:
+    """Sweeps: sweep (launch a grid), sweeps (list), sweep-show, sweep-stop, sweep-resume."""
+    sweep = sub.add_parser("sweep", help="launch a grid of runs: backbones x learning rates x freeze points x seeds")
+    sweep.add_argument("--name", required=True, help="the sweep's display name (its runs are named after it)")
+    base = sweep.add_mutually_exclusive_group()
+    base.add_argument("--preset", choices=sorted(PRESETS), help="base config (default: demo quick)")
+    base.add_argument("--config", type=Path, help="base config.json")
+    sweep.add_argument("--backbones", help="comma list (default: the base config's backbone)")
+    sweep.add_argument("--lrs", help="comma list of learning rates, e.g. 1e-3,1e-4 (default: the base's)")
+    freeze = sweep.add_mutually_exclusive_group()
+    freeze.add_argument("--freeze", help="comma list of freeze points (integers or 'all')")
+    freeze.add_argument("--freeze-rule", choices=("conv", "block", "cut"),
+                        help="generate freeze points from each backbone's layers (builds it once)")
+    sweep.add_argument("--every", type=int, default=1, help="with --freeze-rule cut: keep every K-th cut point")
+    sweep.add_argument("--seeds", help="comma list of seeds (default: the base's)")
+    for flag, kind in (("epochs", int), ("batch-size", int), ("image-size", int), ("dataset", str),
+                       ("weights", str), ("head", str)):
+        sweep.add_argument(f"--{flag}", type=kind, default=None)
+    sweep.add_argument("--prune", action="store_true", help="successive halving at the rung epochs")
+    sweep.add_argument("--rungs", default="2,4", help="with --prune: comma list of rung epochs (default 2,4)")
+    sweep.add_argument("--keep-fraction", type=float, default=0.5, help="with --prune: share kept at a rung")
+    sweep.add_argument("--min-runs", type=int, default=3, help="with --prune: runs at a rung before any is pruned")
+    sweep.add_argument("--wait", action="store_true", help="follow the sweep until every run ends")
+
+    sweeps = sub.add_parser("sweeps", help="list sweeps with progress")
+    sweeps.add_argument("--json", action="store_true")
+    for command, text in (("sweep-show", "a sweep's points: best val accuracy mean ± std over seeds"),
+                          ("sweep-stop", "ask every unfinished run of a sweep to stop"),
+                          ("sweep-resume", "relaunch a sweep's stopped and lost runs")):
+        parser = sub.add_parser(command, help=text)
+        parser.add_argument("sweep", help="sweep id, unique id prefix, or name")
+        if command == "sweep-show":
+            parser.add_argument("--json", action="store_true")
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def sweep_config_from_args(args: argparse.Namespace) -> Any:
+    """The SweepConfig the sweep command's flags describe (a freeze rule builds each backbone's layer listing)."""
+    from .sweep import PruneConfig, SweepConfig, freeze_points
+
+    base = TrainConfig.load(args.config) if args.config else PRESETS[args.preset or "demo quick"]
+    changes = {field: getattr(args, field) for field in ("epochs", "batch_size", "image_size", "dataset", "weights",
+                                                          "head") if getattr(args, field) is not None}
+    backbones = _split(args.backbones) or [base.backbone]
+    changes["backbone"] = backbones[0]  # the base itself must be valid (small_cnn has no ImageNet weights)
+    base = base.replace(**changes)
+    try:
+        lrs = [float(v) for v in _split(args.lrs)] or [base.learning_rate]
+        seeds = [int(v) for v in _split(args.seeds)] or [base.seed]
+        rungs = tuple(int(v) for v in _split(args.rungs))
+    except ValueError as error:
+        raise ConfigError(f"--lrs, --seeds and --rungs take comma lists of numbers: {error}") from None
+    per_backbone: dict[str, tuple] = {}
+    if args.freeze_rule:
+        per_backbone = {b: tuple(freeze_points(b, args.freeze_rule, base.image_size, base.alpha, k=args.every))
+                        for b in backbones}
+        points: tuple = per_backbone[backbones[0]]
+    else:
+        points = tuple(_split(args.freeze)) or (base.freeze,)
+    prune = PruneConfig(rungs, args.keep_fraction, args.min_runs) if args.prune else None
+    return SweepConfig(name=args.name, base=base, backbones=tuple(backbones), learning_rates=tuple(lrs),
+                       freeze_points=points, seeds=tuple(seeds), prune=prune, backbone_freeze_points=per_backbone)
+
+
+def follow_sweep(sweep_id: str, out=None, poll: float = 2.0) -> str:
+    """Print a line whenever the sweep's progress changes, until no run is queued or running; returns its status."""
+    from .sweep import read_sweep
+
+    out = out or sys.stdout
+    last = None
+    while True:
+        state = read_sweep(sweep_id)
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(state.counts.items()))
+        line = f"{sweep_id} {state.status}: {state.progress_text} ({counts})"
+        if state.eta_seconds:
+            line += f", about {state.eta_seconds:.0f} s left"
+        if line != last:
+            print(line, file=out, flush=True)
+            last = line
+        if state.status not in ("queued", "running"):
+            return state.status
+        time.sleep(poll)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import launch_sweep
+
+    config = sweep_config_from_args(args)
+    settings.resolve_dataset(config.base.dataset)  # fail here, not in every background job
+    record = launch_sweep(config)
+    print(f"sweep {record.id}: {len(record.run_ids)} runs launched", flush=True)
+    if args.wait:
+        return 0 if follow_sweep(record.id) == "done" else 1
+    print(f"follow it with: python -m carviz sweep-show {record.id}")
+    return 0
+
+
+def cmd_sweeps(args: argparse.Namespace) -> int:
+    from .sweep import list_sweeps, read_sweep
+
+    states = [read_sweep(record.id) for record in list_sweeps()]
+    if args.json:
+        print(json.dumps([{"id": s.record.id, "name": s.record.config.name, "status": s.status, "done": s.n_done,
+                           "total": s.n_total, "counts": s.counts, "eta_seconds": s.eta_seconds,
+                           "best_run": (s.best or {}).get("id"),
+                           "best_val_accuracy": (s.best or {}).get("best_val_accuracy")} for s in states],
+                         indent=2, ensure_ascii=False))
+        return 0
+    if not states:
+        print(f"no sweeps in {settings.runs_dir()}")
+        return 0
+    print(f"{'id':<23} {'status':<8} {'progress':<16} {'best val':>8}  name")
+    for s in states:
+        print(f"{s.record.id:<23} {s.status:<8} {s.progress_text:<16} "
+              f"{_fmt((s.best or {}).get('best_val_accuracy'), 3):>8}  {s.record.config.name}")
+    return 0
+
+
+def cmd_sweep_show(args: argparse.Namespace) -> int:
+    from .plots.sweeps import sweep_points
+    from .sweep import find_sweep, read_sweep
+
+    state = read_sweep(find_sweep(args.sweep).id)
+    points = sweep_points(state.rows)
+    if args.json:
+        print(points.to_json(orient="records", indent=2))
+        return 0
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(state.counts.items()))
+    print(f"sweep {state.record.id} ({state.record.config.name}) {state.status}: {state.progress_text} ({counts})")
+    print(f"{'backbone':<14} {'lr':>8} {'freeze':>6} {'mean':>7} {'std':>7} {'n':>3}  layer")
+    for p in points.itertuples():
+        mean = "-" if p.mean is None or p.mean != p.mean else f"{p.mean:.4f}"
+        std = "-" if p.std is None or p.std != p.std else f"{p.std:.4f}"
+        print(f"{p.backbone:<14} {_fmt(p.learning_rate, 2):>8} {p.freeze!s:>6} {mean:>7} {std:>7} {p.n:>3}  "
+              f"{p.layer if isinstance(p.layer, str) else ''}")
+    if state.best:
+        print(f"best: {state.best['id']} {state.best['name']} val acc {state.best['best_val_accuracy']:.4f}")
+    return 0
+
+
+def cmd_sweep_stop(args: argparse.Namespace) -> int:
+    from .sweep import find_sweep, stop_sweep
+
+    record = find_sweep(args.sweep)
+    print(f"sweep {record.id}: stop requested for {len(stop_sweep(record.id))} run(s)")
+    return 0
+
+
+def cmd_sweep_resume(args: argparse.Namespace) -> int:
+    from .sweep import find_sweep, resume_sweep
+
+    record = find_sweep(args.sweep)
+    print(f"sweep {record.id}: {len(resume_sweep(record.id))} run(s) resumed")
+    return 0
+
+
+COMMANDS.update({
+    "sweep": cmd_sweep,
+    "sweeps": cmd_sweeps,
+    "sweep-show": cmd_sweep_show,
+    "sweep-stop": cmd_sweep_stop,
+    "sweep-resume": cmd_sweep_resume,
+})
