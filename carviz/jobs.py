@@ -49,15 +49,17 @@ def slot_count() -> int:
     return max(1, gpu_count())
 
 
-def launch(run: Run) -> int:
-    """Start `python -m carviz.train RUN_DIR` in its own session (so it survives us); returns its pid."""
+def spawn_detached(module: str, folder: Path, log_path: Path) -> int:
+    """Start `python -m MODULE FOLDER` in its own session (it outlives us), output appended to log_path.
+
+    Writes FOLDER/launch.json (pid and its start time) so readers can tell a live process from a reused pid.
+    """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(settings.PROJECT_ROOT), env.get("PYTHONPATH")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    log = open(run.file(LOG_FILE), "ab")
-    try:
+    with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "carviz.train", str(run.path)],
+            [sys.executable, "-m", module, str(folder)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -66,14 +68,19 @@ def launch(run: Run) -> int:
             start_new_session=True,
             close_fds=True,
         )
-    finally:
-        log.close()
-    # The launcher writes launch.json; the job itself writes status.json.
     atomic_write_json(
-        run.file(LAUNCH_FILE),
+        folder / LAUNCH_FILE,
         {"pid": process.pid, "pid_create_time": process_create_time(process.pid), "launched_at": now_iso()},
     )
     return process.pid
+
+
+def launch(run: Run) -> int:
+    """Start the run's job (`python -m carviz.train RUN_DIR`) detached; returns its pid.
+
+    The launcher writes launch.json; the job itself writes status.json.
+    """
+    return spawn_detached("carviz.train", run.path, run.file(LOG_FILE))
 
 
 def submit(config: TrainConfig, runs_root: Path | None = None) -> Run:

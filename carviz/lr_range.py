@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -16,10 +15,10 @@ from typing import Any, Callable, Sequence
 
 from . import settings
 from .config import TrainConfig
+from .jobs import spawn_detached
 from .runs import (
     CONFIG_FILE,
     HEARTBEAT_FILE,
-    LAUNCH_FILE,
     LOG_FILE,
     PROGRESS_FILE,
     STATUS_FILE,
@@ -284,22 +283,7 @@ def launch_lr_range(config: TrainConfig, min_lr: float = 1e-6, max_lr: float = 1
                     runs_root: Path | None = None) -> Path:
     """Create a test folder and start `python -m carviz.lr_range DIR` detached (it outlives us); returns the folder."""
     path = create_lr_range(config, min_lr, max_lr, steps, runs_root)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(settings.PROJECT_ROOT), env.get("PYTHONPATH")]))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    with open(path / LOG_FILE, "ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "carviz.lr_range", str(path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=str(settings.PROJECT_ROOT),
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
-    atomic_write_json(path / LAUNCH_FILE, {"pid": process.pid, "pid_create_time": process_create_time(process.pid),
-                                           "launched_at": now_iso()})
+    spawn_detached("carviz.lr_range", path, path / LOG_FILE)
     return path
 
 
