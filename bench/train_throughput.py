@@ -5,7 +5,7 @@ on a synthetic image folder. Each measurement runs in a fresh worker process; th
 wall time from the start of epoch 2 to the end of training (epoch 1 includes graph tracing), so the run
 record's metrics, progress, heartbeat, TensorBoard and per-epoch checkpoints are all inside it.
 
-    .venv/bin/python bench/train_throughput.py [--epochs 4] [--per-class 48]
+    .venv/bin/python bench/train_throughput.py [--epochs 5] [--per-class 64] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,9 +102,11 @@ def worker(kind: str, dataset: str, freeze, epochs: int, batch_size: int) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--per-class", type=int, default=48)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--per-class", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2, help="pairs per freeze point; medians are reported")
+    parser.add_argument("--freeze", nargs="+", default=[str(f) for f in FREEZE_POINTS], help="freeze points to measure")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "FREEZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -118,20 +121,21 @@ def main() -> None:
     env = dict(os.environ, CARVIZ_HOME=str(home), CARVIZ_SLOTS="1", TF_CPP_MIN_LOG_LEVEL="2")
     print(f"MobileNet 224 px, {4 * args.per_class} synthetic images (80 % train), batch {args.batch_size}, "
           f"{args.epochs} epochs, images/s over epochs 2..{args.epochs}; {os.cpu_count()} CPUs")
-    print(f"{'freeze':>6} {'plain fit':>10} {'carviz job':>11} {'ratio':>6}")
-    for position, freeze in enumerate(FREEZE_POINTS):
-        # Alternate the order so warm caches or thermal drift do not favour one side.
-        order = ("plain", "carviz") if position % 2 == 0 else ("carviz", "plain")
-        result = {}
-        for kind in order:
-            out = subprocess.run([sys.executable, __file__, "--worker", kind, str(freeze), "--epochs",
-                                  str(args.epochs), "--batch-size", str(args.batch_size)],
-                                 env=env, capture_output=True, text=True, check=False)
-            if out.returncode != 0:
-                sys.exit(f"{kind} worker failed:\n{out.stderr[-3000:]}")
-            result[kind] = json.loads(out.stdout.strip().splitlines()[-1])
-        plain, ours = result["plain"]["images_per_second"], result["carviz"]["images_per_second"]
-        print(f"{freeze!s:>6} {plain:>10.1f} {ours:>11.1f} {ours / plain:>6.3f}", flush=True)
+    print(f"{'freeze':>6} {'plain fit':>10} {'carviz job':>11} {'ratio':>6}   (range over {args.repeats} runs each)")
+    for freeze in args.freeze:
+        samples: dict[str, list[float]] = {"plain": [], "carviz": []}
+        for repeat in range(args.repeats):
+            # Alternate the order so warm caches or drift do not favour one side.
+            for kind in (("plain", "carviz") if repeat % 2 == 0 else ("carviz", "plain")):
+                out = subprocess.run([sys.executable, __file__, "--worker", kind, str(freeze), "--epochs",
+                                      str(args.epochs), "--batch-size", str(args.batch_size)],
+                                     env=env, capture_output=True, text=True, check=False)
+                if out.returncode != 0:
+                    sys.exit(f"{kind} worker failed:\n{out.stderr[-3000:]}")
+                samples[kind].append(json.loads(out.stdout.strip().splitlines()[-1])["images_per_second"])
+        plain, ours = statistics.median(samples["plain"]), statistics.median(samples["carviz"])
+        spread = " ".join(f"{kind} {min(v):.1f}-{max(v):.1f}" for kind, v in samples.items())
+        print(f"{freeze!s:>6} {plain:>10.1f} {ours:>11.1f} {ours / plain:>6.3f}   ({spread})", flush=True)
 
 
 if __name__ == "__main__":

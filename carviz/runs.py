@@ -61,18 +61,23 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}-" + secrets.token_hex(3)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a whole file so readers see the old or the new content, never a mix."""
+def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    """Write a whole file so readers see the old or the new content, never a mix.
+
+    durable=False skips the fsync: for files rewritten every second (progress), where losing the last
+    write in a power cut costs nothing and an fsync on the training thread costs time.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str))
+def atomic_write_json(path: Path, data: Any, durable: bool = True) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str), durable)
 
 
 def read_json(path: Path) -> Any | None:

@@ -166,7 +166,7 @@ def make_recorder(run: Run, stop_flag: threading.Event, steps_per_epoch: int, ep
                 "loss": _as_float((logs or {}).get("loss")),
                 "accuracy": _as_float((logs or {}).get("accuracy")),
                 "updated_at": now_iso(),
-            })
+            }, durable=False)
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = dict(logs or {})
