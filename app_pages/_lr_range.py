@@ -19,8 +19,7 @@ CURRENT = "lr_range_dir"  # the test shown: the one launched here, else the newe
 WAS_LIVE = "lr_range_was_live"
 ERROR = "lr_range_error"
 LR_WIDGET = "tf_learning_rate"  # the Train form's learning-rate widget
-SWEEP_PREFILL = "sweep_lr_prefill"  # read by the Sweeps page, when there is one
-SWEEPS_PAGE = Path(__file__).with_name("sweeps.py")
+SWEEP_PREFILL = "sweep_lr_prefill"  # read by the Sweeps page
 LR_WIDGET_RANGE = (1e-7, 10.0)  # the form widget's min/max
 
 
@@ -36,8 +35,7 @@ def use_learning_rate(lr: float) -> None:
     """Callback: put `lr` (two significant digits) into the Train form, and the Sweeps page's prefill."""
     value = min(max(float(f"{lr:.2g}"), LR_WIDGET_RANGE[0]), LR_WIDGET_RANGE[1])
     st.session_state[LR_WIDGET] = value
-    if SWEEPS_PAGE.exists():
-        st.session_state[SWEEP_PREFILL] = value
+    st.session_state[SWEEP_PREFILL] = value
 
 
 def _shown_result(state: LRRangeState) -> LRRangeResult | None:
@@ -92,7 +90,7 @@ def lr_range_status() -> None:
     st.markdown(f"Suggested learning rate: **{suggested:.2g}** (the steeper descent or a tenth of the minimum's "
                 "learning rate, whichever is smaller)")
     if st.button("Use this learning rate", key="lr_range_use", on_click=use_learning_rate, args=(suggested,),
-                 help="Sets the form's learning rate" + (" and the Sweeps page's" if SWEEPS_PAGE.exists() else "")):
+                 help="Sets the form's learning rate and the Sweeps page's"):
         st.rerun()  # a click inside a fragment reruns only the fragment; the form is outside it
 
 

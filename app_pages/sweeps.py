@@ -46,7 +46,11 @@ dataset = c2.selectbox("Dataset", datasets, key="sw_dataset", help=f"Folders und
 default_backbones = [prefill["backbone"]] if prefill else [base_config.backbone]
 backbones = st.multiselect("Backbones", list(BACKBONES), default=default_backbones, key="sw_backbones")
 c1, c2, c3 = st.columns(3)
-lrs_text = c1.text_input("Learning rates (comma list)", value="1e-3, 1e-4", key="sw_lrs")
+suggested_lr = st.session_state.pop("sweep_lr_prefill", None)  # "Use this learning rate" on the Train page
+if suggested_lr is not None:
+    st.session_state["sw_lrs"] = f"{suggested_lr:g}, {suggested_lr / 10:g}"
+st.session_state.setdefault("sw_lrs", "1e-3, 1e-4")
+lrs_text = c1.text_input("Learning rates (comma list)", key="sw_lrs")
 seeds_text = c2.text_input("Seeds (comma list)", value="1", key="sw_seeds")
 weights = c3.selectbox("Weights", ("imagenet", "none"), index=0 if base_config.weights == "imagenet" else 1,
                        key="sw_weights")

@@ -111,3 +111,11 @@ def test_freeze_rule_and_layers_prefill(demo: Path, monkeypatch: pytest.MonkeyPa
     assert not at.exception and not at.error, [e.value for e in at.error]
     newest = sweep.list_sweeps()[0]
     assert newest.config.name == "by rule" and newest.config.points_for("small_cnn") == (2, 4, 6)
+
+
+def test_a_learning_rate_from_the_lr_range_test_fills_the_grid(demo: Path) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=30)
+    at.session_state["sweep_lr_prefill"] = 3e-4  # what "Use this learning rate" on the Train page leaves
+    at.run()
+    assert not at.exception
+    assert at.text_input(key="sw_lrs").value == "0.0003, 3e-05"
