@@ -55,6 +55,7 @@ def layer_strip_figure(
                 x=[layer.index for layer in members],
                 y=[0.3 + math.log10(layer.params + 1) for layer in members],
                 name=family,
+                width=0.9,  # one layer wide: per-trace auto widths would smear sparse families across gaps
                 marker_color=colours[family],
                 customdata=[[layer.name, layer.type, layer.params, layer.output_shape] for layer in members],
                 hovertemplate="#%{x} %{customdata[0]}<br>%{customdata[1]} · %{customdata[2]:,} params"
