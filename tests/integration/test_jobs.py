@@ -22,29 +22,13 @@ TINY = TrainConfig(name="tiny", dataset="demo", backbone="small_cnn", weights="n
 
 
 @pytest.fixture
-def home(carviz_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    generate_demo_dataset(carviz_home / "data" / "demo", per_class=16, image_size=48)
+def home(job_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    generate_demo_dataset(job_home / "data" / "demo", per_class=16, image_size=48)
     monkeypatch.setenv("CARVIZ_SLOTS", "1")
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-    yield carviz_home
-    for run_dir in (carviz_home / "runs").iterdir():  # never leave a job behind
-        if not run_dir.name.startswith("."):
-            run = Run(run_dir)
-            if not run.status().is_terminal():
-                jobs.stop(run, timeout=5)
+    return job_home
 
 
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def wait_terminal(run: Run, timeout: float = 180) -> Status:
+def wait_terminal(wait_for, run: Run, timeout: float = 180) -> Status:
     wait_for(lambda: run.status().is_terminal(), timeout, f"{run.id} to end (log:\n{run.log_tail()})")
     return run.status()
 
@@ -55,9 +39,9 @@ def metric_epochs_on_disk(run: Run) -> list[int]:
     return [int(line.split(",")[0]) for line in lines if line]
 
 
-def test_a_job_finishes_with_a_complete_run_record(home):
+def test_a_job_finishes_with_a_complete_run_record(home, wait_for):
     run = jobs.submit(TINY.replace(epochs=3))
-    assert wait_terminal(run) == Status.SUCCEEDED, run.log_tail()
+    assert wait_terminal(wait_for, run) == Status.SUCCEEDED, run.log_tail()
     for name in ("config.json", "status.json", "metrics.csv", "progress.json", "heartbeat", "train.log",
                  "model.keras", "classes.json", "evaluation.json", "run.json", "split.json",
                  "checkpoint/last.keras", "checkpoint/state.json"):
@@ -80,7 +64,7 @@ def test_a_job_finishes_with_a_complete_run_record(home):
     assert "epoch 3/3" in run.file("train.log").read_text()
 
 
-def test_stop_mid_training_keeps_finished_epochs_and_resume_continues(home):
+def test_stop_mid_training_keeps_finished_epochs_and_resume_continues(home, wait_for):
     run = jobs.submit(TINY.replace(epochs=40))
     wait_for(lambda: len(run.metrics()) >= 2, 120, "two finished epochs")
     assert jobs.stop(run, timeout=30) == Status.STOPPED
@@ -96,7 +80,7 @@ def test_stop_mid_training_keeps_finished_epochs_and_resume_continues(home):
     assert run.status() == Status.STOPPED
 
 
-def test_killed_job_is_lost_then_resume_completes_every_epoch_exactly_once(home):
+def test_killed_job_is_lost_then_resume_completes_every_epoch_exactly_once(home, wait_for):
     run = jobs.submit(TINY.replace(epochs=12))
     wait_for(lambda: len(run.metrics()) >= 3, 120, "three finished epochs")
     pid = run.state().pid
@@ -108,12 +92,12 @@ def test_killed_job_is_lost_then_resume_completes_every_epoch_exactly_once(home)
     assert len(kept) >= 3 and [row["epoch"] for row in kept] == list(range(1, len(kept) + 1))
 
     jobs.resume(run)
-    assert wait_terminal(run) == Status.SUCCEEDED, run.log_tail()
+    assert wait_terminal(wait_for, run) == Status.SUCCEEDED, run.log_tail()
     assert metric_epochs_on_disk(run) == list(range(1, 13))
     assert len(run.info()["attempts"]) == 2
 
 
-def test_one_slot_runs_jobs_one_after_another_and_a_queued_job_can_be_stopped(home):
+def test_one_slot_runs_jobs_one_after_another_and_a_queued_job_can_be_stopped(home, wait_for):
     first = jobs.submit(TINY.replace(name="first", epochs=30))
     wait_for(lambda: first.status() == Status.RUNNING, 60, "the first job to run")
     second = jobs.submit(TINY.replace(name="second", epochs=1))
@@ -126,13 +110,13 @@ def test_one_slot_runs_jobs_one_after_another_and_a_queued_job_can_be_stopped(ho
     assert jobs.stop(third, timeout=15) == Status.STOPPED  # leaves the queue without ever running
     assert not third.file("metrics.csv").exists()
     jobs.stop(first, timeout=30)
-    assert wait_terminal(second) == Status.SUCCEEDED, second.log_tail()
+    assert wait_terminal(wait_for, second) == Status.SUCCEEDED, second.log_tail()
 
 
-def test_a_failing_job_is_failed_with_its_reason(home):
+def test_a_failing_job_is_failed_with_its_reason(home, wait_for):
     (home / "data" / "empty" / "only").mkdir(parents=True)
     run = create_run(TINY.replace(dataset="empty"))
     jobs.launch(run)
-    assert wait_terminal(run, 60) == Status.FAILED
+    assert wait_terminal(wait_for, run, 60) == Status.FAILED
     assert "at least 2 classes" in run.state().error
     assert "Traceback" in run.log_tail(200)

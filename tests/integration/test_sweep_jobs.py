@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -20,29 +19,13 @@ TINY = TrainConfig(name="tiny", dataset="demo", backbone="small_cnn", weights="n
 
 
 @pytest.fixture
-def home(carviz_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    generate_demo_dataset(carviz_home / "data" / "demo", per_class=12, image_size=48)
+def home(job_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    generate_demo_dataset(job_home / "data" / "demo", per_class=12, image_size=48)
     monkeypatch.setenv("CARVIZ_SLOTS", "2")
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-    yield carviz_home
-    for run_dir in (carviz_home / "runs").iterdir():  # never leave a job behind
-        if not run_dir.name.startswith("."):
-            run = Run(run_dir)
-            if not run.status().is_terminal():
-                jobs.stop(run, timeout=5)
+    return job_home
 
 
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def test_a_sweep_of_four_runs_finishes(home: Path) -> None:
+def test_a_sweep_of_four_runs_finishes(home: Path, wait_for) -> None:
     config = SweepConfig(name="grid", base=TINY, backbones=("small_cnn",), learning_rates=(1e-3, 3e-3),
                          freeze_points=(1, 4), seeds=(7,))
     record = sweep.launch_sweep(config)
@@ -62,7 +45,7 @@ def test_a_sweep_of_four_runs_finishes(home: Path) -> None:
     assert slots == {1}
 
 
-def test_a_trailing_run_is_pruned_and_keeps_its_epochs(home: Path) -> None:
+def test_a_trailing_run_is_pruned_and_keeps_its_epochs(home: Path, wait_for) -> None:
     # Deterministic: the other run of the sweep is a hand-made record at 1.0 validation accuracy after epoch 1,
     # and the real run learns nothing (lr 1e-7) in its 1 epoch before the rung.
     config = SweepConfig(name="prune", base=TINY.replace(epochs=3), backbones=("small_cnn",),
