@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated CARVIZ_HOME per test."""
+"""Shared fixtures: an isolated CARVIZ_HOME per test, and one tiny trained run per session."""
 
 from __future__ import annotations
 
@@ -17,3 +17,23 @@ def carviz_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("CARVIZ_RUNS", raising=False)
     monkeypatch.delenv("CARVIZ_DATA", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(home, run folder): demo data and one finished tiny run (small_cnn, 32 px, 1 epoch), trained once per
+    session; tests only read it (they may add runs of their own beside it)."""
+    from carviz import datasets, runs, train
+    from carviz.config import TrainConfig
+
+    home = tmp_path_factory.mktemp("carviz-tiny-trained")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CARVIZ_HOME", str(home))
+        patch.delenv("CARVIZ_RUNS", raising=False)
+        patch.delenv("CARVIZ_DATA", raising=False)
+        datasets.generate_demo_dataset(home / "data" / "demo", per_class=12, image_size=64)
+        run = runs.create_run(TrainConfig(name="tiny", dataset="demo", backbone="small_cnn", weights="none",
+                                          image_size=32, epochs=1, batch_size=16, head="recommended",
+                                          precision="float32"))
+        assert train.train(run) == runs.Status.SUCCEEDED, run.log_tail()
+    return home, run.path

@@ -8,47 +8,28 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from carviz import datasets, runs
+from carviz import runs
 from carviz.config import TrainConfig
 from carviz.predict import load_model, predict_files
 from carviz.runs import HEARTBEAT_FILE, Status, create_run, now_iso, process_create_time
 
-pytestmark = pytest.mark.slow  # trains a tiny model once per module (~10-20 s)
+pytestmark = pytest.mark.slow  # uses the tiny model trained once per session (tests/conftest.py)
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "predict.py")
 
 
 @pytest.fixture(scope="module")
-def trained_home(tmp_path_factory: pytest.TempPathFactory):
-    """A CARVIZ_HOME holding one finished tiny run and hand-made runs of the other statuses."""
-    home = tmp_path_factory.getbasetemp() / "carviz-tiny-trained"
+def trained_home(tiny_trained: tuple[Path, Path]):
+    """The session's tiny trained run's CARVIZ_HOME, plus hand-made runs of the other statuses."""
+    home, run_path = tiny_trained
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CARVIZ_HOME", str(home))
         patch.delenv("CARVIZ_RUNS", raising=False)
         patch.delenv("CARVIZ_DATA", raising=False)
-        home, run = trained_tiny_home(tmp_path_factory)
         if not (home / "hand-made").exists():
             make_other_runs()
             (home / "hand-made").touch()
-        yield home, run
-
-
-def trained_tiny_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, runs.Run]:
-    """A CARVIZ_HOME with demo data and one finished tiny run, trained once per test session and reused by
-    tests/unit/test_predict_evaluate.py and tests/ui/test_predict_page.py (read-only). Call with CARVIZ_HOME set."""
-    home = tmp_path_factory.getbasetemp() / "carviz-tiny-trained"
-    done = home / "trained-run"
-    if done.exists():
-        return home, runs.Run(home / "runs" / done.read_text().strip())
-    datasets.generate_demo_dataset(home / "data" / "demo", per_class=12, image_size=64)
-    from carviz import train
-
-    run = runs.create_run(TrainConfig(name="tiny", dataset="demo", backbone="small_cnn", weights="none", image_size=32,
-                                      epochs=1, batch_size=16, head="recommended", precision="float32"),
-                          runs_root=home / "runs")
-    assert train.train(run) == runs.Status.SUCCEEDED
-    done.write_text(run.id)
-    return home, run
+        yield home, runs.Run(run_path)
 
 
 def make_other_runs() -> None:

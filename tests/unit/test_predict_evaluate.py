@@ -14,36 +14,18 @@ from carviz.evaluate import Evaluation, check_files, evaluate_run, summarize_pre
 from carviz.predict import Predictor, decode_like_training, load_model, predict_files, preprocess, top_k
 
 
-pytestmark = pytest.mark.slow  # trains a tiny model once per module (~10-20 s)
+pytestmark = pytest.mark.slow  # uses the tiny model trained once per session (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory):
-    """(home, run) of one finished training run; CARVIZ_HOME points at home for the whole module."""
-    home = tmp_path_factory.getbasetemp() / "carviz-tiny-trained"
+def trained(tiny_trained: tuple[Path, Path]):
+    """(home, run) of the session's tiny finished run; CARVIZ_HOME points at home for the whole module."""
+    home, run_path = tiny_trained
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CARVIZ_HOME", str(home))
         patch.delenv("CARVIZ_RUNS", raising=False)
         patch.delenv("CARVIZ_DATA", raising=False)
-        yield trained_tiny_home(tmp_path_factory)
-
-
-def trained_tiny_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, runs.Run]:
-    """A CARVIZ_HOME with demo data and one finished tiny run, trained once per test session and reused by
-    tests/unit/test_predict_evaluate.py and tests/ui/test_predict_page.py (read-only). Call with CARVIZ_HOME set."""
-    home = tmp_path_factory.getbasetemp() / "carviz-tiny-trained"
-    done = home / "trained-run"
-    if done.exists():
-        return home, runs.Run(home / "runs" / done.read_text().strip())
-    datasets.generate_demo_dataset(home / "data" / "demo", per_class=12, image_size=64)
-    from carviz import train
-
-    run = runs.create_run(TrainConfig(name="tiny", dataset="demo", backbone="small_cnn", weights="none", image_size=32,
-                                      epochs=1, batch_size=16, head="recommended", precision="float32"),
-                          runs_root=home / "runs")
-    assert train.train(run) == runs.Status.SUCCEEDED
-    done.write_text(run.id)
-    return home, run
+        yield home, runs.Run(run_path)
 
 
 @pytest.fixture(scope="module")
