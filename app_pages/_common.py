@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -206,3 +207,16 @@ def thumbnail_of(path: Path, side: int = 160) -> bytes | None:
     except OSError:
         return None
     return _cached_thumbnail(str(path), mtime_ns, side)
+
+
+RELAUNCH_GUARD_SECONDS = 10.0  # the same config submitted again this soon is a double click
+
+
+def launch_once(state_key: str, fingerprint: str, launch: Callable[[], str]) -> tuple[str, bool]:
+    """Call launch() unless the same fingerprint was launched moments ago; returns (id, launched now)."""
+    last = st.session_state.get(state_key)
+    if last and last[0] == fingerprint and time.monotonic() - last[1] < RELAUNCH_GUARD_SECONDS:
+        return last[2], False
+    launched_id = launch()
+    st.session_state[state_key] = (fingerprint, time.monotonic(), launched_id)
+    return launched_id, True

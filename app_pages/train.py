@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import streamlit as st
 
@@ -16,6 +15,7 @@ from app_pages._common import (
     form_to_config,
     format_metric,
     format_seconds,
+    launch_once,
     progress_fraction,
     status_label,
 )
@@ -24,7 +24,6 @@ from app_pages._lr_range import lr_range_section
 DEFAULT_PRESET = "demo quick"
 ALPHAS = [0.25, 0.5, 0.75, 1.0]
 FINISHED_SHOWN = 10
-RELAUNCH_GUARD_SECONDS = 10.0  # the same config submitted again this soon is a double click
 SAVED_FORM = "train_form_values"  # survives page switches (widget state does not)
 PREFILL = "train_prefill"  # set by the Layers page
 RESUME_ERRORS = "train_resume_errors"
@@ -110,14 +109,11 @@ if launched:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         st.error(str(exc))
     else:
-        last = st.session_state.get("train_last_launch")
-        fingerprint = config.to_json()
-        if last and last[0] == fingerprint and time.monotonic() - last[1] < RELAUNCH_GUARD_SECONDS:
-            st.warning(f"Already launched as {last[2]} a moment ago.")
+        run_id, fresh = launch_once("train_last_launch", config.to_json(), lambda: jobs.submit(config).id)
+        if not fresh:
+            st.warning(f"Already launched as {run_id} a moment ago.")
         else:
-            run = jobs.submit(config)  # returns at once; the job runs in its own process
-            st.session_state["train_last_launch"] = (fingerprint, time.monotonic(), run.id)
-            st.success(f"Launched run `{run.id}` ({config.name or 'unnamed'}).")
+            st.success(f"Launched run `{run_id}` ({config.name or 'unnamed'}).")
 
 lr_range_section(form_values)
 

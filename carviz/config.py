@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 BACKBONES = ("mobilenet", "mobilenetv2", "resnet50", "densenet121", "efficientnetb0", "small_cnn")
 HEADS = ("recommended", "seed")
@@ -18,6 +18,13 @@ FREEZE_ALL = "all"
 
 class ConfigError(ValueError):
     """A configuration value is out of range or unknown; the message says which and why."""
+
+
+def reject_unknown_keys(cls: type, data: Mapping[str, Any], what: str) -> None:
+    """Raise ConfigError naming any key of `data` that is not a field of dataclass `cls`."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ConfigError(f"unknown {what} keys: {', '.join(sorted(unknown))}")
 
 
 @dataclass(frozen=True)
@@ -130,16 +137,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        reject_unknown_keys(cls, data, "config")
         values = dict(data)
         if isinstance(values.get("augmentation"), dict):
-            aug_known = {f.name for f in dataclasses.fields(Augmentation)}
-            bad = set(values["augmentation"]) - aug_known
-            if bad:
-                raise ConfigError(f"unknown augmentation keys: {', '.join(sorted(bad))}")
+            reject_unknown_keys(Augmentation, values["augmentation"], "augmentation")
             values["augmentation"] = Augmentation(**values["augmentation"])
         if isinstance(values.get("freeze"), str) and values["freeze"] != FREEZE_ALL:
             try:

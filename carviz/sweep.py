@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import settings
-from .config import BACKBONES, FREEZE_ALL, ConfigError, TrainConfig
+from .config import BACKBONES, FREEZE_ALL, ConfigError, TrainConfig, reject_unknown_keys
 from .runs import (
     LAUNCH_FILE,
     STATUS_FILE,
@@ -106,9 +105,7 @@ class PruneConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PruneConfig":
-        unknown = set(data) - {"rungs", "keep_fraction", "min_runs"}
-        if unknown:
-            raise ConfigError(f"unknown prune keys: {', '.join(sorted(unknown))}")
+        reject_unknown_keys(cls, data, "prune")
         values = dict(data)
         if "rungs" in values:
             values["rungs"] = tuple(values["rungs"])
@@ -200,10 +197,7 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SweepConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown sweep keys: {', '.join(sorted(unknown))}")
+        reject_unknown_keys(cls, data, "sweep")
         values = dict(data)
         if isinstance(values.get("base"), Mapping):
             values["base"] = TrainConfig.from_dict(values["base"])
