@@ -80,6 +80,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: mixed_float16 on GPU, float32 on CPU
     jit_compile: bool = False
     checkpoint_every: int = 1  # epochs between resumable checkpoints
+    feature_cache: bool = True  # train on cached frozen-part outputs when that gives the same result (features.py)
     sweep: str = ""  # id of the sweep this run belongs to (runs/.sweeps/<id>); "" for a lone run
 
     def __post_init__(self) -> None:

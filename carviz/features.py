@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -10,24 +12,47 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from . import settings
 
 if TYPE_CHECKING:  # Keras is imported lazily: importing this module must stay light
     import keras
     import tensorflow as tf
 
     from carviz.backbones import LayerInfo
+    from carviz.config import TrainConfig
 
-_KEY_FORMAT = 1  # bump when what is cached (or how) changes, so old entries stop matching
+_KEY_FORMAT = 2  # bump when what is cached (or how) changes, so old entries stop matching
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 STORAGE_DTYPES = ("float32", "float16")
+SETTINGS_FILE = "settings.json"
+DEFAULT_MAX_GB = 20.0
+IMAGE = 0  # position of the raw image (model input); 1..n: backbone layer n's output; n+1: pooled vector
+POOLED_LAYER = "head_pool"  # the recommended head's GlobalAveragePooling2D
 
 
-# ---------------------------------------------------------------- cut point and key
+# ---------------------------------------------------------------- when the cache applies
+
+
+def unavailable_reason(config: "TrainConfig") -> str | None:
+    """Why a run with this config cannot train on cached features (None when it can); no TensorFlow needed."""
+    from .config import FREEZE_ALL
+
+    if not config.feature_cache:
+        return "the feature cache is off for this run"
+    if config.augmentation.enabled:
+        return "augmentation is on: every epoch feeds new pixels, so the frozen part's output cannot be reused"
+    if config.freeze != FREEZE_ALL and int(config.freeze) <= 2:
+        return "nothing before the first trainable layer is worth caching (freeze index ≤ 2)"
+    if not config.freeze_batchnorm:
+        return "frozen BatchNormalization layers are trainable (freeze_batchnorm off), so the frozen part changes"
+    return None
 
 
 def cut_point_for(layers: list["LayerInfo"], freeze_index: int) -> int:
@@ -37,6 +62,9 @@ def cut_point_for(layers: list["LayerInfo"], freeze_index: int) -> int:
         if info.index < freeze_index and info.is_cut_point:
             best = max(best, info.index)
     return best
+
+
+# ---------------------------------------------------------------- keys
 
 
 @functools.lru_cache(maxsize=16)
@@ -58,32 +86,46 @@ def _weights_identity(weights: str) -> Any:
     return {"file": path.name, "size": stat.st_size, "sha256": _file_digest(str(path), stat.st_size, stat.st_mtime_ns)}
 
 
-def cache_key(
-    backbone: str,
-    weights: str,
-    alpha: float,
-    image_size: int,
-    head: str,
-    cut_layer_name: str,
-    dataset_fingerprint: str,
-    dtype: str = "float32",
-) -> str:
-    """sha256 hex of a canonical JSON of everything the cached tensors depend on."""
-    if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"feature dtype must be one of {', '.join(STORAGE_DTYPES)}; got {dtype!r}")
-    ingredients = {
-        "format": _KEY_FORMAT,
-        "backbone": backbone,
-        "weights": _weights_identity(weights),
-        "alpha": float(alpha),
-        "image_size": int(image_size),
-        "head": head,  # seed head: x/255 before the backbone; recommended: the backbone's preprocess_input
-        "cut": cut_layer_name,
-        "dataset": dataset_fingerprint,
-        "dtype": dtype,
-    }
-    text = json.dumps(ingredients, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything cached tensors depend on except where the model is cut (one "family" of positions)."""
+
+    backbone: str
+    weights: str
+    alpha: float
+    image_size: int
+    head: str  # seed head: x/255 before the backbone; recommended: the backbone's preprocess_input
+    dataset_fingerprint: str
+    precision: str = "float32"  # the compute policy the frozen layers ran under (mixed_float16 differs)
+    dtype: str = "float32"  # storage
+
+    def __post_init__(self) -> None:
+        if self.dtype not in STORAGE_DTYPES:
+            raise ValueError(f"feature dtype must be one of {', '.join(STORAGE_DTYPES)}; got {self.dtype!r}")
+
+    def _ingredients(self) -> dict[str, Any]:
+        values = asdict(self)
+        values.update(format=_KEY_FORMAT, weights=_weights_identity(self.weights), alpha=float(self.alpha),
+                      image_size=int(self.image_size))
+        return values
+
+    def family(self) -> str:
+        return _sha256_json(self._ingredients())
+
+    def key(self, position_name: str) -> str:
+        """sha256 hex of a canonical JSON of every ingredient plus the cut position's name."""
+        return _sha256_json({**self._ingredients(), "cut": position_name})
+
+
+def cache_key(backbone: str, weights: str, alpha: float, image_size: int, head: str, cut_layer_name: str,
+              dataset_fingerprint: str, dtype: str = "float32", precision: str = "float32") -> str:
+    """FeatureSpec(...).key(cut_layer_name), as one call."""
+    spec = FeatureSpec(backbone, weights, alpha, image_size, head, dataset_fingerprint, precision, dtype)
+    return spec.key(cut_layer_name)
 
 
 # ---------------------------------------------------------------- on-disk cache
@@ -99,8 +141,53 @@ class CacheEntry:
     meta: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class CacheSettings:
+    """The user's choices for the cache: a size limit and the storage precision."""
+
+    max_gb: float = DEFAULT_MAX_GB
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_gb, (int, float)) and 0 <= self.max_gb <= 100_000):
+            raise ValueError(f"cache size limit must be 0..100000 GB, got {self.max_gb!r}")
+        if self.dtype not in STORAGE_DTYPES:
+            raise ValueError(f"feature dtype must be one of {', '.join(STORAGE_DTYPES)}; got {self.dtype!r}")
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_gb * 1024**3)
+
+
+def cache_root() -> Path:
+    """Where cached features live: <cache dir>/features."""
+    return settings.cache_dir() / "features"
+
+
+def load_settings(root: Path | None = None) -> CacheSettings:
+    """The saved settings, or the defaults when none are saved (or the file is damaged)."""
+    try:
+        data = json.loads((Path(root or cache_root()) / SETTINGS_FILE).read_text(encoding="utf-8"))
+        return CacheSettings(max_gb=float(data["max_gb"]), dtype=str(data["dtype"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return CacheSettings()
+
+
+def save_settings(values: CacheSettings, root: Path | None = None) -> None:
+    from .runs import atomic_write_json
+
+    folder = Path(root or cache_root())
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / SETTINGS_FILE, asdict(values))
+
+
+def default_cache() -> "FeatureCache":
+    """The cache under cache_root() with the saved size limit."""
+    return FeatureCache(cache_root(), load_settings().max_bytes)
+
+
 class FeatureCache:
-    """Feature sets under root/<key>/ (features.npy, labels.npy, meta.json), kept below max_bytes by LRU eviction."""
+    """Feature sets under root/<key>/ (features.npy, labels.npy, paths.json, meta.json), LRU-evicted to max_bytes."""
 
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = Path(root)
@@ -122,37 +209,50 @@ class FeatureCache:
             return None
         return features, labels
 
-    def put(
-        self,
-        key: str,
-        features: np.ndarray,
-        labels: np.ndarray,
-        meta: dict[str, Any] | None = None,
-        dtype: str | None = None,
-    ) -> bool:
-        """Store atomically (temp folder, then os.replace), then evict down to max_bytes; False if it cannot fit."""
-        target = self.path_for(key)
-        if dtype is not None:
-            if dtype not in STORAGE_DTYPES:
-                raise ValueError(f"feature dtype must be one of {', '.join(STORAGE_DTYPES)}; got {dtype!r}")
-            features = np.asarray(features).astype(dtype, copy=False)
+    def paths(self, key: str) -> list[str] | None:
+        """The image paths (relative to the dataset) of an entry's rows, in row order; None when not stored."""
+        try:
+            return json.loads((self.path_for(key) / "paths.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, features: np.ndarray, labels: np.ndarray, meta: dict[str, Any] | None = None,
+            dtype: str | None = None, paths: Sequence[str] | None = None) -> bool:
+        """Store a whole array at once (see writing()); False if it cannot fit under max_bytes."""
         features = np.asarray(features)
-        labels = np.asarray(labels)
         if len(features) != len(labels):
             raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
-        if features.nbytes + labels.nbytes > self.max_bytes:
+        dtype = dtype or str(features.dtype)
+        try:
+            with self.writing(key, features.shape, dtype, labels, meta, paths) as out:
+                out[:] = features
+        except CacheFull:
             return False
+        return True
+
+    @contextlib.contextmanager
+    def writing(self, key: str, shape: Sequence[int], dtype: str, labels: Sequence[int],
+                meta: dict[str, Any] | None = None, paths: Sequence[str] | None = None) -> Iterator[np.ndarray]:
+        """Yield a writable on-disk array of `shape`; when the block ends without error the entry appears whole
+        (temp folder, then os.replace) and the cache is evicted down to max_bytes. CacheFull if it cannot fit."""
+        if dtype not in STORAGE_DTYPES:
+            raise ValueError(f"feature dtype must be one of {', '.join(STORAGE_DTYPES)}; got {dtype!r}")
+        target = self.path_for(key)
+        labels = np.asarray(labels, dtype="int64")
+        needed = int(np.prod(shape)) * np.dtype(dtype).itemsize + labels.nbytes
+        if needed > self.max_bytes:
+            raise CacheFull(needed, self.max_bytes)
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
         try:
-            np.save(tmp / "features.npy", features)
+            out = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=dtype, shape=tuple(shape))
+            yield out
+            out.flush()
+            del out
             np.save(tmp / "labels.npy", labels)
-            record = {
-                **(meta or {}),
-                "shape": list(features.shape),
-                "dtype": str(features.dtype),
-                "created": time.time(),
-            }
+            if paths is not None:
+                (tmp / "paths.json").write_text(json.dumps(list(paths)), encoding="utf-8")
+            record = {**(meta or {}), "shape": list(shape), "dtype": dtype, "created": time.time()}
             (tmp / "meta.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
             try:
                 os.replace(tmp, target)
@@ -163,8 +263,20 @@ class FeatureCache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self.evict(self.max_bytes)
-        return True
+        self.evict(self.max_bytes, keep=key)
+
+    @contextlib.contextmanager
+    def locked(self, key: str) -> Iterator[None]:
+        """Hold an exclusive lock for `key`, so concurrent jobs compute a feature set once (the kernel frees it
+        if the holder dies)."""
+        self.path_for(key)  # validates
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / f".lock-{key}", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def entries(self) -> list[CacheEntry]:
         """Every complete entry, most recently used first."""
@@ -173,7 +285,7 @@ class FeatureCache:
         found = []
         for folder in self.root.iterdir():
             if not _KEY_RE.match(folder.name):
-                continue  # temp folders of writes in progress, foreign files
+                continue  # temp folders of writes in progress, locks, settings
             try:
                 meta_path = folder / "meta.json"
                 last_used = meta_path.stat().st_mtime
@@ -187,14 +299,16 @@ class FeatureCache:
     def size_bytes(self) -> int:
         return sum(entry.bytes for entry in self.entries())
 
-    def evict(self, to_bytes: int) -> list[str]:
-        """Remove least recently used entries until the cache holds at most to_bytes; returns the removed keys."""
+    def evict(self, to_bytes: int, keep: str = "") -> list[str]:
+        """Remove least recently used entries (never `keep`) until at most to_bytes are held; the removed keys."""
         entries = self.entries()
         total = sum(entry.bytes for entry in entries)
         removed = []
         for entry in reversed(entries):
             if total <= to_bytes:
                 break
+            if entry.key == keep:
+                continue
             self.remove(entry.key)
             total -= entry.bytes
             removed.append(entry.key)
@@ -204,13 +318,34 @@ class FeatureCache:
         folder = self.path_for(key)
         doomed = self.root / f".tmp-evict-{key}-{os.getpid()}-{time.time_ns()}"
         try:
-            os.replace(folder, doomed)  # readers see the entry whole or not at all
+            os.replace(folder, doomed)  # readers see the entry whole or not at all (open memmaps stay valid)
         except FileNotFoundError:
             return
         shutil.rmtree(doomed, ignore_errors=True)
 
+    def shallower(self, family: str, depth: int) -> CacheEntry | None:
+        """The deepest entry of the same family cut before `depth` (deeper cuts are computed from it)."""
+        candidates = [e for e in self.entries()
+                      if e.meta.get("family") == family and isinstance(e.meta.get("depth"), int)
+                      and 1 < e.meta["depth"] < depth]
+        return max(candidates, key=lambda e: e.meta["depth"]) if candidates else None
+
+
+class CacheFull(Exception):
+    """A feature set is larger than the cache's size limit."""
+
+    def __init__(self, needed: int, limit: int) -> None:
+        super().__init__(f"the features would take {needed / 1024**3:.2f} GiB, above the cache limit of "
+                         f"{limit / 1024**3:.2f} GiB")
+        self.needed = needed
+        self.limit = limit
+
 
 # ---------------------------------------------------------------- cutting the model
+#
+# A position says where a tensor sits in the model: IMAGE (the raw input), 1..n (the output of backbone layer
+# number k, the seed's 1-based count with the InputLayer as 1), or n+1 (the pooled vector after the recommended
+# head's GlobalAveragePooling2D: for a fully frozen backbone that is all there is to cache).
 
 
 def _nodes_of(model: "keras.Model") -> list[Any]:
@@ -239,54 +374,100 @@ def _replay(model: "keras.Model", tensors: dict[int, Any], skip: set[int]) -> No
             tensors[id(original)] = new
 
 
-def _split(model: "keras.Model", cut_layer_index: int) -> tuple["keras.Model", Any, Any]:
-    """(backbone, backbone's node in model, the backbone-graph tensor that layer cut_layer_index outputs)."""
+def pooled_position(model: "keras.Model") -> int | None:
+    """The pooled vector's position (n+1), or None when the model has no pooling layer (the seed head)."""
+    names = {layer.name for layer in model.layers}
+    return len(model.get_layer("backbone").layers) + 1 if POOLED_LAYER in names else None
+
+
+def position_name(model: "keras.Model", position: int) -> str:
+    """The layer whose output sits at `position` (its name keys the cache)."""
     backbone = model.get_layer("backbone")
-    if not 1 <= cut_layer_index <= len(backbone.layers):
-        raise ValueError(f"cut layer must be 1..{len(backbone.layers)}, got {cut_layer_index}")
-    cut_node = _node_for(backbone, backbone.layers[cut_layer_index - 1])
-    if len(cut_node.outputs) != 1:
-        raise ValueError(f"layer {cut_layer_index} ({backbone.layers[cut_layer_index - 1].name}) has several outputs")
-    return backbone, _node_for(model, backbone), cut_node.outputs[0]
+    if position == IMAGE:
+        return "image"
+    if position == len(backbone.layers) + 1:
+        return POOLED_LAYER
+    return backbone.layers[position - 1].name
+
+
+def submodel(model: "keras.Model", start: int, end: int | None = None) -> "keras.Model":
+    """The part of a built carviz model from position `start` to position `end` (None: the model's output), as a
+    new functional model that shares (and so trains) the original layers."""
+    import keras
+
+    backbone = model.get_layer("backbone")
+    n = len(backbone.layers)
+    pooled = pooled_position(model)
+    last = n + 1 if pooled else n
+    if not IMAGE <= start <= last or (end is not None and not start < end <= last):
+        raise ValueError(f"cannot cut from position {start} to {end} (positions run 0..{last})")
+    outer_node = _node_for(model, backbone)
+
+    def backbone_tensor(position: int) -> Any:
+        layer_node = _node_for(backbone, backbone.layers[position - 1])
+        if len(layer_node.outputs) != 1:
+            raise ValueError(f"layer {position} ({backbone.layers[position - 1].name}) has several outputs")
+        return layer_node.outputs[0]
+
+    def outer_tensor(position: int | None) -> Any:
+        return model.outputs[0] if position is None else model.get_layer(POOLED_LAYER).output
+
+    # Where the new input goes in and what it stands for.
+    if start == IMAGE:
+        original_in = model.inputs[0]
+    elif start <= n:
+        original_in = backbone_tensor(start)
+    else:
+        original_in = outer_tensor(start)
+    new_in = keras.Input(original_in.shape[1:], dtype=original_in.dtype, name="image" if start == IMAGE else "features")
+
+    outer: dict[int, Any] = {}
+    inner: dict[int, Any] = {}
+    if start == IMAGE:
+        outer[id(model.inputs[0])] = new_in
+        _replay(model, outer, skip={id(backbone)})  # preprocessing, up to the backbone
+        (backbone_in,), _ = outer_node.arguments.fill_in(outer)
+        inner[id(backbone.inputs[0])] = backbone_in
+    elif start <= n:
+        inner[id(original_in)] = new_in
+    else:
+        outer[id(original_in)] = new_in
+
+    if start <= n:  # through the backbone, from after `start` up to `end` (or its end)
+        stop_at = end if end is not None and end <= n else n
+        _replay(backbone, inner, skip={id(layer) for layer in backbone.layers[:start]}
+                | {id(layer) for layer in backbone.layers[stop_at:]})
+        if end is not None and end <= n:
+            if id(backbone_tensor(end)) not in inner:
+                raise ValueError(f"layer {end} ({backbone.layers[end - 1].name}) cannot be reached from {start}")
+            return keras.Model(new_in, inner[id(backbone_tensor(end))], name=f"{model.name}_{start}_to_{end}")
+        if id(backbone.outputs[0]) not in inner:
+            raise ValueError(f"layer {start} ({backbone.layers[start - 1].name}) is not a cut point: "
+                             "later layers need tensors from before it")
+        outer[id(outer_node.outputs[0])] = inner[id(backbone.outputs[0])]
+
+    _replay(model, outer, skip={id(backbone)})  # the head, up to `end`
+    return keras.Model(new_in, outer[id(outer_tensor(end))], name=f"{model.name}_{start}_to_{end or 'output'}")
+
+
+def _check_frozen_through(model: "keras.Model", position: int) -> None:
+    backbone = model.get_layer("backbone")
+    trainable = [layer.name for layer in backbone.layers[:position] if layer.trainable_weights]
+    if trainable:
+        raise ValueError(f"layers up to the cut are trainable ({', '.join(trainable[:5])}): nothing to cache")
 
 
 def frozen_extractor(model: "keras.Model", cut_layer_index: int) -> "keras.Model":
-    """Raw image -> preprocessing -> backbone layers 1..cut_layer_index, sharing model's layers.
-
-    Refuses when a layer up to the cut has trainable weights (e.g. freeze_batchnorm=False): that part would
-    then not compute the same thing in training, and caching it would change results.
-    """
-    import keras
-
-    backbone, outer_node, cut_tensor = _split(model, cut_layer_index)
-    trainable = [layer.name for layer in backbone.layers[:cut_layer_index] if layer.trainable_weights]
-    if trainable:
-        raise ValueError(f"layers up to the cut are trainable ({', '.join(trainable[:5])}): nothing to cache")
-    image = keras.Input(model.inputs[0].shape[1:], dtype=model.inputs[0].dtype, name="image")
-    outer = {id(model.inputs[0]): image}
-    _replay(model, outer, skip={id(backbone)})
-    (backbone_input,), _ = outer_node.arguments.fill_in(outer)
-    inner = {id(backbone.inputs[0]): backbone_input}
-    _replay(backbone, inner, skip={id(layer) for layer in backbone.layers[cut_layer_index:]})
-    return keras.Model(image, inner[id(cut_tensor)], name=f"{model.name}_frozen_to_{cut_layer_index}")
+    """Raw image -> preprocessing -> backbone layers 1..cut_layer_index (or the pooled vector), sharing model's
+    layers. Refuses when a layer up to the cut has trainable weights (e.g. freeze_batchnorm=False): that part would
+    then not compute the same thing in training, and caching it would change results."""
+    _check_frozen_through(model, cut_layer_index)
+    return submodel(model, IMAGE, cut_layer_index)
 
 
 def trainable_remainder(model: "keras.Model", cut_layer_index: int) -> "keras.Model":
     """Cached tensor -> backbone layers cut_layer_index+1..end -> head, sharing (and so training) model's layers."""
-    import keras
-
-    backbone, outer_node, cut_tensor = _split(model, cut_layer_index)
-    features = keras.Input(cut_tensor.shape[1:], dtype=cut_tensor.dtype, name="features")
-    inner = {id(cut_tensor): features}
-    _replay(backbone, inner, skip={id(layer) for layer in backbone.layers[:cut_layer_index]})
-    if id(backbone.outputs[0]) not in inner:
-        raise ValueError(
-            f"layer {cut_layer_index} ({backbone.layers[cut_layer_index - 1].name}) is not a cut point: "
-            "later layers need tensors from before it"
-        )
-    outer = {id(outer_node.outputs[0]): inner[id(backbone.outputs[0])]}
-    _replay(model, outer, skip={id(backbone)})
-    return keras.Model(features, outer[id(model.outputs[0])], name=f"{model.name}_from_{cut_layer_index}")
+    return submodel(model, cut_layer_index, None)
 
 
 def compute_features(extractor: "keras.Model", dataset: "tf.data.Dataset") -> tuple[np.ndarray, np.ndarray]:
@@ -300,3 +481,163 @@ def compute_features(extractor: "keras.Model", dataset: "tf.data.Dataset") -> tu
         shape = tuple(int(d) for d in extractor.outputs[0].shape[1:])
         return np.zeros((0, *shape), dtype="float32"), np.zeros((0,), dtype="int64")
     return np.concatenate(feature_batches), np.concatenate(label_batches)
+
+
+# ---------------------------------------------------------------- a run on cached features
+
+
+@dataclass
+class CachedTraining:
+    """What a run trains on when the cache applies: the remainder model and its feature pipelines."""
+
+    remainder: "keras.Model"
+    train_data: "tf.data.Dataset"
+    val_data: "tf.data.Dataset"
+    info: dict[str, Any]  # recorded in run.json: position, key, how the features were obtained, seconds, bytes
+
+
+def cache_position(model: "keras.Model", freeze_index: int) -> int:
+    """Where to cut a model frozen before freeze_index: the pooled vector for a fully frozen backbone with a
+    pooling head, else the deepest cut point before the first trainable layer (1 = nothing worth caching)."""
+    from .backbones import layers_of
+
+    backbone = model.get_layer("backbone")
+    n = len(backbone.layers)
+    pooled = pooled_position(model)
+    if freeze_index > n and pooled:
+        return pooled
+    return cut_point_for(layers_of(backbone), freeze_index)
+
+
+def prepare_cached_training(
+    model: "keras.Model",
+    config: "TrainConfig",
+    freeze_index: int,
+    precision: str,
+    dataset_root: Path,
+    all_paths: Sequence[Path],
+    all_labels: Sequence[int],
+    fingerprint: str,
+    split: Any,
+    cache: FeatureCache,
+    storage_dtype: str = "float32",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> CachedTraining:
+    """Get (from the cache, from a shallower cached cut, or from the images) the frozen part's output for every
+    image of the dataset, then build the remainder model and its training/validation pipelines over the split.
+
+    Raises CacheFull or ValueError when the cache cannot be used; the caller then trains on images."""
+    position = cache_position(model, freeze_index)
+    if position <= 1:
+        raise ValueError("no cut point after the input before the first trainable layer")
+    _check_frozen_through(model, min(position, len(model.get_layer("backbone").layers)))
+    spec = FeatureSpec(config.backbone, config.weights, config.alpha, config.image_size, config.head, fingerprint,
+                       precision, storage_dtype)
+    name = position_name(model, position)
+    key = spec.key(name)
+    root = Path(dataset_root).resolve()
+    relative = [Path(p).resolve().relative_to(root).as_posix() for p in all_paths]
+    started = time.perf_counter()
+    with cache.locked(key):
+        source = "cache hit"
+        found = cache.get(key)
+        if found is None or cache.paths(key) != relative:
+            source = _compute_entry(model, config, spec, position, key, name, all_paths, all_labels, relative, cache,
+                                    on_progress)
+            found = cache.get(key)
+            if found is None:  # evicted at once by a concurrent writer: extremely unlikely; refuse, do not guess
+                raise ValueError("the cached features disappeared right after being written")
+    features, _ = found
+    seconds = time.perf_counter() - started
+
+    remainder = submodel(model, position, None)
+    if not model.optimizer.built:  # build in the whole model's variable order, so its checkpoints load back
+        model.optimizer.build(model.trainable_variables)
+    remainder.compile(optimizer=model.optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
+                      jit_compile=config.jit_compile)
+    row_of = {path: row for row, path in enumerate(relative)}
+    as_rows = lambda paths: [row_of[Path(p).resolve().relative_to(root).as_posix()] for p in paths]  # noqa: E731
+    num_classes = len(split.classes)
+    input_dtype = remainder.inputs[0].dtype
+    train_data = feature_pipeline(features, as_rows(split.train_paths), split.train_labels, num_classes,
+                                  config.batch_size, training=True, seed=config.seed, dtype=input_dtype)
+    val_data = feature_pipeline(features, as_rows(split.val_paths), split.val_labels, num_classes,
+                                config.batch_size, training=False, seed=config.seed, dtype=input_dtype)
+    info = {"used": True, "position": position, "layer": name, "key": key, "source": source,
+            "shape": list(features.shape[1:]), "dtype": str(features.dtype),
+            "bytes": int(features.nbytes), "seconds": round(seconds, 3)}
+    return CachedTraining(remainder, train_data, val_data, info)
+
+
+def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpec, position: int, key: str,
+                   name: str, all_paths: Sequence[Path], all_labels: Sequence[int], relative: list[str],
+                   cache: FeatureCache, on_progress: Callable[[int, int], None] | None) -> str:
+    """Compute and store one entry, from a shallower cached cut of the same family when there is one."""
+    from .datasets import make_pipeline
+
+    shallower = cache.shallower(spec.family(), position)
+    total = len(all_paths)
+    batch = max(1, config.batch_size)
+    if shallower is not None and cache.paths(shallower.key) == relative and cache.get(shallower.key):
+        part = submodel(model, shallower.meta["depth"], position)
+        source_features, _ = cache.get(shallower.key)  # type: ignore[misc]
+        batches: Iterator[np.ndarray] = (np.asarray(source_features[i:i + batch]) for i in range(0, total, batch))
+        source = f"computed from the cached {shallower.meta.get('layer')} features"
+    else:
+        part = submodel(model, IMAGE, position)
+        images = make_pipeline(all_paths, all_labels, 2, config.image_size, batch, training=False, cache=False)
+        batches = (x for x, _ in images)
+        source = "computed from the images"
+    shape = (total, *(int(d) for d in part.outputs[0].shape[1:]))
+    meta = {"family": spec.family(), "depth": position, "layer": name, "backbone": spec.backbone,
+            "weights": spec.weights, "alpha": spec.alpha, "image_size": spec.image_size, "head": spec.head,
+            "precision": spec.precision, "dataset_fingerprint": spec.dataset_fingerprint, "images": total}
+    infer = _inference_function(part)
+    with cache.writing(key, shape, spec.dtype, all_labels, meta, relative) as out:
+        done = 0
+        for x in batches:
+            values = np.asarray(infer(x))
+            out[done:done + len(values)] = values
+            done += len(values)
+            if on_progress:
+                on_progress(done, total)
+        if done != total:
+            raise ValueError(f"computed features for {done} of {total} images")
+    return source
+
+
+def _inference_function(part: "keras.Model") -> Callable[[Any], Any]:
+    """part(x, training=False) as one traced function (much faster than eager calls batch after batch)."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def infer(x: Any) -> Any:
+        return part(x, training=False)
+
+    return infer
+
+
+def feature_pipeline(features: np.ndarray, rows: Sequence[int], labels: Sequence[int], num_classes: int,
+                     batch_size: int, training: bool, seed: int, dtype: Any = "float32") -> "tf.data.Dataset":
+    """Batches of (features[rows], one-hot labels), reshuffled each epoch when training: the same order in which
+    datasets.make_pipeline would feed the images (the same shuffle of the same number of elements and seed)."""
+    import tensorflow as tf
+
+    if len(rows) != len(labels):
+        raise ValueError(f"{len(rows)} rows but {len(labels)} labels")
+    row_shape = tuple(int(d) for d in features.shape[1:])
+    tf_dtype = tf.as_dtype(dtype)
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(rows, dtype="int64"), np.asarray(labels, dtype="int32")))
+    if training:
+        ds = ds.shuffle(max(1, len(rows)), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def gather(batch_rows: np.ndarray) -> np.ndarray:
+        return np.asarray(features[np.asarray(batch_rows)], dtype=tf_dtype.as_numpy_dtype)
+
+    def load(batch_rows: Any, batch_labels: Any) -> tuple[Any, Any]:
+        x = tf.numpy_function(gather, [batch_rows], tf_dtype, stateful=False)
+        x.set_shape((None, *row_shape))
+        return x, tf.one_hot(batch_labels, num_classes, dtype=tf.float32)
+
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -23,6 +23,11 @@ def data_dir() -> Path:
     return Path(os.environ.get("CARVIZ_DATA") or home() / "data").resolve()
 
 
+def cache_dir() -> Path:
+    """Where computed caches (frozen features) live: $CARVIZ_CACHE, else <home>/cache."""
+    return Path(os.environ.get("CARVIZ_CACHE") or home() / "cache").resolve()
+
+
 def keras_home() -> Path:
     """Keras' cache folder (downloaded weights go to <this>/models): $KERAS_HOME, else ~/.keras."""
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")

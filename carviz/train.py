@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import __version__, jobs, settings
+from . import __version__, features, jobs, settings
 from .config import TrainConfig
 from .runs import (
     CHECKPOINT_DIR,
@@ -105,8 +105,11 @@ def _install_stop_signals(stop_flag: threading.Event) -> None:
 
 
 def make_recorder(run: Run, stop_flag: threading.Event, steps_per_epoch: int, epochs: int, batch_size: int,
-                  metrics_writer: MetricsWriter, checkpoint_every: int):
-    """The Keras callback that keeps the run record: metrics rows, throttled progress, checkpoints, stops."""
+                  metrics_writer: MetricsWriter, checkpoint_every: int, whole_model: Any = None):
+    """The Keras callback that keeps the run record: metrics rows, throttled progress, checkpoints, stops.
+
+    whole_model is what checkpoints save when fit() trains only part of it (the remainder on cached features).
+    """
     import keras
 
     checkpoint_dir = run.file(CHECKPOINT_DIR)
@@ -184,7 +187,7 @@ def make_recorder(run: Run, stop_flag: threading.Event, steps_per_epoch: int, ep
             log.info("epoch %d/%d %s", epoch + 1, epochs,
                      " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
             if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs:
-                save_checkpoint(self.model, checkpoint_dir, epoch + 1)
+                save_checkpoint(whole_model if whole_model is not None else self.model, checkpoint_dir, epoch + 1)
             self._write_progress(epoch, steps_per_epoch, logs=logs, force=True)
 
     return RunRecorder()
@@ -288,7 +291,7 @@ def _train_in_slot(run: Run, config: TrainConfig, slot_index: int, stop_flag: th
     atomic_write_json(run.file(PROGRESS_FILE), {"phase": "loading data", "updated_at": now_iso()})
 
     from . import datasets
-    from .model import build_model
+    from .model import build_model, resolve_precision
 
     device = configure_devices()
     dataset_root = settings.resolve_dataset(config.dataset)
@@ -301,15 +304,21 @@ def _train_in_slot(run: Run, config: TrainConfig, slot_index: int, stop_flag: th
     atomic_write_json(run.file(CLASSES_FILE), split.classes)
     atomic_write_json(run.file("split.json"), split.to_json_dict(dataset_root))
 
+    import keras
+
     checkpoint = load_checkpoint(run.file(CHECKPOINT_DIR))
     atomic_write_json(run.file(PROGRESS_FILE), {"phase": "building model", "updated_at": now_iso()})
+    precision = resolve_precision(config.precision, on_gpu=device["kind"] == "gpu")
     if checkpoint is not None:
         model, initial_epoch = checkpoint
         summary = None
         log.info("resuming from checkpoint after epoch %d", initial_epoch)
     else:
+        keras.utils.set_random_seed(config.seed)  # the seed decides the head's initial weights too
         model, summary = build_model(config, len(split.classes), on_gpu=device["kind"] == "gpu")
         initial_epoch = 0
+    n_backbone_layers = len(model.get_layer("backbone").layers)
+    freeze_index = config.freeze_index(n_backbone_layers)
 
     info = read_json(run.file(INFO_FILE)) or {}
     info.update({
@@ -335,19 +344,26 @@ def _train_in_slot(run: Run, config: TrainConfig, slot_index: int, stop_flag: th
     info.setdefault("attempts", []).append({"started_at": now_iso(), "initial_epoch": initial_epoch})
     atomic_write_json(run.file(INFO_FILE), info)
 
-    train_data = datasets.make_pipeline(split.train_paths, split.train_labels, len(split.classes), config.image_size,
-                                        config.batch_size, training=True, augmentation=config.augmentation,
-                                        seed=config.seed)
-    val_data = datasets.make_pipeline(split.val_paths, split.val_labels, len(split.classes), config.image_size,
-                                      config.batch_size, training=False)
+    keras.utils.set_random_seed(config.seed + initial_epoch)  # before the pipelines: same shuffles either way
+    cached = _cached_training(run, model, config, freeze_index, precision, dataset_root, scan, split)
+    info["feature_cache"] = cached.info if isinstance(cached, features.CachedTraining) else {"used": False,
+                                                                                           "reason": cached}
+    atomic_write_json(run.file(INFO_FILE), info)
+    if isinstance(cached, features.CachedTraining):
+        fit_model, train_data, val_data = cached.remainder, cached.train_data, cached.val_data
+    else:
+        fit_model = model
+        train_data = datasets.make_pipeline(split.train_paths, split.train_labels, len(split.classes),
+                                            config.image_size, config.batch_size, training=True,
+                                            augmentation=config.augmentation, seed=config.seed)
+        val_data = datasets.make_pipeline(split.val_paths, split.val_labels, len(split.classes), config.image_size,
+                                          config.batch_size, training=False)
     steps_per_epoch = math.ceil(len(split.train_paths) / config.batch_size)
-
-    import keras
 
     metrics_writer = MetricsWriter(run.file(METRICS_FILE), keep_through_epoch=initial_epoch)
     callbacks: list[Any] = [
         make_recorder(run, stop_flag, steps_per_epoch, config.epochs, config.batch_size, metrics_writer,
-                      config.checkpoint_every),
+                      config.checkpoint_every, whole_model=model),
         keras.callbacks.TensorBoard(log_dir=str(run.file("tensorboard")), profile_batch=0),
     ]
     if config.early_stopping_patience:
@@ -360,12 +376,11 @@ def _train_in_slot(run: Run, config: TrainConfig, slot_index: int, stop_flag: th
         if pruning is not None:
             callbacks.append(pruning)
     callbacks += list(extra_callbacks or [])
-    keras.utils.set_random_seed(config.seed + initial_epoch)
     from .sweep import Pruned
 
     if initial_epoch < config.epochs:
         try:
-            model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
+            fit_model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
                       callbacks=callbacks, verbose=2)
         except Pruned as pruned:  # before StopRequested: Pruned is one
             log.info("pruned by the sweep at epoch %d (val_accuracy %s)", pruned.epoch, pruned.value)
@@ -380,7 +395,7 @@ def _train_in_slot(run: Run, config: TrainConfig, slot_index: int, stop_flag: th
 
     atomic_write_json(run.file(PROGRESS_FILE), {"phase": "evaluating", "epoch": config.epochs,
                                                 "epochs": config.epochs, "updated_at": now_iso()})
-    val_loss, val_accuracy = model.evaluate(val_data, verbose=0)
+    val_loss, val_accuracy = fit_model.evaluate(val_data, verbose=0)  # the remainder on cached features is exact
     tmp = run.file("tmp-model.keras")
     model.save(tmp)
     os.replace(tmp, run.file(MODEL_FILE))
@@ -392,6 +407,33 @@ def _train_in_slot(run: Run, config: TrainConfig, slot_index: int, stop_flag: th
                                                 "updated_at": now_iso()})
     run.write_status(Status.SUCCEEDED, ended_at=now_iso())
     return Status.SUCCEEDED
+
+
+def _cached_training(run: Run, model: Any, config: TrainConfig, freeze_index: int, precision: str,
+                     dataset_root: Path, scan: Any, split: Any) -> "features.CachedTraining | str":
+    """The cached-features setup for this run, or the reason (logged) why it trains on images."""
+    reason = features.unavailable_reason(config)
+    if reason is None:
+        def on_progress(done: int, total: int) -> None:
+            atomic_write_json(run.file(PROGRESS_FILE), {"phase": "computing features", "step": done,
+                                                        "steps_per_epoch": total, "updated_at": now_iso()},
+                              durable=False)
+
+        all_paths, all_labels = scan.labelled_files()
+        cache_settings = features.load_settings()
+        try:
+            cached = features.prepare_cached_training(
+                model, config, freeze_index, precision, dataset_root, all_paths, all_labels, scan.fingerprint, split,
+                features.FeatureCache(features.cache_root(), cache_settings.max_bytes), cache_settings.dtype,
+                on_progress)
+        except (features.CacheFull, ValueError) as error:
+            reason = str(error)
+        else:
+            log.info("training on cached %s features (%s, %.1f s, %.1f MiB)", cached.info["layer"],
+                     cached.info["source"], cached.info["seconds"], cached.info["bytes"] / 2**20)
+            return cached
+    log.info("training on images: %s", reason)
+    return reason
 
 
 def _setup_logging(log_path: Path) -> None:

@@ -16,6 +16,7 @@ def carviz_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CARVIZ_HOME", str(home))
     monkeypatch.delenv("CARVIZ_RUNS", raising=False)
     monkeypatch.delenv("CARVIZ_DATA", raising=False)
+    monkeypatch.delenv("CARVIZ_CACHE", raising=False)
     return home
 
 
@@ -31,6 +32,7 @@ def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         patch.setenv("CARVIZ_HOME", str(home))
         patch.delenv("CARVIZ_RUNS", raising=False)
         patch.delenv("CARVIZ_DATA", raising=False)
+        patch.delenv("CARVIZ_CACHE", raising=False)
         datasets.generate_demo_dataset(home / "data" / "demo", per_class=12, image_size=64)
         run = runs.create_run(TrainConfig(name="tiny", dataset="demo", backbone="small_cnn", weights="none",
                                           image_size=32, epochs=1, batch_size=16, head="recommended",
