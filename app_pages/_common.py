@@ -141,6 +141,7 @@ def config_to_form(config: TrainConfig) -> dict[str, Any]:
         "tf_seed": int(config.seed),
         "tf_patience": int(config.early_stopping_patience),
         "tf_precision": config.precision,
+        "tf_feature_cache": bool(config.feature_cache),
     }
 
 
@@ -182,6 +183,7 @@ def form_to_config(values: dict[str, Any], base: TrainConfig | None = None) -> T
         seed=int(values["tf_seed"]),
         early_stopping_patience=int(values["tf_patience"]),
         precision=values["tf_precision"],
+        feature_cache=bool(values.get("tf_feature_cache", True)),
     )
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import streamlit as st
 
 from carviz import settings
 from carviz import sweep as sweeps
-from carviz.config import BACKBONES, HEADS, PRESETS, ConfigError
+from carviz.cache_report import run_line, sweep_note
+from carviz.config import BACKBONES, HEADS, PRESETS, ConfigError, TrainConfig
+from carviz.layer_select import parse_freeze
 from carviz.plots.curves import curves_figure
 from carviz.plots.sweeps import freeze_figure, params_figure, selected_run_ids, sweep_points, time_figure
 from carviz.runs import Run
+from app_pages._cache import render_cache_panel
 from app_pages._common import dataset_names, format_metric, format_seconds, launch_once, layers_of, status_label
 
 DEFAULT_PRESET = "demo quick"
@@ -80,16 +84,45 @@ prune_on = p1.checkbox("Prune trailing runs", key="sw_prune",
 rungs_text = p2.text_input("Rung epochs", value="2, 4", key="sw_rungs", disabled=not prune_on)
 keep = p3.slider("Keep fraction", 0.1, 0.9, 0.5, step=0.05, key="sw_keep", disabled=not prune_on)
 min_runs = p4.number_input("Min runs at a rung", 2, 100, value=3, key="sw_min_runs", disabled=not prune_on)
+f1, f2 = st.columns(2)
+augment = f1.checkbox("Augment the training split", value=base_config.augmentation.enabled, key="sw_augment",
+                      help="With the preset's augmentation settings")
+feature_cache = f2.checkbox("Frozen-feature cache", value=base_config.feature_cache, key="sw_feature_cache",
+                            help="Run the frozen layers once per image and train the rest on their stored output")
+
+
+def build_base() -> TrainConfig:
+    """The config every run of the sweep starts from (its backbone is the first chosen one)."""
+    if not backbones:
+        raise ConfigError("choose at least one backbone")
+    return base_config.replace(dataset=dataset, backbone=backbones[0], weights=weights, epochs=int(epochs),
+                               batch_size=int(batch_size), head=head, image_size=int(image_size),
+                               alpha=float(prefill["alpha"]) if prefill and mode == FREEZE_MODES[2] else
+                               base_config.alpha,
+                               augmentation=dataclasses.replace(base_config.augmentation, enabled=augment),
+                               feature_cache=feature_cache)
+
+
+def typed_freeze_points() -> list:
+    """The typed freeze points that parse (launching reports the others)."""
+    points = []
+    for text in freeze_text.split(","):
+        try:
+            points.append(parse_freeze(text))
+        except ConfigError:
+            pass
+    return points
+
+
+try:
+    st.caption(sweep_note(build_base(), [] if rule else typed_freeze_points()))
+except ValueError:
+    pass  # e.g. no backbone chosen: launching says so
 
 
 def build_config() -> sweeps.SweepConfig:
     """The SweepConfig the form describes; ConfigError/ValueError with a readable message when it is wrong."""
-    if not backbones:
-        raise ConfigError("choose at least one backbone")
-    base = base_config.replace(dataset=dataset, backbone=backbones[0], weights=weights, epochs=int(epochs),
-                               batch_size=int(batch_size), head=head, image_size=int(image_size),
-                               alpha=float(prefill["alpha"]) if prefill and mode == FREEZE_MODES[2] else
-                               base_config.alpha)
+    base = build_base()
     per_backbone: dict[str, tuple] = {}
     if rule:
         per_backbone = {b: tuple(sweeps.freeze_points_from_layers(layers_of(b, int(image_size), base.alpha), rule,
@@ -120,6 +153,9 @@ if st.button("Launch sweep", type="primary", key="sw_launch"):
         else:
             st.session_state[SELECTED] = sweep_id
             st.success(f"Launched sweep `{sweep_id}`: {len(sweeps.expand(config))} runs.")
+
+with st.expander("Feature cache"):
+    render_cache_panel()
 
 # ---------------------------------------------------------------- sweeps table, chart, selected run
 
@@ -161,6 +197,9 @@ def run_details(run_ids: list[str]) -> None:
     c2.plotly_chart(curves_figure(curves, "loss"), key="sw_curves_loss")
     for run in chosen:
         with st.expander(f"{run.config_dict().get('name') or run.id} · {status_label(run.status().value)}"):
+            cache_line = run_line(run.info())
+            if cache_line:
+                st.caption(cache_line)
             st.code(json.dumps(run.config_dict(), indent=2, ensure_ascii=False), language="json")
 
 

@@ -7,6 +7,7 @@ import streamlit as st
 
 from carviz import jobs, settings
 from carviz.config import BACKBONES, HEADS, OPTIMIZERS, PRECISIONS, PRESETS, ConfigError
+from carviz.cache_report import run_line
 from carviz.runs import Run, RunState, Status, list_runs
 from app_pages._common import (
     WEIGHT_CHOICES,
@@ -19,6 +20,7 @@ from app_pages._common import (
     progress_fraction,
     status_label,
 )
+from app_pages._cache import form_cache_note, render_cache_panel
 from app_pages._lr_range import lr_range_section
 
 DEFAULT_PRESET = "demo quick"
@@ -27,6 +29,7 @@ FINISHED_SHOWN = 10
 SAVED_FORM = "train_form_values"  # survives page switches (widget state does not)
 PREFILL = "train_prefill"  # set by the Layers page
 RESUME_ERRORS = "train_resume_errors"
+FORM_KEYS = list(config_to_form(PRESETS[DEFAULT_PRESET]))
 
 
 def _load_form(values: dict) -> None:
@@ -97,9 +100,13 @@ with st.form("train_form", border=True):
         a2.slider("Zoom (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_zoom")
         a3.slider("Width shift (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_width_shift")
         a3.slider("Height shift (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_height_shift")
+    st.checkbox("Frozen-feature cache", key="tf_feature_cache",
+                help="Run the frozen layers once per image and train the rest on their stored output")
+    form_values = {key: st.session_state[key] for key in FORM_KEYS}
+    # Form values change on submit, so this line describes the settings as last launched or loaded.
+    st.caption(form_cache_note(form_values))
     launched = st.form_submit_button("Launch", type="primary")
 
-form_values = {key: st.session_state[key] for key in config_to_form(PRESETS[DEFAULT_PRESET])}
 st.session_state[SAVED_FORM] = form_values
 
 if launched:
@@ -116,6 +123,8 @@ if launched:
             st.success(f"Launched run `{run_id}` ({config.name or 'unnamed'}).")
 
 lr_range_section(form_values)
+with st.expander("Feature cache"):
+    render_cache_panel()
 
 
 def _resume(run: Run) -> None:
@@ -163,6 +172,9 @@ def _job_card(run: Run, state: RunState) -> None:
             actions.button("Resume", key=f"resume_{run.id}", on_click=_resume, args=(run,),
                            help="Continue from the last checkpoint")
         resume_error = st.session_state.get(RESUME_ERRORS, {}).get(run.id)
+        cache_line = run_line(run.info())
+        if cache_line:
+            bar.caption(cache_line)
         if resume_error and status.is_terminal():
             st.error(resume_error)
         if status == Status.FAILED:

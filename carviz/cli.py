@@ -1,5 +1,5 @@
-"""`python -m carviz …`: demo data, layer listings, training jobs, the run store, and collecting, importing and
-reviewing images (crawl, import, trash, restore) from the command line."""
+"""`python -m carviz …`: demo data, layer listings, training jobs, the run store, collecting, importing and
+reviewing images (crawl, import, trash, restore), and the frozen-feature cache from the command line."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", action="store_true", default=None, help="augment the training split")
     parser.add_argument("--train-frozen-bn", action="store_true", help="frozen BatchNorm layers keep training")
     parser.add_argument("--xla", action="store_true", help="compile with XLA (slow first epoch on CPU)")
+    parser.add_argument("--no-feature-cache", action="store_true",
+                        help="run the frozen layers on every image each epoch instead of training on cached features")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--background", action="store_true", help="launch it as a background job instead")
     _add_data_commands(sub)
     _add_sweep_commands(sub)
+    _add_cache_command(sub)
     return parser
 
 
@@ -149,6 +152,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         changes["freeze_batchnorm"] = False
     if args.xla:
         changes["jit_compile"] = True
+    if args.no_feature_cache:
+        changes["feature_cache"] = False
     return base.replace(**changes)
 
 
@@ -255,6 +260,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from .cache_report import run_line
+
     run = find_run(args.run)
     state = run.state()
     detail = {
@@ -284,6 +291,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         print("  epoch {epoch:>3}  loss {l}  acc {a}  val_loss {vl}  val_acc {va}  {s}s".format(
             epoch=row["epoch"], l=_fmt(row.get("loss")), a=_fmt(row.get("accuracy")), vl=_fmt(row.get("val_loss")),
             va=_fmt(row.get("val_accuracy")), s=_fmt(row.get("seconds"), 3)))
+    cache_line = run_line(detail["info"])
+    if cache_line:
+        print(cache_line)
     if detail["evaluation"]:
         print(f"final evaluation on {detail['evaluation']['images']} validation images: "
               f"accuracy {detail['evaluation']['accuracy']:.4f}, loss {detail['evaluation']['loss']:.4f}")
@@ -688,3 +698,57 @@ COMMANDS.update({
     "sweep-stop": cmd_sweep_stop,
     "sweep-resume": cmd_sweep_resume,
 })
+
+
+# ---------------------------------------------------------------- the frozen-feature cache
+
+
+def _add_cache_command(sub: Any) -> None:
+    cache = sub.add_parser("cache", help="the frozen-feature cache: list it, change its size limit or dtype, clear it")
+    cache.add_argument("--limit-gb", type=float, default=None, metavar="GB",
+                       help="size limit in GiB (0..100000); a lower limit evicts the least recently used sets now")
+    cache.add_argument("--dtype", default=None, metavar="DTYPE",
+                       help="storage dtype of new feature sets: float32 (default) or float16 (half the disk; "
+                            "results may differ slightly)")
+    cache.add_argument("--clear", action="store_true", help="remove every cached feature set")
+    cache.add_argument("--json", action="store_true")
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from . import cache_report, features
+
+    try:
+        if args.limit_gb is not None or args.dtype is not None:
+            # change_settings validates both values before it saves or evicts anything (ValueError: exit 2)
+            saved, evicted = cache_report.change_settings(args.limit_gb, args.dtype)
+            if not args.json:
+                print(f"limit {saved.max_gb:g} GiB, new feature sets stored as {saved.dtype}"
+                      + (f"; {len(evicted)} feature set(s) evicted" if evicted else ""))
+        if args.clear:
+            removed = cache_report.clear_cache()
+            if not args.json:
+                print(f"cleared: {removed} feature set(s) removed")
+        current = features.load_settings()
+        entries = features.FeatureCache(features.cache_root(), current.max_bytes).entries()
+    except OSError as error:  # e.g. an unwritable cache folder
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"root": str(features.cache_root()), "max_gb": current.max_gb, "dtype": current.dtype,
+                          "total_bytes": sum(e.bytes for e in entries),
+                          "entries": [{"key": e.key, "bytes": e.bytes, "last_used": e.last_used, "meta": e.meta}
+                                      for e in entries]}, indent=2, ensure_ascii=False))
+        return 0
+    print(f"feature cache in {features.cache_root()}: {cache_report.totals_text(entries, current.max_bytes)}"
+          f" (new sets stored as {current.dtype})")
+    if entries:
+        print(f"{'key':<12} {'layer':<24} {'backbone':<14} {'alpha':>5} {'size':>5} {'head':<11} {'precision':<14} "
+              f"{'images':>6} {'MiB':>9} {'dtype':<7}  last used")
+    for row in cache_report.entry_rows(entries):
+        print(f"{row['key']:<12} {row['layer']!s:<24} {row['backbone']!s:<14} {row['alpha']!s:>5} "
+              f"{row['image size']!s:>5} {row['head']!s:<11} {row['precision']!s:<14} {row['images']!s:>6} "
+              f"{row['size MiB']:>9.1f} {row['stored dtype']!s:<7}  {row['last used']:%Y-%m-%d %H:%M:%S}")
+    return 0
+
+
+COMMANDS["cache"] = cmd_cache
