@@ -101,10 +101,16 @@ with st.form("train_form", border=True):
         a3.slider("Width shift (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_width_shift")
         a3.slider("Height shift (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_height_shift")
     st.checkbox("Frozen-feature cache", key="tf_feature_cache",
-                help="Run the frozen layers once per image and train the rest on their stored output")
+                help="Run the frozen layers once per image and train the rest on their stored output. "
+                     "Never used with augmentation on (every epoch sees new pixels) or with trainable "
+                     "frozen BatchNormalization; results equal an uncached run.")
     form_values = {key: st.session_state[key] for key in FORM_KEYS}
-    # Form values change on submit, so this line describes the settings as last launched or loaded.
-    st.caption(form_cache_note(form_values))
+    # Form values change on submit, so this line describes the settings as last launched or loaded;
+    # the rule itself is stated too, so a user who just ticked augmentation is not misled.
+    cache_note = form_cache_note(form_values)
+    if cache_note.startswith("Feature cache on"):
+        cache_note += " With augmentation on, runs train on images instead."
+    st.caption(cache_note)
     launched = st.form_submit_button("Launch", type="primary")
 
 st.session_state[SAVED_FORM] = form_values

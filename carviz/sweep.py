@@ -6,6 +6,8 @@ import itertools
 import json
 import math
 import os
+import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +25,7 @@ from .runs import (
     create_run,
     new_run_id,
     now_iso,
+    pid_alive,
     read_json,
     summarize,
 )
@@ -33,7 +36,9 @@ if TYPE_CHECKING:
 
 SWEEPS_DIR = ".sweeps"
 SWEEP_FILE = "sweep.json"
-MAX_RUNS = 500  # one process per run waits for a slot: keep a grid from launching thousands
+FEEDER_LOG = "feeder.log"
+STOP_FILE = "stop-requested"
+MAX_RUNS = 500
 MAX_NAME = 120  # leaves room in TrainConfig.name (200) for " · <backbone> lr … freeze … seed …"
 
 # Freeze-point rules: long name (UI) -> short name (CLI).
@@ -321,14 +326,56 @@ def create_sweep(sweep: SweepConfig, runs_root: Path | None = None) -> SweepReco
 
 
 def launch_sweep(sweep: SweepConfig, runs_root: Path | None = None) -> SweepRecord:
-    """Create the sweep and start every run's job; each waits for a slot in its own light process (TensorFlow is
-    imported only after the slot is taken), in launch order. Returns at once."""
+    """Create the sweep and start its feeder, a light detached process that launches the runs in order as slots
+    free up (a 500-run grid never holds 500 waiting processes). Returns at once."""
+    record = create_sweep(sweep, runs_root)
+    start_feeder(record)
+    return record
+
+
+def start_feeder(record: SweepRecord) -> int:
+    """`python -m carviz.sweep SWEEP_DIR`, detached (it outlives the dashboard); writes SWEEP_DIR/launch.json."""
     from . import jobs
 
-    record = create_sweep(sweep, runs_root)
-    for run in record.runs():
-        jobs.launch(run)
-    return record
+    return jobs.spawn_detached("carviz.sweep", record.path, record.path / FEEDER_LOG)
+
+
+def feeder_alive(record: SweepRecord) -> bool:
+    launch = read_json(record.path / LAUNCH_FILE) or {}
+    return pid_alive(launch.get("pid"), launch.get("pid_create_time"))
+
+
+def _never_launched(run: Run) -> bool:
+    status = read_json(run.file(STATUS_FILE)) or {}
+    return status.get("state") == Status.QUEUED.value and not run.file(LAUNCH_FILE).exists()
+
+
+def feed(record: SweepRecord, max_waiting: int | None = None, poll: float = 1.0) -> int:
+    """Launch the sweep's never-launched runs in order, keeping at most max_waiting (default: the slot count) of
+    its launched runs waiting for a slot, so one is ready whenever a slot frees. Ends when every run is launched
+    or the sweep is stopped; returns how many runs it launched."""
+    from . import jobs
+
+    launched = 0
+    while not (record.path / STOP_FILE).exists():
+        pending: list[Run] = []
+        waiting = 0
+        for run in record.runs():
+            if not run.path.is_dir():
+                continue
+            if _never_launched(run):
+                if not run.stop_requested():
+                    pending.append(run)
+            elif run.status() == Status.QUEUED:
+                waiting += 1
+        if not pending:
+            break
+        if waiting < (max_waiting or jobs.slot_count()):
+            jobs.launch(pending[0])
+            launched += 1
+        else:
+            time.sleep(poll)
+    return launched
 
 
 def read_record(sweep_id: str, runs_root: Path | None = None) -> SweepRecord:
@@ -447,6 +494,10 @@ def read_sweep(sweep_id: str, runs_root: Path | None = None, slots: int | None =
 
     record = read_record(sweep_id, runs_root)
     rows = [run_summary(run) for run in record.runs() if run.path.is_dir()]
+    if not feeder_alive(record):  # runs nobody will launch (the feeder was killed): stopped, resumable
+        for run, row in zip([r for r in record.runs() if r.path.is_dir()], rows):
+            if _never_launched(run):
+                row["status"] = Status.STOPPED.value
     statuses = [row["status"] for row in rows]
     counts: dict[str, int] = {}
     for status in statuses:
@@ -465,30 +516,40 @@ def read_sweep(sweep_id: str, runs_root: Path | None = None, slots: int | None =
 
 
 def stop_sweep(sweep_id: str, runs_root: Path | None = None) -> list[str]:
-    """Ask every run that has not ended to stop (waiting ones leave the queue); returns their ids. Never blocks."""
+    """Stop the feeder, ask every launched run that has not ended to stop (waiting ones leave the queue) and mark
+    never-launched runs stopped; returns their ids. Never blocks."""
+    record = read_record(sweep_id, runs_root)
+    (record.path / STOP_FILE).touch()  # first, so the feeder launches nothing more
     stopped = []
-    for run in read_record(sweep_id, runs_root).runs():
+    for run in record.runs():
         if run.path.is_dir() and not run.status().is_terminal():
             run.request_stop()
+            if _never_launched(run):
+                run.write_status(Status.STOPPED, ended_at=now_iso())
             stopped.append(run.id)
     return stopped
 
 
 def resume_sweep(sweep_id: str, runs_root: Path | None = None) -> list[str]:
-    """Relaunch the sweep's stopped and lost runs (and any never launched); pruned, failed, succeeded runs stay."""
-    from . import jobs
-
+    """Queue the sweep's stopped and lost runs again (and any never launched) and start a feeder for them; they
+    continue from their checkpoints. Pruned, failed and succeeded runs stay as they are."""
+    record = read_record(sweep_id, runs_root)
+    (record.path / STOP_FILE).unlink(missing_ok=True)
     resumed = []
-    for run in read_record(sweep_id, runs_root).runs():
+    for run in record.runs():
         if not run.path.is_dir():
             continue
         status = run.status()
         if status in (Status.STOPPED, Status.LOST):
-            jobs.resume(run)
+            run.clear_stop_request()
+            run.write_status(Status.QUEUED, pid=None, pid_create_time=None, error=None, ended_at=None,
+                             resumed_at=now_iso())
+            run.file(LAUNCH_FILE).unlink(missing_ok=True)  # its process is gone: the feeder launches it anew
             resumed.append(run.id)
-        elif status == Status.QUEUED and not run.file(LAUNCH_FILE).exists():
-            jobs.launch(run)
+        elif _never_launched(run):
             resumed.append(run.id)
+    if resumed and not feeder_alive(record):
+        start_feeder(record)
     return resumed
 
 
@@ -557,3 +618,23 @@ def pruning_callback_for(run: Run, sweep_id: str) -> Any | None:
     except (LookupError, ConfigError, KeyError, TypeError):
         return None
     return pruning_callback(run, record) if record.config.prune else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m carviz.sweep SWEEP_DIR`: the sweep's feeder (see feed)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m carviz.sweep SWEEP_DIR", file=sys.stderr)
+        return 2
+    folder = Path(args[0]).resolve()
+    record = read_record(folder.name, folder.parent.parent)
+    launched = feed(record)
+    print(f"{now_iso()} feeder done: launched {launched} runs", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    # The imported module's main, not this __main__ copy (as in carviz.train).
+    from carviz.sweep import main as module_main
+
+    sys.exit(module_main())

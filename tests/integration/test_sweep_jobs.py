@@ -65,3 +65,29 @@ def test_a_trailing_run_is_pruned_and_keeps_its_epochs(home: Path, wait_for) -> 
     assert (loser.path / "checkpoint" / "state.json").is_file()  # resumable by hand
     state = sweep.read_sweep(record.id)
     assert state.counts == {"succeeded": 1, "pruned": 1} and state.status == "done"
+
+
+def test_the_feeder_keeps_one_run_waiting_and_a_stopped_sweep_resumes(home: Path, wait_for,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARVIZ_SLOTS", "1")
+    config = SweepConfig(name="feed", base=TINY, backbones=("small_cnn",), learning_rates=(1e-3, 2e-3, 3e-3),
+                         freeze_points=(1,), seeds=(7,))
+    record = sweep.launch_sweep(config)
+    first, second, third = record.runs()
+    wait_for(lambda: first.status() == Status.RUNNING, 60, "the first run to start")
+    # One slot: the first runs, the second waits for it, the third has no process yet.
+    assert second.file("launch.json").exists() or wait_for(lambda: second.file("launch.json").exists(), 10,
+                                                            "the second run to be launched")
+    assert not third.file("launch.json").exists()
+    sweep.stop_sweep(record.id)
+    wait_for(lambda: all(run.status().is_terminal() for run in record.runs()), 60, "every run to end")
+    assert third.status() == Status.STOPPED and not third.file("launch.json").exists()  # never had a process
+    assert sweep.read_sweep(record.id).status == "stopped"
+
+    resumed = sweep.resume_sweep(record.id)
+    assert third.id in resumed
+    state = wait_for(lambda: (s := sweep.read_sweep(record.id)).status not in ("queued", "running") and s, 240,
+                     "the resumed sweep to end")
+    assert state.status == "done", "\n".join(run.log_tail(15) for run in record.runs())
+    for run in record.runs():
+        assert [row["epoch"] for row in run.metrics()] == [1, 2]

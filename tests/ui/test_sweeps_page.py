@@ -1,4 +1,4 @@
-"""The Sweeps page under AppTest: no sweeps, a finished hand-made sweep, and launching (jobs.launch stubbed)."""
+"""The Sweeps page under AppTest: no sweeps, a finished hand-made sweep, and launching (the feeder stubbed)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from carviz import jobs, sweep
+from carviz import sweep
 from carviz.config import PRESETS
 from carviz.datasets import generate_demo_dataset
 from carviz.runs import METRIC_COLUMNS, Run, Status, atomic_write_json
@@ -64,8 +64,8 @@ def test_a_finished_sweep_is_listed_and_charted(demo: Path) -> None:
 
 
 def test_launch_creates_the_record(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    launched: list[str] = []
-    monkeypatch.setattr(jobs, "launch", lambda run: launched.append(run.id) or 1)
+    feeders: list[str] = []
+    monkeypatch.setattr(sweep, "start_feeder", lambda record: feeders.append(record.id) or 1)
     at = AppTest.from_file(PAGE, default_timeout=30).run()
     at.text_input(key="sw_name").set_value("ui sweep")
     at.text_input(key="sw_lrs").set_value("1e-3, 3e-4")
@@ -79,13 +79,13 @@ def test_launch_creates_the_record(demo: Path, monkeypatch: pytest.MonkeyPatch) 
     records = sweep.list_sweeps()
     assert len(records) == 1 and records[0].config.name == "ui sweep"
     assert records[0].config.prune == PruneConfig(rungs=(1,), keep_fraction=0.5, min_runs=3)
-    assert len(records[0].run_ids) == 6 and launched == list(records[0].run_ids)
+    assert len(records[0].run_ids) == 6 and feeders == [records[0].id]
     assert any("6 runs" in s.value for s in at.success)
     assert list(at.dataframe[0].value["progress"]) == ["0 of 6 done"]
 
 
 def test_bad_input_is_a_message(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs, "launch", lambda run: pytest.fail("must not launch"))
+    monkeypatch.setattr(sweep, "start_feeder", lambda record: pytest.fail("must not launch"))
     at = AppTest.from_file(PAGE, default_timeout=30).run()
     at.text_input(key="sw_lrs").set_value("fast")
     at.button(key="sw_launch").click().run()
@@ -95,7 +95,7 @@ def test_bad_input_is_a_message(demo: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_freeze_rule_and_layers_prefill(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs, "launch", lambda run: 1)
+    monkeypatch.setattr(sweep, "start_feeder", lambda record: 1)
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.session_state["train_prefill"] = {"backbone": "small_cnn", "alpha": 1.0, "image_size": 32, "freeze": 4}
     at.run()

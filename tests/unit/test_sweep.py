@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ import pytest
 from carviz import jobs, sweep
 from carviz.config import PRESETS, ConfigError, TrainConfig
 from carviz.plots.sweeps import freeze_figure, params_figure, selected_run_ids, sweep_points, time_figure
-from carviz.runs import METRICS_FILE, Run, Status, atomic_write_json, list_runs, now_iso
+from carviz.runs import LAUNCH_FILE, METRICS_FILE, Run, Status, atomic_write_json, list_runs, now_iso
 from carviz.sweep import PruneConfig, SweepConfig
 
 BASE = PRESETS["demo quick"].replace(epochs=3)
@@ -161,6 +165,7 @@ def test_state_counts_eta_best_stop_and_resume(carviz_home: Path, monkeypatch: p
     finish(runs[0], [0.5, 0.7])
     finish(runs[1], [0.5, 0.9, 0.8], status=Status.PRUNED)
     runs[2].write_status(Status.STOPPED, ended_at=now_iso())
+    runs[3].file(LAUNCH_FILE).write_text(json.dumps({"pid": os.getpid()}))  # launched, waiting for a slot
     state = sweep.read_sweep(record.id, slots=2)
     assert state.n_done == 2 and state.progress_text == "2 of 4 done"
     assert state.counts == {"succeeded": 1, "pruned": 1, "stopped": 1, "queued": 1}
@@ -168,12 +173,43 @@ def test_state_counts_eta_best_stop_and_resume(carviz_home: Path, monkeypatch: p
     assert state.eta_seconds == pytest.approx(10.0 * 1 / 2)  # one queued run's work, 10 s per run, 2 slots
     assert state.best["id"] == runs[1].id and state.best["best_val_accuracy"] == 0.9
 
-    launched: list[str] = []
-    monkeypatch.setattr(jobs, "launch", lambda run: launched.append(run.id) or 1)
+    runs[3].file(LAUNCH_FILE).unlink()  # never launched, and no feeder alive to launch it: reads as stopped
+    assert sweep.read_sweep(record.id).counts == {"succeeded": 1, "pruned": 1, "stopped": 2}
+
+    feeders: list[str] = []
+    monkeypatch.setattr(sweep, "start_feeder", lambda rec: feeders.append(rec.id) or 1)
     assert sweep.stop_sweep(record.id) == [runs[3].id]
     assert runs[3].stop_requested() and not runs[0].stop_requested()
-    assert sweep.resume_sweep(record.id) == [runs[2].id, runs[3].id]  # stopped; queued and never launched
-    assert runs[2].status() == Status.QUEUED and launched == [runs[2].id, runs[3].id]
+    assert runs[3].status() == Status.STOPPED  # it had no process: marked stopped at once
+    assert sweep.resume_sweep(record.id) == [runs[2].id, runs[3].id]
+    assert runs[2].status() == Status.QUEUED and runs[3].status() == Status.QUEUED
+    assert not runs[3].stop_requested() and feeders == [record.id]
+
+
+def test_the_feeder_launches_in_order_and_keeps_few_runs_waiting(carviz_home: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    record = sweep.create_sweep(grid(freeze_points=(1, 4), seeds=(1,)))  # 4 runs
+    runs = record.runs()
+    launched: list[str] = []
+
+    def launch(run: Run) -> int:  # a launched job that waits for its slot as long as the test says
+        launched.append(run.id)
+        run.file(LAUNCH_FILE).write_text("{}")
+        return 1
+
+    monkeypatch.setattr(jobs, "launch", launch)
+    feeder = threading.Thread(target=sweep.feed, args=(record,), kwargs={"max_waiting": 1, "poll": 0.02})
+    feeder.start()
+    time.sleep(0.3)
+    assert launched == [runs[0].id]  # one waits; nothing more is launched
+    finish(runs[0], [0.5])  # it ran and ended: the next one is launched
+    time.sleep(0.3)
+    assert launched == [runs[0].id, runs[1].id]
+    (record.path / sweep.STOP_FILE).touch()  # a stopped sweep's feeder ends
+    feeder.join(timeout=5)
+    assert not feeder.is_alive() and launched == [runs[0].id, runs[1].id]
+    (record.path / sweep.STOP_FILE).unlink()
+    assert sweep.feed(record, max_waiting=5, poll=0.02) == 2 and launched == [r.id for r in runs]
 
 
 def test_sweep_status_word() -> None:
