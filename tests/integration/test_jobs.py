@@ -98,7 +98,7 @@ def test_killed_job_is_lost_then_resume_completes_every_epoch_exactly_once(home,
 
 
 def test_one_slot_runs_jobs_one_after_another_and_a_queued_job_can_be_stopped(home, wait_for):
-    first = jobs.submit(TINY.replace(name="first", epochs=30))
+    first = jobs.submit(TINY.replace(name="first", epochs=2000))  # runs until stopped, however slow the rest starts
     wait_for(lambda: first.status() == Status.RUNNING, 60, "the first job to run")
     second = jobs.submit(TINY.replace(name="second", epochs=1))
     third = jobs.submit(TINY.replace(name="third", epochs=1))
