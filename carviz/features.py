@@ -266,15 +266,19 @@ class FeatureCache:
         self.evict(self.max_bytes, keep=key)
 
     @contextlib.contextmanager
-    def locked(self, key: str) -> Iterator[None]:
+    def locked(self, key: str, wait: bool = True) -> Iterator[bool]:
         """Hold an exclusive lock for `key`, so concurrent jobs compute a feature set once (the kernel frees it
-        if the holder dies)."""
+        if the holder dies). With wait=False, yields False at once when another process holds it."""
         self.path_for(key)  # validates
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / f".lock-{key}", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
         finally:
             os.close(fd)
 
@@ -390,9 +394,10 @@ def position_name(model: "keras.Model", position: int) -> str:
     return backbone.layers[position - 1].name
 
 
-def submodel(model: "keras.Model", start: int, end: int | None = None) -> "keras.Model":
+def submodel(model: "keras.Model", start: int, end: int | None = None, also: Sequence[int] = ()) -> "keras.Model":
     """The part of a built carviz model from position `start` to position `end` (None: the model's output), as a
-    new functional model that shares (and so trains) the original layers."""
+    new functional model that shares (and so trains) the original layers. With `also` (backbone positions between
+    start and end) it has several outputs: the tensors at those positions, then the one at `end`."""
     import keras
 
     backbone = model.get_layer("backbone")
@@ -401,6 +406,8 @@ def submodel(model: "keras.Model", start: int, end: int | None = None) -> "keras
     last = n + 1 if pooled else n
     if not IMAGE <= start <= last or (end is not None and not start < end <= last):
         raise ValueError(f"cannot cut from position {start} to {end} (positions run 0..{last})")
+    if any(not start < q <= n or (end is not None and q >= end) for q in also):
+        raise ValueError(f"extra outputs {list(also)} must lie between positions {start} and {end}")
     outer_node = _node_for(model, backbone)
 
     def backbone_tensor(position: int) -> Any:
@@ -433,21 +440,27 @@ def submodel(model: "keras.Model", start: int, end: int | None = None) -> "keras
     else:
         outer[id(original_in)] = new_in
 
+    def reached(position: int) -> Any:
+        if id(backbone_tensor(position)) not in inner:
+            raise ValueError(f"layer {position} ({backbone.layers[position - 1].name}) cannot be reached from {start}")
+        return inner[id(backbone_tensor(position))]
+
+    def outputs(main: Any) -> Any:
+        return [reached(q) for q in also] + [main] if also else main
+
     if start <= n:  # through the backbone, from after `start` up to `end` (or its end)
         stop_at = end if end is not None and end <= n else n
         _replay(backbone, inner, skip={id(layer) for layer in backbone.layers[:start]}
                 | {id(layer) for layer in backbone.layers[stop_at:]})
         if end is not None and end <= n:
-            if id(backbone_tensor(end)) not in inner:
-                raise ValueError(f"layer {end} ({backbone.layers[end - 1].name}) cannot be reached from {start}")
-            return keras.Model(new_in, inner[id(backbone_tensor(end))], name=f"{model.name}_{start}_to_{end}")
+            return keras.Model(new_in, outputs(reached(end)), name=f"{model.name}_{start}_to_{end}")
         if id(backbone.outputs[0]) not in inner:
             raise ValueError(f"layer {start} ({backbone.layers[start - 1].name}) is not a cut point: "
                              "later layers need tensors from before it")
         outer[id(outer_node.outputs[0])] = inner[id(backbone.outputs[0])]
 
     _replay(model, outer, skip={id(backbone)})  # the head, up to `end`
-    return keras.Model(new_in, outer[id(outer_tensor(end))], name=f"{model.name}_{start}_to_{end or 'output'}")
+    return keras.Model(new_in, outputs(outer[id(outer_tensor(end))]), name=f"{model.name}_{start}_to_{end or 'output'}")
 
 
 def _check_frozen_through(model: "keras.Model", position: int) -> None:
@@ -522,9 +535,12 @@ def prepare_cached_training(
     cache: FeatureCache,
     storage_dtype: str = "float32",
     on_progress: Callable[[int, int], None] | None = None,
+    also_positions: Sequence[int] = (),
 ) -> CachedTraining:
     """Get (from the cache, from a shallower cached cut, or from the images) the frozen part's output for every
     image of the dataset, then build the remainder model and its training/validation pipelines over the split.
+    When it has to compute them, it also stores the features at also_positions (other cuts its sweep needs) that
+    lie on the way, in the same pass.
 
     Raises CacheFull or ValueError when the cache cannot be used; the caller then trains on images."""
     position = cache_position(model, freeze_index)
@@ -542,8 +558,8 @@ def prepare_cached_training(
         source = "cache hit"
         found = cache.get(key)
         if found is None or cache.paths(key) != relative:
-            source = _compute_entry(model, config, spec, position, key, name, all_paths, all_labels, relative, cache,
-                                    on_progress)
+            source = _compute_entry(model, config, spec, position, all_paths, all_labels, relative, cache,
+                                    on_progress, also_positions)
             found = cache.get(key)
             if found is None:  # evicted at once by a concurrent writer: extremely unlikely; refuse, do not guess
                 raise ValueError("the cached features disappeared right after being written")
@@ -569,41 +585,70 @@ def prepare_cached_training(
     return CachedTraining(remainder, train_data, val_data, info)
 
 
-def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpec, position: int, key: str,
-                   name: str, all_paths: Sequence[Path], all_labels: Sequence[int], relative: list[str],
-                   cache: FeatureCache, on_progress: Callable[[int, int], None] | None) -> str:
-    """Compute and store one entry, from a shallower cached cut of the same family when there is one."""
+def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpec, position: int,
+                   all_paths: Sequence[Path], all_labels: Sequence[int], relative: list[str], cache: FeatureCache,
+                   on_progress: Callable[[int, int], None] | None, also_positions: Sequence[int] = ()) -> str:
+    """Compute and store the entry at `position` (plus any missing also_positions passed on the way), from the
+    deepest shallower cached cut of the same family when there is one, else from the images."""
     from .datasets import make_pipeline
 
     shallower = cache.shallower(spec.family(), position)
     total = len(all_paths)
     batch = max(1, config.batch_size)
+    start = IMAGE
     if shallower is not None and cache.paths(shallower.key) == relative and cache.get(shallower.key):
-        part = submodel(model, shallower.meta["depth"], position)
-        source_features, _ = cache.get(shallower.key)  # type: ignore[misc]
-        batches: Iterator[np.ndarray] = (np.asarray(source_features[i:i + batch]) for i in range(0, total, batch))
-        source = f"computed from the cached {shallower.meta.get('layer')} features"
-    else:
-        part = submodel(model, IMAGE, position)
-        images = make_pipeline(all_paths, all_labels, 2, config.image_size, batch, training=False, cache=False)
-        batches = (x for x, _ in images)
-        source = "computed from the images"
-    shape = (total, *(int(d) for d in part.outputs[0].shape[1:]))
-    meta = {"family": spec.family(), "depth": position, "layer": name, "backbone": spec.backbone,
-            "weights": spec.weights, "alpha": spec.alpha, "image_size": spec.image_size, "head": spec.head,
-            "precision": spec.precision, "dataset_fingerprint": spec.dataset_fingerprint, "images": total}
-    infer = _inference_function(part)
-    with cache.writing(key, shape, spec.dtype, all_labels, meta, relative) as out:
+        start = shallower.meta["depth"]
+    n = len(model.get_layer("backbone").layers)
+    targets = sorted({q for q in also_positions if max(start, 1) < q < min(position, n + 1)})
+    targets = [q for q in targets if cache.get(spec.key(position_name(model, q))) is None] + [position]
+    with contextlib.ExitStack() as stack:
+        outputs: list[tuple[int, np.ndarray]] = []
+        for q in targets:
+            key = spec.key(position_name(model, q))
+            if q != position and not stack.enter_context(cache.locked(key, wait=False)):
+                continue  # another job is computing it
+            part_shape = _output_shape(model, start, q)
+            meta = {"family": spec.family(), "depth": q, "layer": position_name(model, q), "backbone": spec.backbone,
+                    "weights": spec.weights, "alpha": spec.alpha, "image_size": spec.image_size, "head": spec.head,
+                    "precision": spec.precision, "dataset_fingerprint": spec.dataset_fingerprint, "images": total}
+            try:
+                out = stack.enter_context(cache.writing(key, (total, *part_shape), spec.dtype, all_labels, meta,
+                                                        relative))
+            except CacheFull:
+                if q == position:
+                    raise
+                continue  # an extra that does not fit is simply not stored
+            outputs.append((q, out))
+        extra = [q for q, _ in outputs if q != position]
+        part = submodel(model, start, position, also=extra)
+        if start == IMAGE:
+            images = make_pipeline(all_paths, all_labels, 2, config.image_size, batch, training=False, cache=False)
+            batches: Iterator[Any] = (x for x, _ in images)
+            source = "computed from the images"
+        else:
+            source_features, _ = cache.get(shallower.key)  # type: ignore[misc, union-attr]
+            batches = (np.asarray(source_features[i:i + batch]) for i in range(0, total, batch))
+            source = f"computed from the cached {shallower.meta.get('layer')} features"  # type: ignore[union-attr]
+        infer = _inference_function(part)
         done = 0
         for x in batches:
-            values = np.asarray(infer(x))
-            out[done:done + len(values)] = values
-            done += len(values)
+            values = infer(x)
+            values = list(values) if extra else [values]
+            size = len(values[0])
+            for (_, out), value in zip(outputs, values):
+                out[done:done + size] = np.asarray(value)
+            done += size
             if on_progress:
                 on_progress(done, total)
         if done != total:
             raise ValueError(f"computed features for {done} of {total} images")
+    if extra:
+        source += f" (with {', '.join(position_name(model, q) for q in extra)} on the way)"
     return source
+
+
+def _output_shape(model: "keras.Model", start: int, position: int) -> tuple[int, ...]:
+    return tuple(int(d) for d in submodel(model, start, position).outputs[0].shape[1:])
 
 
 def _inference_function(part: "keras.Model") -> Callable[[Any], Any]:

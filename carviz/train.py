@@ -425,7 +425,7 @@ def _cached_training(run: Run, model: Any, config: TrainConfig, freeze_index: in
             cached = features.prepare_cached_training(
                 model, config, freeze_index, precision, dataset_root, all_paths, all_labels, scan.fingerprint, split,
                 features.FeatureCache(features.cache_root(), cache_settings.max_bytes), cache_settings.dtype,
-                on_progress)
+                on_progress, also_positions=_sweep_positions(run, model, config))
         except (features.CacheFull, ValueError) as error:
             reason = str(error)
         else:
@@ -434,6 +434,21 @@ def _cached_training(run: Run, model: Any, config: TrainConfig, freeze_index: in
             return cached
     log.info("training on images: %s", reason)
     return reason
+
+
+def _sweep_positions(run: Run, model: Any, config: TrainConfig) -> list[int]:
+    """The cache positions the other freeze points of this run's sweep (same backbone) will need, so the pass that
+    computes this run's features can store those on the way too; [] for a lone run."""
+    if not config.sweep:
+        return []
+    from .sweep import read_record
+
+    try:
+        points = read_record(config.sweep, run.path.parent).config.points_for(config.backbone)
+    except (LookupError, ValueError, KeyError, TypeError):
+        return []
+    n = len(model.get_layer("backbone").layers)
+    return sorted({features.cache_position(model, config.replace(freeze=point).freeze_index(n)) for point in points})
 
 
 def _setup_logging(log_path: Path) -> None:

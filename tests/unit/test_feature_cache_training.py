@@ -142,3 +142,26 @@ def test_feature_keys_depend_on_precision_and_storage() -> None:
         "conv_dw_7_relu")
     assert spec.family() == features.FeatureSpec(**spec.__dict__).family()
     assert spec.key("conv_dw_7_relu") != spec.key("conv_dw_9_relu")
+
+
+def test_a_sweep_run_stores_the_cuts_its_sweep_needs_in_one_pass(demo_home: Path) -> None:
+    from carviz import sweep
+
+    config = sweep.SweepConfig(name="cuts", base=TINY.replace(epochs=1), backbones=("mobilenet",),
+                               learning_rates=(1e-3,), freeze_points=("all", 59, 47))
+    record = sweep.create_sweep(config)
+    deepest, middle, shallowest = record.runs()
+    assert train.train(deepest) == runs.Status.SUCCEEDED, deepest.log_tail()
+    assert _cache_info(deepest)["source"] == ("computed from the images "
+                                              "(with conv_dw_7_relu, conv_dw_9_relu on the way)")
+    assert sorted(e.meta["layer"] for e in features.default_cache().entries()) == [
+        "conv_dw_7_relu", "conv_dw_9_relu", "head_pool"]
+    for run in (middle, shallowest):
+        assert train.train(run) == runs.Status.SUCCEEDED, run.log_tail()
+        assert _cache_info(run)["source"] == "cache hit"
+    # The features stored on the way equal those a lone run computes from the images.
+    on_the_way = np.array(features.default_cache().get(_cache_info(middle)["key"])[0])
+    features.default_cache().evict(0)
+    lone = _train(TINY.replace(epochs=1, freeze=59))
+    assert _cache_info(lone)["source"] == "computed from the images"
+    assert np.allclose(np.array(features.default_cache().get(_cache_info(lone)["key"])[0]), on_the_way, atol=1e-4)
