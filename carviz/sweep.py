@@ -508,10 +508,12 @@ def read_sweep(sweep_id: str, runs_root: Path | None = None, slots: int | None =
                     for row in rows if row["status"] in (Status.QUEUED.value, Status.RUNNING.value))
     scored = [row for row in rows if isinstance(row.get("best_val_accuracy"), (int, float))]
     best = max(scored, key=lambda row: row["best_val_accuracy"]) if scored else None
+    status = sweep_status(statuses)
+    eta = estimate_eta(durations, remaining, slots or slot_count()) if status != "stopped" else None
     return SweepState(
-        record=record, rows=rows, status=sweep_status(statuses),
+        record=record, rows=rows, status=status,
         n_done=sum(1 for s in statuses if s in DONE_STATUSES), n_total=len(record.run_ids), counts=counts,
-        eta_seconds=estimate_eta(durations, remaining, slots or slot_count()), best=best,
+        eta_seconds=eta, best=best,
     )
 
 

@@ -165,3 +165,13 @@ def test_a_sweep_run_stores_the_cuts_its_sweep_needs_in_one_pass(demo_home: Path
     lone = _train(TINY.replace(epochs=1, freeze=59))
     assert _cache_info(lone)["source"] == "computed from the images"
     assert np.allclose(np.array(features.default_cache().get(_cache_info(lone)["key"])[0]), on_the_way, atol=1e-4)
+
+
+def test_float16_storage_halves_the_cache_and_trains_to_nearly_the_same_curves(demo_home: Path) -> None:
+    one_epoch = TINY.replace(epochs=1)
+    full = _train(one_epoch)
+    features.save_settings(features.CacheSettings(dtype="float16"))
+    half = _train(one_epoch)
+    assert _cache_info(half)["dtype"] == "float16" and _cache_info(half)["key"] != _cache_info(full)["key"]
+    assert _cache_info(half)["bytes"] * 2 == _cache_info(full)["bytes"]
+    assert np.allclose(_losses(half), _losses(full), rtol=1e-2, atol=1e-3)

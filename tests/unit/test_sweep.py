@@ -143,7 +143,8 @@ def test_create_read_list_sweep(carviz_home: Path) -> None:
     assert [r.id for r in sweep.list_sweeps()] == [record.id]
     assert sweep.find_sweep("study").id == record.id and sweep.find_sweep(record.id[:10]).id == record.id
     state = sweep.read_sweep(record.id, slots=1)
-    assert state.n_total == 6 and state.n_done == 0 and state.status == "queued"
+    # Created but not launched (no feeder): nothing will start its runs until it is resumed.
+    assert state.n_total == 6 and state.n_done == 0 and state.status == "stopped"
     assert state.progress_text == "0 of 6 done" and state.eta_seconds is None and state.best is None
     with pytest.raises(LookupError):
         sweep.read_record("../etc")
@@ -337,13 +338,13 @@ def test_cli_sweep_commands(carviz_home: Path, monkeypatch: pytest.MonkeyPatch, 
     from carviz.datasets import generate_demo_dataset
 
     generate_demo_dataset(carviz_home / "data" / "demo", per_class=4, image_size=48)
-    launched: list[str] = []
-    monkeypatch.setattr(jobs, "launch", lambda run: launched.append(run.id) or 1)
+    feeders: list[str] = []
+    monkeypatch.setattr(sweep, "start_feeder", lambda record: feeders.append(record.id) or 1)
     assert cli.main(["sweep", "--name", "cli grid", "--lrs", "1e-3,1e-4", "--freeze-rule", "conv", "--seeds", "1,2",
                      "--epochs", "3", "--image-size", "32", "--prune", "--rungs", "1,2"]) == 0
     out = capsys.readouterr().out
-    assert "12 runs launched" in out and len(launched) == 12  # small_cnn: 3 convolutions × 2 lrs × 2 seeds
     record = sweep.find_sweep("cli grid")
+    assert "12 runs launched" in out and feeders == [record.id]  # small_cnn: 3 convolutions × 2 lrs × 2 seeds
     assert record.config.points_for("small_cnn") == (2, 4, 6) and record.config.prune.rungs == (1, 2)
     finish(record.runs()[0], [0.4, 0.75], params=100, layer="block1_conv")
     finish(record.runs()[1], [0.2, 0.25], params=100, layer="block1_conv")
