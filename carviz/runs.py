@@ -8,6 +8,7 @@ import json
 import math
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -55,10 +56,22 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+_last_id_millis = 0
+_id_lock = threading.Lock()
+
+
 def new_run_id() -> str:
-    """Sortable by creation time (to the millisecond) and unique: 20261128-001502.123-3fa9c1."""
-    now = time.time()
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}-" + secrets.token_hex(3)
+    """Sortable by creation time (to the millisecond) and unique: 20261128-001502.123-3fa9c1.
+
+    Ids made by one process are strictly increasing even within a millisecond (a sweep creates its runs in one
+    go, and launch order is id order), by moving a repeat to the next millisecond.
+    """
+    global _last_id_millis
+    with _id_lock:
+        millis = max(int(time.time() * 1000), _last_id_millis + 1)
+        _last_id_millis = millis
+    seconds, rest = divmod(millis, 1000)
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(seconds)) + f".{rest:03d}-" + secrets.token_hex(3)
 
 
 def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
