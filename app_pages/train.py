@@ -87,6 +87,9 @@ with st.form("train_form", border=True):
     c1.text_input("Freeze (layer number or 'all')", key="tf_freeze",
                   help="freeze N freezes layers 1…N-1 (InputLayer = 1); 1 trains everything")
     c2.checkbox("Frozen BatchNorm in inference mode", key="tf_freeze_batchnorm")
+    c2.checkbox("Train BatchNorm of the trainable part", key="tf_train_batchnorm",
+                help="Off keeps every BatchNorm at its ImageNet statistics while fine-tuning (recommended: "
+                     "batch statistics of small batches hurt validation accuracy)")
     c3.slider("Validation split", 0.05, 0.5, step=0.05, key="tf_validation_split")
     c4.number_input("Seed", 0, 2**31 - 1, step=1, key="tf_seed")
     c1, c2, c3, c4 = st.columns(4)

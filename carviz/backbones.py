@@ -417,14 +417,16 @@ def layers_of(model: "keras.Model") -> list[LayerInfo]:
 # ---------------------------------------------------------------- freezing
 
 
-def apply_freeze(backbone: "keras.Model", freeze_index: int, freeze_batchnorm: bool = True) -> None:
+def apply_freeze(backbone: "keras.Model", freeze_index: int, freeze_batchnorm: bool = True,
+                 train_batchnorm: bool = True) -> None:
     """The seed's rule: "freeze N" makes layers[:N-1] non-trainable and layers[N-1:] trainable.
 
     N=1 freezes nothing; N > len(layers) freezes every layer. With freeze_batchnorm=True a frozen
     BatchNormalization layer runs in inference mode (Keras 3 does this for trainable=False BN: moving
     statistics, fixed gamma/beta). With freeze_batchnorm=False the BatchNormalization layers inside the
     frozen part stay trainable: in training they normalise with batch statistics, update their moving
-    averages and learn gamma/beta, while the other frozen layers keep their weights.
+    averages and learn gamma/beta, while the other frozen layers keep their weights. With train_batchnorm=False
+    the BatchNormalization layers of the trainable part are frozen too (inference mode, fixed gamma/beta).
     """
     import keras
 
@@ -434,10 +436,11 @@ def apply_freeze(backbone: "keras.Model", freeze_index: int, freeze_batchnorm: b
     frozen = min(freeze_index - 1, len(layers))
     backbone.trainable = True  # the setter cascades to every sublayer; per-layer flags follow
     for i, layer in enumerate(layers):
+        is_batchnorm = isinstance(layer, keras.layers.BatchNormalization)
         if i < frozen:
-            layer.trainable = not freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization)
+            layer.trainable = not freeze_batchnorm and is_batchnorm
         else:
-            layer.trainable = True
+            layer.trainable = train_batchnorm or not is_batchnorm
 
 
 def first_trainable_layer(backbone: "keras.Model", freeze_index: int) -> str | None:

@@ -38,6 +38,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze", type=_freeze_arg, default=None)
     parser.add_argument("--augment", action="store_true", default=None, help="augment the training split")
     parser.add_argument("--train-frozen-bn", action="store_true", help="frozen BatchNorm layers keep training")
+    parser.add_argument("--freeze-all-bn", action="store_true",
+                        help="BatchNorm layers of the trainable part are frozen too (the recommended preset does this)")
     parser.add_argument("--xla", action="store_true", help="compile with XLA (slow first epoch on CPU)")
     parser.add_argument("--no-feature-cache", action="store_true",
                         help="run the frozen layers on every image each epoch instead of training on cached features")
@@ -149,7 +151,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.augment:
         changes["augmentation"] = Augmentation(enabled=True)
     if args.train_frozen_bn:
-        changes["freeze_batchnorm"] = False
+        changes.update(freeze_batchnorm=False, train_batchnorm=True)  # every BatchNorm trains
+    if args.freeze_all_bn:
+        changes["train_batchnorm"] = False
     if args.xla:
         changes["jit_compile"] = True
     if args.no_feature_cache:

@@ -73,6 +73,11 @@ class TrainConfig:
     batch_size: int = 64
     freeze: int | str = 1
     freeze_batchnorm: bool = True  # frozen BatchNormalization layers run in inference mode
+    # BatchNormalization layers in the trainable part use batch statistics and learn gamma/beta (Keras' default).
+    # False freezes them too: Keras 3 ignores training=False on a nested backbone inside fit(), so this is the way
+    # to keep the ImageNet statistics while fine-tuning (measured: 0.57 vs 0.16 validation accuracy, cars20,
+    # MobileNet freeze 47, 5 epochs).
+    train_batchnorm: bool = True
     augmentation: Augmentation = field(default_factory=Augmentation)
     validation_split: float = 0.2
     seed: int = 123
@@ -114,6 +119,9 @@ class TrainConfig:
             raise ConfigError(f"freeze must be an integer >= 1 or 'all', got {self.freeze!r}")
         if not 0 < self.validation_split < 1:
             raise ConfigError(f"validation_split must be in (0, 1), got {self.validation_split}")
+        if not self.freeze_batchnorm and not self.train_batchnorm:
+            raise ConfigError("freeze_batchnorm off (frozen BatchNorm keeps training) contradicts train_batchnorm off "
+                              "(every BatchNorm frozen): choose one")
         if self.early_stopping_patience < 0:
             raise ConfigError("early_stopping_patience must be >= 0")
         if not isinstance(self.sweep, str) or len(self.sweep) > 100:
@@ -185,7 +193,7 @@ SEED_STUDY = TrainConfig(
 )
 
 # What we recommend instead: the backbone's own preprocessing and a pooled head.
-RECOMMENDED = SEED_STUDY.replace(name="recommended", head="recommended", precision="auto")
+RECOMMENDED = SEED_STUDY.replace(name="recommended", head="recommended", precision="auto", train_batchnorm=False)
 
 # A run on the generated demo data that finishes in about a minute on 2 CPU cores, offline: the seed's
 # small from-scratch CNN with its conv head (measured: ~0.9 validation accuracy after 15 epochs at 64 px;

@@ -64,7 +64,7 @@ def build_model(config: TrainConfig, num_classes: int, on_gpu: bool = False) -> 
     backbone = backbones.build_backbone(config.backbone, size, config.weights, config.alpha)
     backbone.name = "backbone"
     freeze_index = config.freeze_index(len(backbone.layers))
-    backbones.apply_freeze(backbone, freeze_index, config.freeze_batchnorm)
+    backbones.apply_freeze(backbone, freeze_index, config.freeze_batchnorm, config.train_batchnorm)
 
     inputs = keras.Input((size, size, 3), dtype="float32", name="image")  # 0..255 RGB pixels
     if config.head == "seed":

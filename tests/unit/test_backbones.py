@@ -191,6 +191,15 @@ def test_freeze_batchnorm_false_keeps_frozen_bn_trainable(mobilenet: keras.Model
     assert not mobilenet.get_layer("conv1").trainable_weights
 
 
+def test_train_batchnorm_false_freezes_the_trainable_parts_batchnorm_too(mobilenet: keras.Model) -> None:
+    apply_freeze(mobilenet, 47, train_batchnorm=False)
+    assert not any(layer.trainable for layer in mobilenet.layers[:46])
+    for layer in mobilenet.layers[46:]:
+        assert layer.trainable != isinstance(layer, keras.layers.BatchNormalization), layer.name
+    assert not mobilenet.get_layer("conv_pw_7_bn").trainable_weights
+    assert mobilenet.get_layer("conv_pw_7").trainable_weights
+
+
 @pytest.mark.parametrize("freeze_batchnorm", [True, False])
 def test_frozen_batchnorm_statistics(tiny_mobilenet: keras.Model, freeze_batchnorm: bool) -> None:
     """Frozen BN runs in inference mode (moving stats untouched); unfrozen BN updates them in training."""

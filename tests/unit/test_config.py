@@ -27,6 +27,7 @@ def test_round_trip_keeps_every_field():
         ({"validation_split": 1.0}, "validation_split"),
         ({"image_size": 8}, "image_size"),
         ({"backbone": "small_cnn", "weights": "imagenet"}, "small_cnn"),
+        ({"freeze_batchnorm": False, "train_batchnorm": False}, "contradicts"),
     ],
 )
 def test_bad_values_are_rejected_with_a_clear_message(changes, message):
@@ -50,6 +51,7 @@ def test_seed_preset_is_the_study_protocol():
     assert (SEED_STUDY.validation_split, SEED_STUDY.seed, SEED_STUDY.image_size, SEED_STUDY.batch_size) == (0.2, 123, 224, 64)
     assert (SEED_STUDY.optimizer, SEED_STUDY.learning_rate, SEED_STUDY.epochs, SEED_STUDY.head) == ("adam", 1e-4, 20, "seed")
     assert DEMO_QUICK.weights == "none"  # the demo must train offline
+    assert SEED_STUDY.train_batchnorm and not PRESETS["recommended"].train_batchnorm
 
 
 def test_augmentation_ranges_are_checked():

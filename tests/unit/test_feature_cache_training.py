@@ -47,9 +47,10 @@ def _losses(run: runs.Run) -> np.ndarray:
     return np.array([[row["loss"], row["val_loss"], row["val_accuracy"]] for row in run.metrics()])
 
 
-def test_cached_and_uncached_runs_of_one_config_give_the_same_curves(demo_home: Path) -> None:
-    cached = _train(TINY)
-    uncached = _train(TINY.replace(feature_cache=False))
+@pytest.mark.parametrize("train_batchnorm", [True, False])
+def test_cached_and_uncached_runs_of_one_config_give_the_same_curves(demo_home: Path, train_batchnorm: bool) -> None:
+    cached = _train(TINY.replace(train_batchnorm=train_batchnorm))
+    uncached = _train(TINY.replace(feature_cache=False, train_batchnorm=train_batchnorm))
     info = _cache_info(cached)
     assert info["used"] and info["layer"] == "conv_dw_7_relu" and info["source"] == "computed from the images"
     assert _cache_info(uncached) == {"used": False, "reason": "the feature cache is off for this run"}
