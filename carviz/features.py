@@ -483,19 +483,6 @@ def trainable_remainder(model: "keras.Model", cut_layer_index: int) -> "keras.Mo
     return submodel(model, cut_layer_index, None)
 
 
-def compute_features(extractor: "keras.Model", dataset: "tf.data.Dataset") -> tuple[np.ndarray, np.ndarray]:
-    """Run the extractor (inference mode) over a dataset of (images, labels) batches; concatenated numpy arrays."""
-    feature_batches: list[np.ndarray] = []
-    label_batches: list[np.ndarray] = []
-    for images, labels in dataset:
-        feature_batches.append(np.asarray(extractor(images, training=False)))
-        label_batches.append(np.asarray(labels))
-    if not feature_batches:
-        shape = tuple(int(d) for d in extractor.outputs[0].shape[1:])
-        return np.zeros((0, *shape), dtype="float32"), np.zeros((0,), dtype="int64")
-    return np.concatenate(feature_batches), np.concatenate(label_batches)
-
-
 # ---------------------------------------------------------------- a run on cached features
 
 
@@ -557,7 +544,10 @@ def prepare_cached_training(
     with cache.locked(key):
         source = "cache hit"
         found = cache.get(key)
-        if found is None or cache.paths(key) != relative:
+        if found is not None and cache.paths(key) != relative:  # cannot happen for one fingerprint; never trust it
+            cache.remove(key)
+            found = None
+        if found is None:
             source = _compute_entry(model, config, spec, position, all_paths, all_labels, relative, cache,
                                     on_progress, also_positions)
             found = cache.get(key)

@@ -426,8 +426,8 @@ def _cached_training(run: Run, model: Any, config: TrainConfig, freeze_index: in
                 model, config, freeze_index, precision, dataset_root, all_paths, all_labels, scan.fingerprint, split,
                 features.FeatureCache(features.cache_root(), cache_settings.max_bytes), cache_settings.dtype,
                 on_progress, also_positions=_sweep_positions(run, model, config))
-        except (features.CacheFull, ValueError) as error:
-            reason = str(error)
+        except (features.CacheFull, ValueError, OSError) as error:  # e.g. a full disk: train on images instead
+            reason = f"{type(error).__name__}: {error}" if isinstance(error, OSError) else str(error)
         else:
             log.info("training on cached %s features (%s, %.1f s, %.1f MiB)", cached.info["layer"],
                      cached.info["source"], cached.info["seconds"], cached.info["bytes"] / 2**20)

@@ -107,6 +107,16 @@ def test_a_cache_too_small_for_the_features_falls_back_to_images(demo_home: Path
     assert len(run.metrics()) == 1
 
 
+def test_an_unusable_cache_folder_falls_back_to_images(demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = demo_home / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("CARVIZ_CACHE", str(blocker))
+    run = _train(TINY.replace(epochs=1))
+    info = _cache_info(run)
+    assert not info["used"] and "Error" in info["reason"], info
+    assert len(run.metrics()) == 1 and blocker.read_text().startswith("a file")
+
+
 def test_a_stopped_cached_run_resumes_like_an_uncached_one(demo_home: Path) -> None:
     config = TINY.replace(epochs=3)
     resumed = {}

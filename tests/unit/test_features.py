@@ -8,14 +8,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from carviz import backbones
 from carviz.config import TrainConfig
 from carviz.features import (
     FeatureCache,
     cache_key,
-    compute_features,
     cut_point_for,
     frozen_extractor,
     trainable_remainder,
@@ -81,16 +79,6 @@ def test_extractor_refuses_trainable_layers_before_the_cut() -> None:
     model, _ = build_model(MOBILENET.replace(freeze=20, freeze_batchnorm=False), num_classes=3)
     with pytest.raises(ValueError, match="trainable"):
         frozen_extractor(model, 19)
-
-
-def test_compute_features_batches_a_dataset() -> None:
-    model, extractor, _, _ = _split(SMALL_CNN.replace(freeze="all"))
-    x = _images(32, n=5)
-    labels = np.arange(5) % 3
-    features, got_labels = compute_features(extractor, tf.data.Dataset.from_tensor_slices((x, labels)).batch(2))
-    assert features.shape == (5, *extractor.outputs[0].shape[1:])
-    assert np.array_equal(got_labels, labels)
-    assert np.allclose(features, np.array(extractor(x, training=False)), atol=1e-5)
 
 
 def test_cut_point_for_mobilenet_is_the_layer_before_the_freeze_index() -> None:
