@@ -496,9 +496,10 @@ class CachedTraining:
     info: dict[str, Any]  # recorded in run.json: position, key, how the features were obtained, seconds, bytes
 
 
-def cache_position(model: "keras.Model", freeze_index: int) -> int:
+def cache_position(model: "keras.Model", freeze_index: int, layers: list["LayerInfo"] | None = None) -> int:
     """Where to cut a model frozen before freeze_index: the pooled vector for a fully frozen backbone with a
-    pooling head, else the deepest cut point before the first trainable layer (1 = nothing worth caching)."""
+    pooling head, else the deepest cut point before the first trainable layer (1 = nothing worth caching).
+    layers: the backbone's layers_of() listing, when the caller already has it (it walks the whole graph)."""
     from .backbones import layers_of
 
     backbone = model.get_layer("backbone")
@@ -506,7 +507,7 @@ def cache_position(model: "keras.Model", freeze_index: int) -> int:
     pooled = pooled_position(model)
     if freeze_index > n and pooled:
         return pooled
-    return cut_point_for(layers_of(backbone), freeze_index)
+    return cut_point_for(layers if layers is not None else layers_of(backbone), freeze_index)
 
 
 def prepare_cached_training(
@@ -597,7 +598,7 @@ def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpe
             key = spec.key(position_name(model, q))
             if q != position and not stack.enter_context(cache.locked(key, wait=False)):
                 continue  # another job is computing it
-            part_shape = _output_shape(model, start, q)
+            part_shape = _output_shape(model, q)
             meta = {"family": spec.family(), "depth": q, "layer": position_name(model, q), "backbone": spec.backbone,
                     "weights": spec.weights, "alpha": spec.alpha, "image_size": spec.image_size, "head": spec.head,
                     "precision": spec.precision, "dataset_fingerprint": spec.dataset_fingerprint, "images": total}
@@ -637,8 +638,11 @@ def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpe
     return source
 
 
-def _output_shape(model: "keras.Model", start: int, position: int) -> tuple[int, ...]:
-    return tuple(int(d) for d in submodel(model, start, position).outputs[0].shape[1:])
+def _output_shape(model: "keras.Model", position: int) -> tuple[int, ...]:
+    """The shape (without batch) of the tensor at a position, read from the built model."""
+    backbone = model.get_layer("backbone")
+    layer = model.get_layer(POOLED_LAYER) if position > len(backbone.layers) else backbone.layers[position - 1]
+    return tuple(int(d) for d in layer.output.shape[1:])
 
 
 def _inference_function(part: "keras.Model") -> Callable[[Any], Any]:

@@ -447,8 +447,12 @@ def _sweep_positions(run: Run, model: Any, config: TrainConfig) -> list[int]:
         points = read_record(config.sweep, run.path.parent).config.points_for(config.backbone)
     except (LookupError, ValueError, KeyError, TypeError):
         return []
-    n = len(model.get_layer("backbone").layers)
-    return sorted({features.cache_position(model, config.replace(freeze=point).freeze_index(n)) for point in points})
+    from .backbones import layers_of
+
+    backbone = model.get_layer("backbone")
+    layers, n = layers_of(backbone), len(backbone.layers)  # the graph walk once, not once per point
+    return sorted({features.cache_position(model, config.replace(freeze=point).freeze_index(n), layers)
+                   for point in points})
 
 
 def _setup_logging(log_path: Path) -> None:
