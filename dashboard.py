@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import streamlit as st
+from carviz.core.gpu import share_gpu_memory
 
-from carviz import settings
-from app_pages._common import ensure_demo_dataset
+share_gpu_memory()  # before any page loads TensorFlow: the dashboard must not reserve the GPUs jobs train on
+
+import streamlit as st  # noqa: E402
+
+from carviz.core import settings  # noqa: E402
+from app_pages._common import ensure_demo_dataset  # noqa: E402
 
 st.set_page_config(page_title="carviz", layout="wide")
 

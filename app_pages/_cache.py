@@ -6,8 +6,9 @@ from typing import Any
 
 import streamlit as st
 
-from carviz import cache_report, features
-from carviz.config import ConfigError
+from carviz.views import cache_report
+from carviz.ml import features
+from carviz.core.config import ConfigError
 from app_pages._common import form_to_config
 
 MESSAGE = "cache_panel_message"  # (kind, text) left by a callback for the next render

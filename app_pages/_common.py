@@ -9,10 +9,10 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from carviz import settings
-from carviz.config import Augmentation, ConfigError, TrainConfig
-from carviz.datasets import DatasetScan, generate_demo_dataset, scan_dataset
-from carviz.layer_select import parse_freeze
+from carviz.core import settings
+from carviz.core.config import Augmentation, ConfigError, TrainConfig
+from carviz.data.datasets import DatasetScan, generate_demo_dataset, scan_dataset
+from carviz.views.layer_select import parse_freeze
 
 DEMO_DATASET = "demo"
 STATUS_ICONS = {  # Material icons: they render everywhere (emoji need a font)
@@ -65,9 +65,25 @@ def scan(root: Path) -> DatasetScan:
 
 @st.cache_data(show_spinner="Building the backbone to list its layers…", max_entries=16)
 def layers_of(backbone: str, image_size: int, alpha: float) -> list:
-    from carviz.backbones import list_layers  # imports keras: only when the Layers page needs it
+    from carviz.ml.backbones import list_layers  # imports keras: only when the Layers page needs it
 
     return list_layers(backbone, image_size, alpha)
+
+
+def where_ran(state: Any, info: dict[str, Any]) -> str:
+    """Where a run ran (or runs): backend, node and GPU, e.g. "ray · node-3 · GPU 0 (NVIDIA H200)"."""
+    device = info.get("device") if isinstance(info.get("device"), dict) else {}
+    parts = [getattr(state, "backend", None) or device.get("backend") or "local"]
+    node = device.get("node") or getattr(state, "host", None)
+    if node:
+        parts.append(str(node))
+    if device.get("gpus"):
+        visible = device.get("cuda_visible_devices")
+        parts.append(f"GPU {visible} ({', '.join(map(str, device['gpus']))})" if visible else
+                     ", ".join(map(str, device["gpus"])))
+    elif device.get("kind") == "cpu":
+        parts.append("CPU")
+    return " · ".join(parts)
 
 
 def status_label(status: str) -> str:
@@ -199,7 +215,7 @@ def refresh_scan() -> None:
 
 @st.cache_data(max_entries=2000, show_spinner=False)
 def _cached_thumbnail(path: str, mtime_ns: int, side: int) -> bytes | None:
-    from carviz.collect import thumbnail
+    from carviz.data.collect import thumbnail
 
     return thumbnail(path, side)
 

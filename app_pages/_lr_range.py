@@ -8,11 +8,12 @@ from typing import Any
 
 import streamlit as st
 
-from carviz import lr_range, settings
-from carviz.config import ConfigError
-from carviz.lr_range import LRRangeResult, LRRangeState, ema_smooth
-from carviz.plots.lr_range import lr_range_figure
-from carviz.runs import Status
+from carviz.ml import lr_range
+from carviz.core import settings
+from carviz.core.config import ConfigError
+from carviz.ml.lr_range import LRRangeResult, LRRangeState, ema_smooth
+from carviz.views.plots.lr_range import lr_range_figure
+from carviz.core.store import Status
 from app_pages._common import form_to_config, status_label
 
 CURRENT = "lr_range_dir"  # the test shown: the one launched here, else the newest on disk
@@ -73,7 +74,7 @@ def lr_range_status() -> None:
                f"batch {config.get('batch_size')} · {config.get('image_size')} px"
                + (f"  \n{state.reason}" if state.reason else ""))
     if state.status == Status.FAILED:
-        st.error(state.error or "The test failed; see its train.log.")
+        st.error(state.error or "The test failed; see its log.")
     if live:
         st.button("Stop", key="lr_range_stop", on_click=lr_range.stop_lr_range, args=(path,))
     result = _shown_result(state)

@@ -6,9 +6,9 @@ import hashlib
 
 import streamlit as st
 
-from carviz import compare, settings
-from carviz.plots.curves import curves_figure, sweep_figure
-from carviz.runs import Run, list_runs
+from carviz.views import compare
+from carviz.views.plots.curves import curves_figure, sweep_figure
+from carviz.core.store import Store, list_runs
 
 LIVE_REFRESH_SECONDS = 3.0  # curves change once per epoch; faster polling only adds redraw churn
 SELECTED_KEY = "compare_selected_ids"
@@ -67,14 +67,12 @@ if not selected:
 smoothing = st.slider("Smoothing (exponential moving average)", 0.0, 0.95, 0.0, 0.05, key="compare_smoothing",
                       help="Weight of the past in the moving average; the raw points stay visible as faint markers.")
 active = compare.any_active(by_id[run_id] for run_id in selected)
-runs_root = settings.runs_dir()
+store = Store()
 
 
 @st.fragment(run_every=LIVE_REFRESH_SECONDS if active else None)
 def charts(run_ids: list[str], smoothing: float, was_active: bool) -> None:
-    fresh = compare.summaries(Run(runs_root / run_id) for run_id in run_ids)
-    metrics = {row["id"]: Run(runs_root / row["id"]).metrics() for row in fresh}
-    configs = {row["id"]: Run(runs_root / row["id"]).config_dict() for row in fresh}
+    fresh, metrics, configs = compare.read_runs(store.get_run(run_id) for run_id in run_ids)
     curve_runs = [(compare.run_label(row), configs[row["id"]], metrics[row["id"]]) for row in fresh]
     if was_active:
         st.caption(f"Live: refreshing every {LIVE_REFRESH_SECONDS:.0f} s while a selected run is active.")

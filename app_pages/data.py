@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from carviz import crawl, settings
-from carviz.collect import (
+from carviz.data.crawl import crawler as crawl
+from carviz.core import settings
+from carviz.data.collect import (
     ENGINE_CHOICES,
     GENERIC_OPTIONS,
     REQUIRED_GENERIC,
@@ -29,10 +30,10 @@ from carviz.collect import (
     parse_engine_options,
     report_summary,
 )
-from carviz.config import Augmentation, ConfigError
-from carviz.datasets import ImageLoadError, load_image_rgb
-from carviz.importer import ImportFailed, import_folder, list_trash, restore_images, trash_images
-from carviz.plots.data import class_counts_figure
+from carviz.core.config import Augmentation, ConfigError
+from carviz.data.datasets import ImageLoadError, load_image_rgb
+from carviz.data.importer import ImportFailed, import_folder, list_trash, restore_images, trash_images
+from carviz.views.plots.data import class_counts_figure
 from app_pages._common import STATUS_ICONS, DEMO_DATASET, dataset_names, refresh_scan, scan, thumbnail_of
 
 SAMPLES_PER_CLASS = 6
@@ -453,7 +454,7 @@ with browse_tab:  # drawn last: its early st.stop()s must not hide the other tab
             image = load_image_rgb(picked)
             image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
             aug = Augmentation(True, float(rotation), width_shift, height_shift, zoom, flip)
-            from carviz.datasets import augment_preview  # the first call imports Keras (seconds)
+            from carviz.data.datasets import augment_preview  # the first call imports Keras (seconds)
 
             with st.spinner("Augmenting…"):
                 copies = augment_preview(np.asarray(image), aug, count=8, seed=int(seed))

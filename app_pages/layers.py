@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from carviz.backbones import BACKBONES
-from carviz.config import FREEZE_ALL
-from carviz.layer_select import (
+from carviz.ml.backbones import BACKBONES
+from carviz.core.config import FREEZE_ALL
+from carviz.views.layer_select import (
     LAYER_FILTERS,
     clamp_freeze,
     filter_layers,
@@ -15,7 +15,7 @@ from carviz.layer_select import (
     freeze_from_selection,
     frozen_trainable_params,
 )
-from carviz.plots.layers import layer_strip_figure
+from carviz.views.plots.layers import layer_strip_figure
 from app_pages._common import layers_of
 
 ALPHAS = (0.25, 0.5, 0.75, 1.0)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from carviz import compare, settings
-from carviz.plots.evaluation import confusion_figure, per_class_accuracy_figure, topk_figure
-from carviz.runs import Run, Status, list_runs
+from carviz.views import compare
+from carviz.core import settings
+from carviz.views.plots.evaluation import confusion_figure, per_class_accuracy_figure, topk_figure
+from carviz.core.store import Run, Status, Store, list_runs
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "webp"]
 TOP_K = 5
@@ -16,16 +17,16 @@ GALLERY_COLUMNS = 4
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
-def get_predictor(run_path: str, model_mtime: float):  # noqa: ANN201 - carviz.predict.Predictor (TF loads lazily)
+def get_predictor(run_path: str, model_mtime: float):  # noqa: ANN201 - carviz.ml.predict.Predictor (TF loads lazily)
     """One loaded model per (run, model file version), shared by every session."""
-    from carviz.predict import load_model
+    from carviz.ml.predict import load_model
 
     return load_model(Run(run_path))
 
 
 @st.cache_data(max_entries=8, show_spinner="Evaluating on the validation split…")
-def get_evaluation(run_path: str, model_mtime: float):  # noqa: ANN201 - carviz.evaluate.Evaluation
-    from carviz.evaluate import evaluate_run
+def get_evaluation(run_path: str, model_mtime: float):  # noqa: ANN201 - carviz.ml.evaluate.Evaluation
+    from carviz.ml.evaluate import evaluate_run
 
     return evaluate_run(Run(run_path), predictor=get_predictor(run_path, model_mtime))
 
@@ -33,7 +34,7 @@ def get_evaluation(run_path: str, model_mtime: float):  # noqa: ANN201 - carviz.
 @st.cache_data(max_entries=16, show_spinner=False)
 def validation_samples(run_path: str, limit: int = 200) -> list[str]:
     """Up to `limit` validation image paths of the run (empty when its split or dataset is gone)."""
-    from carviz.evaluate import validation_files
+    from carviz.ml.evaluate import validation_files
 
     try:
         _, _, paths, _ = validation_files(Run(run_path))
@@ -44,7 +45,7 @@ def validation_samples(run_path: str, limit: int = 200) -> list[str]:
 
 def predict_uploads(run: Run, files: list) -> list:
     """Classify Streamlit uploads (or any named file objects) with the run's cached model; per-file errors kept."""
-    from carviz.predict import model_version, predict_files
+    from carviz.ml.predict import model_version, predict_files
 
     predictor = get_predictor(str(run.path), model_version(run))
     return predict_files(predictor, files, top_k=TOP_K, keep_images=True)
@@ -68,7 +69,7 @@ def describe(run_id: str) -> str:
 
 
 run_id = st.selectbox("Run", [run.id for run in finished], format_func=describe, key="predict_run")
-run = Run(settings.runs_dir() / run_id)
+run = Store().get_run(run_id)
 classes = run.classes() or []
 st.caption(f"{len(classes)} classes: {', '.join(classes[:20])}{' …' if len(classes) > 20 else ''}")
 
@@ -105,7 +106,7 @@ with evaluate_tab:
     if st.button("Evaluate", key="predict_evaluate", type="primary"):
         st.session_state[evaluated_key] = True
     if st.session_state.get(evaluated_key):
-        from carviz.predict import model_version
+        from carviz.ml.predict import model_version
 
         try:
             evaluation = get_evaluation(str(run.path), model_version(run))

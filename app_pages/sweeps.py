@@ -7,14 +7,14 @@ import json
 
 import streamlit as st
 
-from carviz import settings
-from carviz import sweep as sweeps
-from carviz.cache_report import run_line, sweep_note
-from carviz.config import BACKBONES, HEADS, PRESETS, ConfigError, TrainConfig
-from carviz.layer_select import parse_freeze
-from carviz.plots.curves import curves_figure
-from carviz.plots.sweeps import freeze_figure, params_figure, selected_run_ids, sweep_points, time_figure
-from carviz.runs import Run
+from carviz.core import jobs, settings
+from carviz.core import sweeps
+from carviz.views.cache_report import run_line, sweep_note
+from carviz.core.config import BACKBONES, HEADS, PRESETS, ConfigError, TrainConfig
+from carviz.views.layer_select import parse_freeze
+from carviz.views.plots.curves import curves_figure
+from carviz.views.plots.sweeps import freeze_figure, params_figure, selected_run_ids, sweep_points, time_figure
+from carviz.core.store import Store
 from app_pages._cache import render_cache_panel
 from app_pages._common import dataset_names, format_metric, format_seconds, launch_once, layers_of, status_label
 
@@ -139,6 +139,10 @@ def build_config() -> sweeps.SweepConfig:
                               backbone_freeze_points=per_backbone)
 
 
+backends = jobs.available_backends()
+backend = st.selectbox("Run on", backends, key="sw_backend", disabled=len(backends) == 1,
+                       help="local: this machine, one run per slot (GPU). ray: the Ray cluster at "
+                            f"{settings.ray_address() or '$CARVIZ_RAY_ADDRESS'}; the feeder and every run go there.")
 if st.button("Launch sweep", type="primary", key="sw_launch"):
     try:
         config = build_config()
@@ -146,8 +150,12 @@ if st.button("Launch sweep", type="primary", key="sw_launch"):
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         st.error(str(exc))
     else:
-        sweep_id, fresh = launch_once("sw_last_launch", config.to_json(),
-                                      lambda: sweeps.launch_sweep(config).id)  # returns at once
+        try:
+            sweep_id, fresh = launch_once("sw_last_launch", config.to_json() + backend,
+                                          lambda: sweeps.launch_sweep(config, backend=backend).id)  # returns at once
+        except jobs.ray_backend.RayUnavailable as exc:
+            st.error(f"Not launched: {exc}")
+            st.stop()
         if not fresh:
             st.warning(f"Already launched as sweep {sweep_id} a moment ago.")
         else:
@@ -187,8 +195,13 @@ if b2.button("Resume sweep", key="sw_resume", disabled=states[selected_id].statu
 
 def run_details(run_ids: list[str]) -> None:
     """Curves and config of the runs behind a clicked point."""
-    chosen = [Run(settings.runs_dir() / run_id) for run_id in run_ids]
-    chosen = [run for run in chosen if run.path.is_dir()]
+    store = Store()
+    chosen = []
+    for run_id in run_ids:
+        try:
+            chosen.append(store.get_run(run_id))
+        except LookupError:
+            continue  # deleted meanwhile
     if not chosen:
         return
     curves = [(run.config_dict().get("name") or run.id, run.config_dict(), run.metrics()) for run in chosen]

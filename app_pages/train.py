@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from carviz import jobs, settings
-from carviz.config import BACKBONES, HEADS, OPTIMIZERS, PRECISIONS, PRESETS, ConfigError
-from carviz.cache_report import run_line
-from carviz.runs import Run, RunState, Status, list_runs
+from carviz.core import jobs, launch, settings
+from carviz.core.config import BACKBONES, HEADS, OPTIMIZERS, PRECISIONS, PRESETS, ConfigError
+from carviz.views.cache_report import run_line
+from carviz.core.store import Run, RunState, Status, list_runs
 from app_pages._common import (
     WEIGHT_CHOICES,
     config_to_form,
@@ -19,6 +19,7 @@ from app_pages._common import (
     launch_once,
     progress_fraction,
     status_label,
+    where_ran,
 )
 from app_pages._cache import form_cache_note, render_cache_panel
 from app_pages._lr_range import lr_range_section
@@ -114,6 +115,11 @@ with st.form("train_form", border=True):
     if cache_note.startswith("Feature cache on"):
         cache_note += " With augmentation on, runs train on images instead."
     st.caption(cache_note)
+    backends = jobs.available_backends()
+    backend = st.selectbox("Run on", backends, key="train_backend", disabled=len(backends) == 1,
+                           help="local: this machine, one job per slot (GPU). ray: the Ray cluster at "
+                                f"{settings.ray_address() or '$CARVIZ_RAY_ADDRESS'} (CARVIZ_HOME must be on storage "
+                                "every node sees).")
     launched = st.form_submit_button("Launch", type="primary")
 
 st.session_state[SAVED_FORM] = form_values
@@ -125,7 +131,12 @@ if launched:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         st.error(str(exc))
     else:
-        run_id, fresh = launch_once("train_last_launch", config.to_json(), lambda: jobs.submit(config).id)
+        try:
+            run_id, fresh = launch_once("train_last_launch", config.to_json() + backend,
+                                        lambda: launch.submit(config, backend=backend).id)
+        except jobs.ray_backend.RayUnavailable as exc:
+            st.error(f"Not launched: {exc}")
+            st.stop()
         if not fresh:
             st.warning(f"Already launched as {run_id} a moment ago.")
         else:
@@ -139,9 +150,9 @@ with st.expander("Feature cache"):
 def _resume(run: Run) -> None:
     errors = st.session_state.setdefault(RESUME_ERRORS, {})
     try:
-        jobs.resume(run)
+        launch.resume(run)
         errors.pop(run.id, None)
-    except (ValueError, OSError) as exc:  # e.g. resumed elsewhere meanwhile
+    except (ValueError, OSError, jobs.ray_backend.RayUnavailable) as exc:  # e.g. resumed elsewhere meanwhile
         errors[run.id] = f"Cannot resume: {exc}"
 
 
@@ -156,7 +167,8 @@ def _job_card(run: Run, state: RunState) -> None:
         head.markdown(f"**{config.get('name') or run.id}**  \n`{run.id}`")
         head.caption(
             f"{status_label(status.value)} · {config.get('backbone')} · lr {config.get('learning_rate')} · "
-            f"freeze {config.get('freeze')}" + (f"  \n{state.reason}" if state.reason else "")
+            f"freeze {config.get('freeze')} · {where_ran(state, run.info())}"
+            + (f"  \n{state.reason}" if state.reason else "")
         )
         phase = progress.get("phase") or status.value
         text = f"{phase} · epoch {progress.get('epoch') or len(metrics)}/{epochs}"
@@ -187,8 +199,8 @@ def _job_card(run: Run, state: RunState) -> None:
         if resume_error and status.is_terminal():
             st.error(resume_error)
         if status == Status.FAILED:
-            st.error(state.error or "The job failed; see train.log.")
-        with st.expander("train.log"):
+            st.error(state.error or "The job failed; see its log.")
+        with st.expander("log"):
             st.code(run.log_tail(40) or "(empty)", language=None)
 
 

@@ -27,8 +27,8 @@ TARGET_SECONDS = 1.0
 
 
 def make_records(count: int, epochs: int) -> None:
-    from carviz.config import BACKBONES, TrainConfig
-    from carviz.runs import METRIC_COLUMNS, Status, create_run, now_iso
+    from carviz.core.config import BACKBONES, TrainConfig
+    from carviz.core.store import METRIC_COLUMNS, Status, create_run, now_iso
 
     rng = random.Random(0)
     dead_pid = 999_999_999  # no such process: those runs read as lost, exercising the pid check
@@ -56,8 +56,8 @@ def make_records(count: int, epochs: int) -> None:
 
 
 def list_table() -> int:
-    from carviz import compare
-    from carviz.runs import list_runs
+    from carviz.views import compare
+    from carviz.core.store import list_runs
 
     rows = compare.summaries(list_runs())
     compare.runs_table(rows)
@@ -65,9 +65,9 @@ def list_table() -> int:
 
 
 def compare_figures(count: int) -> int:
-    from carviz.compare import run_label
-    from carviz.plots.curves import curves_figure
-    from carviz.runs import list_runs
+    from carviz.views.compare import run_label
+    from carviz.views.plots.curves import curves_figure
+    from carviz.core.store import list_runs
 
     selected = list_runs()[:count]
     curve_runs = [(run_label({"id": run.id, "name": run.config_dict().get("name")}), run.config_dict(), run.metrics())
@@ -89,7 +89,7 @@ def timed(fn, repeats: int) -> tuple[float, list[float], float]:
 
 def cache_metrics_by_stat() -> None:
     """What-if for runs.py: memoize read_metrics on (path, mtime_ns, size), as a reader cache would."""
-    from carviz import runs
+    from carviz.core import store as runs
 
     original = runs.read_metrics
     cache: dict[tuple[str, int, int], list] = {}

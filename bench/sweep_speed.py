@@ -55,7 +55,8 @@ def layer_flops(layer) -> int:
 
 def flop_bounds(num_classes: int) -> dict[str, dict[str, float]]:
     """Per freeze point: frozen and trainable forward FLOPs per image at the cache's cut, and the bound."""
-    from carviz import backbones, features
+    from carviz.ml import backbones
+    from carviz.ml import features
 
     backbone = backbones.build_backbone("mobilenet", 224, "none", 1.0)
     per_layer = [layer_flops(layer) for layer in backbone.layers]
@@ -126,10 +127,10 @@ def peak_rss_mib(pid: int | None) -> float:
 def run_sweep(label: str, root: Path, dataset: Path, epochs: int, batch_size: int, use_cache: bool,
               prune: bool) -> dict:
     """Launch one sweep in its own runs folder and cache, wait for it, collect timings, accuracies, memory."""
-    from carviz import features
-    from carviz.config import RECOMMENDED
-    from carviz.runs import read_json
-    from carviz.sweep import PruneConfig, SweepConfig, launch_sweep, read_sweep
+    from carviz.ml import features
+    from carviz.core.config import RECOMMENDED
+    from carviz.core.store import read_json
+    from carviz.core.sweeps import PruneConfig, SweepConfig, launch_sweep, read_sweep
 
     home = root / label
     (home / "runs").mkdir(parents=True)

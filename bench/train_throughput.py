@@ -62,7 +62,7 @@ class EpochTimer:
 
 
 def config_for(dataset: str, freeze, epochs: int, batch_size: int):
-    from carviz.config import TrainConfig
+    from carviz.core.config import TrainConfig
 
     return TrainConfig(name=f"bench freeze {freeze}", dataset=dataset, backbone="mobilenet", weights="none",
                        image_size=224, head="recommended", epochs=epochs, batch_size=batch_size, freeze=freeze,
@@ -71,20 +71,21 @@ def config_for(dataset: str, freeze, epochs: int, batch_size: int):
 
 def worker(kind: str, dataset: str, freeze, epochs: int, batch_size: int) -> dict:
     """One measurement in this process: 'carviz' (the job code, run record and all) or 'plain' (model.fit)."""
-    from carviz import datasets, settings
-    from carviz.runs import create_run
+    from carviz.data import datasets
+    from carviz.core import settings
+    from carviz.core.store import create_run
 
     config = config_for(dataset, freeze, epochs, batch_size)
     timer = EpochTimer()
     if kind == "carviz":
-        from carviz.train import train
+        from carviz.ml.train import train
 
         run = create_run(config)
         status = train(run, extra_callbacks=[timer])
         assert status.value == "succeeded", run.log_tail()
         train_images = run.info()["train_images"]
     else:
-        from carviz.model import build_model
+        from carviz.ml.model import build_model
 
         scan = datasets.scan_dataset(settings.resolve_dataset(dataset))
         split = datasets.split_files(scan, config.validation_split, config.seed)

@@ -24,8 +24,10 @@ def carviz_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(home, run folder): demo data and one finished tiny run (small_cnn, 32 px, 1 epoch), trained once per
     session; tests only read it (they may add runs of their own beside it)."""
-    from carviz import datasets, runs, train
-    from carviz.config import TrainConfig
+    from carviz.data import datasets
+    from carviz.core import store as runs
+    from carviz.ml import train
+    from carviz.core.config import TrainConfig
 
     home = tmp_path_factory.mktemp("carviz-tiny-trained")
     with pytest.MonkeyPatch.context() as patch:

@@ -60,7 +60,7 @@ def artifacts_dir() -> Path:
 @pytest.fixture
 def e2e_home(tmp_path: Path) -> Path:
     """A CARVIZ_HOME with an empty runs/ and a small pre-drawn demo dataset (4 classes × 16 images, 64 px)."""
-    from carviz.datasets import generate_demo_dataset
+    from carviz.data.datasets import generate_demo_dataset
 
     home = tmp_path / "home"
     (home / "runs").mkdir(parents=True)
@@ -71,8 +71,8 @@ def e2e_home(tmp_path: Path) -> Path:
 @pytest.fixture
 def dashboard(e2e_home: Path, tmp_path: Path) -> Iterator[dict]:
     """`streamlit run dashboard.py` on 127.0.0.1:<free port>; stops the server and any job it launched."""
-    from carviz import jobs
-    from carviz.runs import list_runs
+    from carviz.core import jobs
+    from carviz.core.store import list_runs
 
     port = free_port()
     env = dict(os.environ)

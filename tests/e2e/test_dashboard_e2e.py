@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from carviz.datasets import DEMO_CLASSES
-from carviz.runs import Run, Status
+from carviz.data.datasets import DEMO_CLASSES
+from carviz.core.store import Run, Status
 
 RUN_NAME = "e2e tiny"
 TRAIN_TIMEOUT = 180.0  # seconds for the tiny run, queueing and TensorFlow's import included

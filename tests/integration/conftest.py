@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import pytest
 
-from carviz import jobs
-from carviz.runs import list_runs
+from carviz.core import jobs
+from carviz.core.store import list_runs
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import psutil
 import pytest
 from PIL import Image
 
-from carviz import crawl as crawler
-from carviz.crawl import CrawlSpec, CrawlStatus
-from carviz.crawl_engines import BingImages, Candidate, DuckDuckGoImages, GenericEngine, make_engine
+from carviz.data.crawl import crawler
+from carviz.data.crawl.crawler import CrawlSpec, CrawlStatus
+from carviz.data.crawl.engines import BingImages, Candidate, DuckDuckGoImages, GenericEngine, make_engine
 
 try:
     from . import fake_image_search as fake

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from carviz import jobs
-from carviz.config import TrainConfig
-from carviz.datasets import generate_demo_dataset
-from carviz.runs import Run, Status, create_run
+from carviz.core import jobs, launch
+from carviz.core.config import TrainConfig
+from carviz.data.datasets import generate_demo_dataset
+from carviz.core.store import Run, Status, create_run
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def metric_epochs_on_disk(run: Run) -> list[int]:
 
 
 def test_a_job_finishes_with_a_complete_run_record(home, wait_for):
-    run = jobs.submit(TINY.replace(epochs=3))
+    run = launch.submit(TINY.replace(epochs=3))
     assert wait_terminal(wait_for, run) == Status.SUCCEEDED, run.log_tail()
     for name in ("config.json", "status.json", "metrics.csv", "progress.json", "heartbeat", "train.log",
                  "model.keras", "classes.json", "evaluation.json", "run.json", "split.json",
@@ -65,7 +65,7 @@ def test_a_job_finishes_with_a_complete_run_record(home, wait_for):
 
 
 def test_stop_mid_training_keeps_finished_epochs_and_resume_continues(home, wait_for):
-    run = jobs.submit(TINY.replace(epochs=40))
+    run = launch.submit(TINY.replace(epochs=40))
     wait_for(lambda: len(run.metrics()) >= 2, 120, "two finished epochs")
     assert jobs.stop(run, timeout=30) == Status.STOPPED
     state = run.state()
@@ -74,14 +74,14 @@ def test_stop_mid_training_keeps_finished_epochs_and_resume_continues(home, wait
     assert len(done) >= 2 and done == list(range(1, len(done) + 1))
     assert not run.file("model.keras").exists()
 
-    jobs.resume(run)
+    launch.resume(run)
     wait_for(lambda: len(run.metrics()) > len(done), 120, "an epoch after resuming")
     jobs.stop(run, timeout=30)  # 40 epochs is long: stop again, then finish a short remainder
     assert run.status() == Status.STOPPED
 
 
 def test_killed_job_is_lost_then_resume_completes_every_epoch_exactly_once(home, wait_for):
-    run = jobs.submit(TINY.replace(epochs=12))
+    run = launch.submit(TINY.replace(epochs=12))
     wait_for(lambda: len(run.metrics()) >= 3, 120, "three finished epochs")
     pid = run.state().pid
     os.killpg(pid, signal.SIGKILL)
@@ -91,17 +91,17 @@ def test_killed_job_is_lost_then_resume_completes_every_epoch_exactly_once(home,
     kept = run.metrics()
     assert len(kept) >= 3 and [row["epoch"] for row in kept] == list(range(1, len(kept) + 1))
 
-    jobs.resume(run)
+    launch.resume(run)
     assert wait_terminal(wait_for, run) == Status.SUCCEEDED, run.log_tail()
     assert metric_epochs_on_disk(run) == list(range(1, 13))
     assert len(run.info()["attempts"]) == 2
 
 
 def test_one_slot_runs_jobs_one_after_another_and_a_queued_job_can_be_stopped(home, wait_for):
-    first = jobs.submit(TINY.replace(name="first", epochs=2000))  # runs until stopped, however slow the rest starts
+    first = launch.submit(TINY.replace(name="first", epochs=2000))  # runs until stopped, however slow the rest starts
     wait_for(lambda: first.status() == Status.RUNNING, 60, "the first job to run")
-    second = jobs.submit(TINY.replace(name="second", epochs=1))
-    third = jobs.submit(TINY.replace(name="third", epochs=1))
+    second = launch.submit(TINY.replace(name="second", epochs=1))
+    third = launch.submit(TINY.replace(name="third", epochs=1))
     wait_for(lambda: second.state().pid is not None and third.state().pid is not None, 30, "queued processes")
     time.sleep(1.5)
     assert second.status() == Status.QUEUED and third.status() == Status.QUEUED
@@ -116,7 +116,7 @@ def test_one_slot_runs_jobs_one_after_another_and_a_queued_job_can_be_stopped(ho
 def test_a_failing_job_is_failed_with_its_reason(home, wait_for):
     (home / "data" / "empty" / "only").mkdir(parents=True)
     run = create_run(TINY.replace(dataset="empty"))
-    jobs.launch(run)
+    launch.launch(run)
     assert wait_terminal(wait_for, run, 60) == Status.FAILED
     assert "at least 2 classes" in run.state().error
     assert "Traceback" in run.log_tail(200)

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from carviz import jobs, sweep
-from carviz.config import TrainConfig
-from carviz.datasets import generate_demo_dataset
-from carviz.runs import METRICS_FILE, Run, Status, now_iso
-from carviz.sweep import PruneConfig, SweepConfig
+from carviz.core import jobs, launch
+from carviz.core import sweeps as sweep
+from carviz.core.config import TrainConfig
+from carviz.data.datasets import generate_demo_dataset
+from carviz.core.store import METRICS_FILE, Run, Status, now_iso
+from carviz.core.sweeps import PruneConfig, SweepConfig
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +57,7 @@ def test_a_trailing_run_is_pruned_and_keeps_its_epochs(home: Path, wait_for) -> 
     leader.file(METRICS_FILE).write_text("epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,seconds\n"
                                          "1,0.1,1.0,0.1,1.0,0.001,1.0\n")
     leader.write_status(Status.SUCCEEDED, ended_at=now_iso())
-    jobs.launch(loser)
+    launch.launch(loser)
     wait_for(lambda: loser.status().is_terminal(), 180, f"the run to end (log:\n{loser.log_tail()})")
     assert loser.status() == Status.PRUNED, loser.log_tail()
     assert [row["epoch"] for row in loser.metrics()] == [1]

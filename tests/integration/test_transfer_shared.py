@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from carviz.runs import Run, list_runs
+from carviz.core.store import Run, list_runs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("CARVIZ_SHARED") or REPO_ROOT.parent / "shared")
@@ -89,7 +89,9 @@ def test_cached_and_uncached_runs_agree_on_real_photos_with_real_weights(tmp_pat
     import keras
     import numpy as np
 
-    from carviz import backbones, datasets, features
+    from carviz.ml import backbones
+    from carviz.data import datasets
+    from carviz.ml import features
 
     backbones.register_serializables()  # so load_model finds carviz's preprocessing layer
     keras_home = writable_copy(SHARED_KERAS_HOME, tmp_path / "keras_home")

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from carviz import features, jobs, sweep
-from carviz.config import PRESETS
-from carviz.datasets import generate_demo_dataset
-from carviz.runs import Run, Status, atomic_write_json, create_run, now_iso
+from carviz.ml import features
+from carviz.core import jobs
+from carviz.core import sweeps as sweep
+from carviz.core.config import PRESETS
+from carviz.data.datasets import generate_demo_dataset
+from carviz.core.store import Run, Status, atomic_write_json, create_run, now_iso
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_cache_cli import add_entries, on_disk  # noqa: E402 - cache entries made the same way as the CLI tests

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from carviz.config import TrainConfig
-from carviz.runs import HEARTBEAT_FILE, METRIC_COLUMNS, Run, Status, create_run, now_iso, process_create_time
+from carviz.core.config import TrainConfig
+from carviz.core.jobs.record import HEARTBEAT_FILE
+from carviz.core.jobs.status import process_create_time
+from carviz.core.store import METRIC_COLUMNS, Run, Status, create_run, now_iso
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "compare.py")
 

@@ -23,7 +23,7 @@ def test_first_start_draws_the_demo_dataset_and_opens_on_data(carviz_home: Path)
 
 
 def test_every_own_page_is_reachable(carviz_home: Path) -> None:
-    from carviz.datasets import generate_demo_dataset
+    from carviz.data.datasets import generate_demo_dataset
 
     generate_demo_dataset(carviz_home / "data" / "demo", per_class=4, image_size=48)
     at = AppTest.from_file(APP, default_timeout=60)

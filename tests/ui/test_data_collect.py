@@ -16,8 +16,8 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 from test_train_page import APP, tiny_demo  # tests/ui is on sys.path (pytest's rootdir-less import)
 
-from carviz import crawl
-from carviz.crawl import CrawlSpec, CrawlStatus
+from carviz.data.crawl import crawler as crawl
+from carviz.data.crawl.crawler import CrawlSpec, CrawlStatus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from test_crawl import _browser_or_skip, site  # noqa: E402,F401 - the fake image-search site fixture
@@ -74,7 +74,7 @@ def test_collect_tab_without_crawl_and_form_errors(carviz_home: Path) -> None:
 
 
 def _hand_made_crawl(dataset: Path, pid: int) -> None:
-    """The .crawl files as carviz.crawl writes them, for a job that is 'running' as process pid."""
+    """The .crawl files as carviz.data.crawl.crawler writes them, for a job that is 'running' as process pid."""
     spec = CrawlSpec(
         classes=({"name": "sedan", "queries": ["sedan car"], "target": 4},
                  {"name": "bus", "queries": ["city bus", "coach"], "target": 2}),

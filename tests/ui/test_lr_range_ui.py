@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from carviz import lr_range
-from carviz.config import PRESETS
-from carviz.datasets import generate_demo_dataset
-from carviz.lr_range import LRRangeResult, ema_smooth, exponential_schedule, suggest_lr
-from carviz.runs import Run, Status, atomic_write_json, now_iso
+from carviz.ml import lr_range
+from carviz.core.config import PRESETS
+from carviz.data.datasets import generate_demo_dataset
+from carviz.ml.lr_range import LRRangeResult, ema_smooth, exponential_schedule, suggest_lr
+from carviz.core.store import Run, Status, atomic_write_json, now_iso
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard.py")
 

@@ -8,10 +8,12 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from carviz import runs
-from carviz.config import TrainConfig
-from carviz.predict import load_model, predict_files
-from carviz.runs import HEARTBEAT_FILE, Status, create_run, now_iso, process_create_time
+from carviz.core import store as runs
+from carviz.core.config import TrainConfig
+from carviz.ml.predict import load_model, predict_files
+from carviz.core.jobs.record import HEARTBEAT_FILE
+from carviz.core.jobs.status import process_create_time
+from carviz.core.store import Status, create_run, now_iso
 
 pytestmark = pytest.mark.slow  # uses the tiny model trained once per session (tests/conftest.py)
 

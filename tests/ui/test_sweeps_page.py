@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from carviz import sweep
-from carviz.config import PRESETS
-from carviz.datasets import generate_demo_dataset
-from carviz.runs import METRIC_COLUMNS, Run, Status, atomic_write_json
-from carviz.sweep import PruneConfig, SweepConfig
+from carviz.core import sweeps as sweep
+from carviz.core.config import PRESETS
+from carviz.data.datasets import generate_demo_dataset
+from carviz.core.store import METRIC_COLUMNS, Run, Status, atomic_write_json
+from carviz.core.sweeps import PruneConfig, SweepConfig
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "sweeps.py")
 

@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from carviz import jobs, runs
-from carviz.config import PRESETS
-from carviz.datasets import generate_demo_dataset
-from carviz.runs import Run, Status, create_run, list_runs
+from carviz.core import jobs
+from carviz.core import store as runs
+from carviz.core.jobs import record
+from carviz.core.jobs.status import ProcessCheck, check_process, process_create_time
+from carviz.core.config import PRESETS
+from carviz.data.datasets import generate_demo_dataset
+from carviz.core.store import Run, Status, create_run, list_runs
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard.py")
 
@@ -32,7 +35,7 @@ def write_metrics(run: Run, epochs: int) -> None:
 
 def dead_pid() -> tuple[int, float | None]:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
-    create_time = runs.process_create_time(process.pid)
+    create_time = process_create_time(process.pid)
     process.wait()
     return process.pid, create_time
 
@@ -49,14 +52,14 @@ def make_runs() -> dict[str, Run]:
 
     live = create_run(base.replace(name="live one"))
     write_metrics(live, 2)
-    live.write_status(Status.RUNNING, pid=os.getpid(), pid_create_time=runs.process_create_time(os.getpid()),
+    live.write_status(Status.RUNNING, pid=os.getpid(), pid_create_time=process_create_time(os.getpid()),
                       started_at=runs.now_iso())
-    live.file(runs.HEARTBEAT_FILE).write_text(runs.now_iso())
+    live.file(record.HEARTBEAT_FILE).write_text(runs.now_iso())
     runs.atomic_write_json(live.file(runs.PROGRESS_FILE), {
         "phase": "training", "epoch": 3, "epochs": 5, "step": 4, "steps_per_epoch": 8,
         "images_per_second": 123.4, "eta_seconds": 42.0, "loss": 0.8, "accuracy": 0.7, "updated_at": runs.now_iso(),
     })
-    live.file(runs.LOG_FILE).write_text("Epoch 3/5\nstep 4/8\n")
+    live.file(record.LOG_FILE).write_text("Epoch 3/5\nstep 4/8\n")
     made["running"] = live
 
     failed = create_run(base.replace(name="failed one"))
@@ -174,9 +177,9 @@ def test_real_launch_starts_a_job_process(carviz_home: Path) -> None:
     [run] = list_runs()
     try:
         assert run.config().name == "real launch"
-        launch = runs.read_json(run.file(runs.LAUNCH_FILE))
+        launch = runs.read_json(run.file(record.LAUNCH_FILE))
         assert launch and launch["pid"]
-        assert runs.pid_alive(launch["pid"], launch["pid_create_time"]) or run.status().is_terminal()
+        assert check_process(launch["pid"], launch["pid_create_time"]) == ProcessCheck.ALIVE or run.status().is_terminal()
         assert run.status() in (Status.QUEUED, Status.RUNNING, Status.SUCCEEDED)
     finally:
         final = jobs.stop(run, timeout=5)  # kills the job's process group when it does not stop in time

@@ -14,8 +14,9 @@ import keras
 import numpy as np
 import pytest
 
-from carviz import backbones, config
-from carviz.backbones import (
+from carviz.ml import backbones
+from carviz.core import config
+from carviz.ml.backbones import (
     BACKBONES,
     WeightsUnavailableError,
     apply_freeze,
@@ -57,7 +58,7 @@ def _trainable_flags(model: keras.Model) -> list[bool]:
 
 _OFFLINE_SCRIPT = """
 import h5py, numpy as np
-from carviz.backbones import WeightsUnavailableError, build_backbone, expected_weights_file
+from carviz.ml.backbones import WeightsUnavailableError, build_backbone, expected_weights_file
 for alpha, size in ((1.0, 224), (0.25, 96)):
     path = expected_weights_file("mobilenet", size, alpha)
     if path.exists():
@@ -134,7 +135,7 @@ def test_registry_matches_config_and_seed_points() -> None:
 
 
 def test_importing_backbones_does_not_import_keras() -> None:
-    code = "import sys, carviz.backbones; print('keras' in sys.modules, 'tensorflow' in sys.modules)"
+    code = "import sys, carviz.ml.backbones; print('keras' in sys.modules, 'tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False False", result.stderr
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from carviz import features
+from carviz.ml import features
 from carviz.cli import main
 
 MIB = 1024**2
@@ -104,8 +104,8 @@ def test_bad_values_exit_2_and_change_nothing(carviz_home: Path, capsys: pytest.
 def test_show_prints_the_runs_cache_line_and_train_can_turn_it_off(carviz_home: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     from carviz.cli import build_parser, config_from_args
-    from carviz.config import PRESETS
-    from carviz.runs import atomic_write_json, create_run
+    from carviz.core.config import PRESETS
+    from carviz.core.store import atomic_write_json, create_run
 
     run = create_run(PRESETS["demo quick"].replace(name="shown"))
     atomic_write_json(run.file("run.json"), {"feature_cache": {"used": True, "layer": "conv_dw_7_relu",

@@ -1,11 +1,11 @@
-"""carviz.collect: the Collect form's text -> ClassRequests / engine options / spec, pagination, thumbnails."""
+"""carviz.data.collect: the Collect form's text -> ClassRequests / engine options / spec, pagination, thumbnails."""
 
 from __future__ import annotations
 
 import pytest
 from PIL import Image
 
-from carviz.collect import (
+from carviz.data.collect import (
     build_spec, class_lines, dataset_name, page_count, paginate, parse_class_line, parse_class_lines,
     parse_engine_options, thumbnail,
 )

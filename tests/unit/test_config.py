@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from carviz.config import DEMO_QUICK, PRESETS, SEED_STUDY, Augmentation, ConfigError, TrainConfig
+from carviz.core.config import DEMO_QUICK, PRESETS, SEED_STUDY, Augmentation, ConfigError, TrainConfig
 
 
 def test_round_trip_keeps_every_field():

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from carviz import datasets
-from carviz.config import Augmentation
-from carviz.datasets import (
+from carviz.data import datasets
+from carviz.core.config import Augmentation
+from carviz.data.datasets import (
     DatasetScan,
     Split,
     augment_preview,
@@ -308,7 +308,7 @@ def test_demo_dataset_is_complete_readable_deterministic_and_idempotent(tmp_path
 
 def test_importing_datasets_does_not_load_tensorflow() -> None:
     code = (
-        "import sys, carviz.datasets as d, tempfile, pathlib\n"
+        "import sys, carviz.data.datasets as d, tempfile, pathlib\n"
         "root = d.generate_demo_dataset(pathlib.Path(tempfile.mkdtemp()) / 'demo', per_class=2, image_size=32)\n"
         "d.split_files(d.scan_dataset(root))\n"
         "bad = [m for m in ('tensorflow', 'keras', 'streamlit') if m in sys.modules]\n"

@@ -9,9 +9,12 @@ import keras
 import numpy as np
 import pytest
 
-from carviz import datasets, features, runs, train
-from carviz.config import Augmentation, TrainConfig
-from carviz.model import build_model
+from carviz.data import datasets
+from carviz.ml import features
+from carviz.core import store as runs
+from carviz.ml import train
+from carviz.core.config import Augmentation, TrainConfig
+from carviz.ml.model import build_model
 
 TINY = TrainConfig(dataset="demo", backbone="mobilenet", alpha=0.25, weights="none", image_size=32, epochs=2,
                    batch_size=8, learning_rate=1e-3, freeze=47, precision="float32")
@@ -156,7 +159,7 @@ def test_feature_keys_depend_on_precision_and_storage() -> None:
 
 
 def test_a_sweep_run_stores_the_cuts_its_sweep_needs_in_one_pass(demo_home: Path) -> None:
-    from carviz import sweep
+    from carviz.core import sweeps as sweep
 
     config = sweep.SweepConfig(name="cuts", base=TINY.replace(epochs=1), backbones=("mobilenet",),
                                learning_rates=(1e-3,), freeze_points=("all", 59, 47))

@@ -9,16 +9,16 @@ import keras
 import numpy as np
 import pytest
 
-from carviz import backbones
-from carviz.config import TrainConfig
-from carviz.features import (
+from carviz.ml import backbones
+from carviz.core.config import TrainConfig
+from carviz.ml.features import (
     FeatureCache,
     cache_key,
     cut_point_for,
     frozen_extractor,
     trainable_remainder,
 )
-from carviz.model import build_model
+from carviz.ml.model import build_model
 
 MOBILENET = TrainConfig(backbone="mobilenet", alpha=0.25, weights="none", image_size=64, precision="float32")
 SMALL_CNN = TrainConfig(backbone="small_cnn", weights="none", image_size=32, head="seed", precision="float32")

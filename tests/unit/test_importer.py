@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from carviz import importer
-from carviz.importer import ImportFailed, import_folder, import_zip, safe_class_name
+from carviz.data import importer
+from carviz.data.importer import ImportFailed, import_folder, import_zip, safe_class_name
 
 
 def _image(fmt: str = "JPEG", size: tuple[int, int] = (40, 30), colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:

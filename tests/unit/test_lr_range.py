@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from carviz import lr_range, runs
-from carviz.config import TrainConfig
-from carviz.datasets import generate_demo_dataset
-from carviz.lr_range import LRRangeResult, ema_smooth, exponential_schedule, suggest_lr, suggestion_parts
-from carviz.plots.lr_range import lr_range_figure
-from carviz.runs import Status
+from carviz.ml import lr_range
+from carviz.core import store as runs
+from carviz.core.jobs import record
+from carviz.core.jobs.status import process_create_time
+from carviz.core.config import TrainConfig
+from carviz.data.datasets import generate_demo_dataset
+from carviz.ml.lr_range import LRRangeResult, ema_smooth, exponential_schedule, suggest_lr, suggestion_parts
+from carviz.views.plots.lr_range import lr_range_figure
+from carviz.core.store import Status
 
 TINY = TrainConfig(name="lr tiny", dataset="demo", backbone="small_cnn", weights="none", image_size=32, head="seed",
                    batch_size=8, precision="float32")
@@ -103,7 +106,7 @@ def test_figure_is_log_x_with_a_marker() -> None:
 
 
 def test_module_does_not_load_tensorflow() -> None:
-    code = ("import sys, carviz.lr_range, carviz.plots.lr_range\n"
+    code = ("import sys, carviz.ml.lr_range, carviz.views.plots.lr_range\n"
             "assert not {'tensorflow', 'keras', 'streamlit'} & set(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
@@ -135,7 +138,7 @@ def test_real_tiny_run_as_a_recorded_job(carviz_home: Path) -> None:
 def test_dead_process_reads_as_lost(carviz_home: Path) -> None:
     path = lr_range.create_lr_range(TINY, steps=10)
     process = subprocess.Popen([sys.executable, "-c", "pass"])
-    create_time = runs.process_create_time(process.pid)
+    create_time = process_create_time(process.pid)
     process.wait()
     runs.Run(path).write_status(Status.RUNNING, pid=process.pid, pid_create_time=create_time)
     state = lr_range.read_lr_range(path)
@@ -180,11 +183,11 @@ def test_launch_is_detached_and_a_failure_is_recorded(carviz_home: Path) -> None
     import time
 
     path = lr_range.launch_lr_range(TINY.replace(dataset="no such dataset"), steps=10)
-    launch = runs.read_json(path / runs.LAUNCH_FILE)
+    launch = runs.read_json(path / record.LAUNCH_FILE)
     assert launch and launch["pid"]
     deadline = time.monotonic() + 30
     while not lr_range.read_lr_range(path).status.is_terminal() and time.monotonic() < deadline:
         time.sleep(0.2)
     state = lr_range.read_lr_range(path)
     assert state.status == Status.FAILED and "not found" in (state.error or "")
-    assert "not found" in (path / runs.LOG_FILE).read_text()
+    assert "not found" in (path / record.LOG_FILE).read_text()

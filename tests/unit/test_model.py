@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from carviz.config import TrainConfig
-from carviz.model import ModelSummary, build_model, make_optimizer, resolve_precision
+from carviz.core.config import TrainConfig
+from carviz.ml.model import ModelSummary, build_model, make_optimizer, resolve_precision
 
 TINY = TrainConfig(backbone="mobilenet", alpha=0.25, weights="none", image_size=64, precision="float32")
 SMALL_CNN = TrainConfig(backbone="small_cnn", weights="none", image_size=32, head="seed", precision="float32")

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from carviz import compare
-from carviz.plots.curves import PALETTE, config_hover, curves_figure, ema, run_colour, sweep_figure
-from carviz.plots.evaluation import confusion_figure, per_class_accuracy_figure, topk_figure
+from carviz.views import compare
+from carviz.views.plots.curves import PALETTE, config_hover, curves_figure, ema, run_colour, sweep_figure
+from carviz.views.plots.evaluation import confusion_figure, per_class_accuracy_figure, topk_figure
 
 
 def rows(n: int, start: float = 1.0, val_offset: float = 0.1) -> list[dict]:
@@ -164,6 +164,6 @@ def test_evaluation_figures():
 
 
 def test_curves_and_tables_do_not_import_tensorflow():
-    code = ("import sys; import carviz.plots.curves, carviz.plots.evaluation, carviz.compare; "
+    code = ("import sys; import carviz.views.plots.curves, carviz.views.plots.evaluation, carviz.views.compare; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules and 'streamlit' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

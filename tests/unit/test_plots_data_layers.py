@@ -8,9 +8,9 @@ import sys
 import plotly.graph_objects as go
 import pytest
 
-from carviz.backbones import LayerInfo
-from carviz.config import ConfigError
-from carviz.layer_select import (
+from carviz.ml.backbones import LayerInfo
+from carviz.core.config import ConfigError
+from carviz.views.layer_select import (
     clamp_freeze,
     filter_layers,
     first_trainable,
@@ -18,8 +18,8 @@ from carviz.layer_select import (
     frozen_trainable_params,
     parse_freeze,
 )
-from carviz.plots.data import class_counts_figure, problem_counts, problems_figure
-from carviz.plots.layers import layer_family, layer_strip_figure
+from carviz.views.plots.data import class_counts_figure, problem_counts, problems_figure
+from carviz.views.plots.layers import layer_family, layer_strip_figure
 
 
 def layer(index: int, name: str, type_: str, params: int = 0, block: str = "stem", **marks: bool) -> LayerInfo:
@@ -103,6 +103,6 @@ def test_layer_strip_figure_marks_frozen_part_and_points() -> None:
 
 
 def test_plots_and_selection_do_not_import_tensorflow() -> None:
-    code = ("import sys, carviz.plots.data, carviz.plots.layers, carviz.layer_select; "
+    code = ("import sys, carviz.views.plots.data, carviz.views.plots.layers, carviz.views.layer_select; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules and 'streamlit' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

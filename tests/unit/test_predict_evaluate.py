@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from carviz import datasets, runs
-from carviz.config import TrainConfig
-from carviz.evaluate import Evaluation, check_files, evaluate_run, summarize_predictions
-from carviz.predict import Predictor, decode_like_training, load_model, predict_files, preprocess, top_k
+from carviz.data import datasets
+from carviz.core import store as runs
+from carviz.core.config import TrainConfig
+from carviz.ml.evaluate import Evaluation, check_files, evaluate_run, summarize_predictions
+from carviz.ml.predict import Predictor, decode_like_training, load_model, predict_files, preprocess, top_k
 
 
 pytestmark = pytest.mark.slow  # uses the tiny model trained once per session (tests/conftest.py)

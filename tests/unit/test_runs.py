@@ -7,9 +7,11 @@ import time
 
 import pytest
 
-from carviz import runs
-from carviz.config import TrainConfig
-from carviz.runs import Run, Status, create_run, find_run, list_runs, read_metrics, summarize
+from carviz.core import store as runs
+from carviz.core.jobs import record
+from carviz.core.jobs.status import process_create_time
+from carviz.core.config import TrainConfig
+from carviz.core.store import Run, Status, create_run, find_run, list_runs, read_metrics, summarize
 
 
 def test_create_run_makes_unique_folders_named_by_id_not_by_name(carviz_home):
@@ -44,7 +46,7 @@ def test_status_enum():
 
 def _dead_pid() -> tuple[int, float]:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
-    create_time = runs.process_create_time(process.pid)
+    create_time = process_create_time(process.pid)
     process.wait()
     return process.pid, create_time
 
@@ -61,14 +63,14 @@ def test_running_run_whose_process_is_gone_is_lost(carviz_home):
 def test_a_reused_pid_does_not_count_as_alive(carviz_home):
     run = create_run(TrainConfig())
     # our own pid is alive, but with another start time it is some other process
-    run.write_status(Status.RUNNING, pid=os.getpid(), pid_create_time=runs.process_create_time(os.getpid()) - 1000)
+    run.write_status(Status.RUNNING, pid=os.getpid(), pid_create_time=process_create_time(os.getpid()) - 1000)
     assert run.status() == Status.LOST
 
 
 def test_a_stale_heartbeat_means_lost(carviz_home):
     run = create_run(TrainConfig())
-    run.write_status(Status.RUNNING, pid=os.getpid(), pid_create_time=runs.process_create_time(os.getpid()))
-    heartbeat = run.file(runs.HEARTBEAT_FILE)
+    run.write_status(Status.RUNNING, pid=os.getpid(), pid_create_time=process_create_time(os.getpid()))
+    heartbeat = run.file(record.HEARTBEAT_FILE)
     heartbeat.write_text("x")
     assert run.status() == Status.RUNNING
     old = time.time() - runs.HEARTBEAT_STALE_SECONDS - 5

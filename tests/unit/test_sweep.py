@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from carviz import jobs, sweep
-from carviz.config import PRESETS, ConfigError, TrainConfig
-from carviz.plots.sweeps import freeze_figure, params_figure, selected_run_ids, sweep_points, time_figure
-from carviz.runs import LAUNCH_FILE, METRICS_FILE, Run, Status, atomic_write_json, list_runs, now_iso
-from carviz.sweep import PruneConfig, SweepConfig
+from carviz.core import jobs, launch
+from carviz.core import sweeps as sweep
+from carviz.core.config import PRESETS, ConfigError, TrainConfig
+from carviz.views.plots.sweeps import freeze_figure, params_figure, selected_run_ids, sweep_points, time_figure
+from carviz.core.jobs.record import LAUNCH_FILE
+from carviz.core.store import METRICS_FILE, Run, Status, atomic_write_json, list_runs, now_iso
+from carviz.core.sweeps import PruneConfig, SweepConfig
 
 BASE = PRESETS["demo quick"].replace(epochs=3)
 
@@ -323,19 +325,19 @@ def test_pruned_status_is_terminal_and_resumable(carviz_home: Path, monkeypatch:
     assert summary["status"] == "pruned" and summary["pruned_at_epoch"] == 1
     monkeypatch.setattr(jobs, "launch", lambda run: 1)
     assert sweep.resume_sweep(record.id) == []  # resuming a sweep leaves its pruned runs alone
-    jobs.resume(run)  # but a pruned run may be resumed by hand
+    launch.resume(run)  # but a pruned run may be resumed by hand
     assert run.status() == Status.QUEUED
 
 
 def test_sweep_module_imports_no_tensorflow_or_streamlit() -> None:
-    code = ("import sys, carviz.sweep, carviz.plots.sweeps; "
+    code = ("import sys, carviz.core.sweeps, carviz.views.plots.sweeps; "
             "bad = [m for m in ('tensorflow', 'keras', 'streamlit') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_cli_sweep_commands(carviz_home: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     from carviz import cli
-    from carviz.datasets import generate_demo_dataset
+    from carviz.data.datasets import generate_demo_dataset
 
     generate_demo_dataset(carviz_home / "data" / "demo", per_class=4, image_size=48)
     feeders: list[str] = []

@@ -1,0 +1,124 @@
+"""One runtime for every background job (training, sweep feeder, LR range test, crawl): launch, stop, resume.
+
+A job is `python -m MODULE FOLDER` run by job_main over a record folder (see record.py for its files). Backends
+start it: `local` (a detached process here, queued on flock slots) or `ray` (a Ray job on an existing cluster).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from carviz.core.jobs import local, ray_backend
+from carviz.core.jobs.harness import JobContext, Outcome, job_main, run_job
+from carviz.core.jobs.record import JobRecord, now_iso  # noqa: F401 - now_iso is part of the API
+from carviz.core.jobs.slots import gpu_count, slot_count
+from carviz.core.jobs.status import JobState, ProcessCheck, Status, check_process, derive_state
+
+__all__ = [
+    "BACKENDS", "JobContext", "JobKind", "JobRecord", "JobState", "Outcome", "Status", "available_backends",
+    "capacity", "derive_state", "gpu_count", "job_main", "launch", "resume", "run_job", "slot_count", "stop",
+]
+
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of job: the module whose main is job_main, and whether it needs an accelerator (then it takes a
+    slot locally, or a GPU on Ray)."""
+
+    name: str
+    module: str
+    needs_accelerator: bool
+
+
+def default_backend() -> str:
+    from carviz.core import settings
+
+    return settings.default_backend()
+
+
+def available_backends() -> list[str]:
+    """Backends a user can pick now: local always, ray when a cluster address is configured."""
+    from carviz.core import settings
+
+    return ["local", "ray"] if settings.ray_address() else ["local"]
+
+
+def launch(record: JobRecord, kind: JobKind, backend: str | None = None) -> None:
+    """Start the job of `record` on `backend` (default: the configured one). The job writes its own status."""
+    backend = backend or default_backend()
+    if backend == "local":
+        local.launch(record, kind.module, kind.needs_accelerator)
+    elif backend == "ray":
+        ray_backend.launch(record, kind.module, kind.needs_accelerator)
+    else:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+
+
+def capacity(backend: str | None = None) -> int:
+    """How many accelerator jobs `backend` runs at once (local: slots; ray: the cluster's GPUs or CPUs)."""
+    return ray_backend.capacity() if (backend or default_backend()) == "ray" else local.capacity()
+
+
+def _kill(record: JobRecord, state: JobState) -> bool:
+    launch_info = record.launch_info()
+    if state.backend == "ray":
+        return ray_backend.kill(launch_info)
+    raw = record.raw_status()
+    own = raw.get("pid") == state.pid
+    create_time = raw.get("pid_create_time") if own else launch_info.get("pid_create_time")
+    return local.kill(record, state.pid, create_time, state.host)
+
+
+def _process_lives(record: JobRecord, state: JobState) -> bool:
+    if state.backend == "ray":
+        return not derive_state(record).status.is_terminal()
+    if state.pid is None:
+        return False
+    raw = record.raw_status()
+    create_time = raw.get("pid_create_time") if raw.get("pid") == state.pid else \
+        record.launch_info().get("pid_create_time")
+    return check_process(state.pid, create_time, state.host) == ProcessCheck.ALIVE
+
+
+def stop(record: JobRecord, timeout: float = 30.0) -> Status:
+    """Ask the job to stop between steps; after `timeout` seconds (or at once if it is hung: stale heartbeat)
+    kill it. A job that never launched is marked stopped. Returns the final status."""
+    record.request_stop()
+    state = derive_state(record)
+    if state.recorded == Status.QUEUED and state.pid is None and not record.launch_info():
+        record.write_status(Status.STOPPED, ended_at=now_iso())  # nobody runs it, so nobody races this write
+        return Status.STOPPED
+    hung = state.status == Status.LOST and state.reason.startswith("no heartbeat")
+    deadline = time.monotonic() + (0 if hung else timeout)
+    while time.monotonic() < deadline and _process_lives(record, state):
+        time.sleep(0.2)
+        state = derive_state(record)
+    if _process_lives(record, state) and _kill(record, state):
+        for _ in range(100):
+            if not _process_lives(record, state):
+                break
+            time.sleep(0.1)
+    final = derive_state(record)
+    if final.recorded in (Status.QUEUED, Status.RUNNING) and not _process_lives(record, final):
+        record.write_status(Status.STOPPED, ended_at=now_iso())  # the writer is dead: record what happened
+        return Status.STOPPED
+    return final.status
+
+
+def resume(record: JobRecord, kind: JobKind, backend: str | None = None) -> None:
+    """Relaunch a stopped, lost or failed job (on its last backend unless told otherwise); it continues from its
+    own checkpoint. Refused while the recorded process still lives, even if it looks lost (e.g. SIGSTOPped)."""
+    state = derive_state(record)
+    if not state.status.is_terminal() or state.status == Status.SUCCEEDED:
+        raise ValueError(f"{record.id} is {state.status.value}: only stopped, lost or failed jobs resume")
+    if _process_lives(record, state):
+        raise ValueError(f"{record.id}: its process {state.pid} still runs; stop it first")
+    backend = backend or state.backend if record.launch_info() else backend
+    record.clear_stop_request()
+    record.write_status(Status.QUEUED, pid=None, pid_create_time=None, error=None, ended_at=None,
+                        resumed_at=now_iso())
+    record.clear_launch()
+    launch(record, kind, backend)

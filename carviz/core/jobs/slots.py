@@ -1,0 +1,96 @@
+"""Local accelerator slots: one flock per slot (slot K is GPU K), first come first served across every job kind."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from carviz.core.jobs.record import atomic_write_json, read_json_object
+from carviz.core.jobs.status import ProcessCheck, check_process, process_create_time
+
+WAITING_DIR = "waiting"
+
+
+def gpu_count() -> int:
+    """GPUs that nvidia-smi sees (0 without a driver); no TensorFlow import."""
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def slot_count() -> int:
+    """Concurrent accelerator jobs on this machine: $CARVIZ_SLOTS, else one per GPU, else one."""
+    configured = os.environ.get("CARVIZ_SLOTS", "").strip()
+    if configured:
+        try:
+            return max(1, int(configured))
+        except ValueError:
+            raise ValueError(f"CARVIZ_SLOTS must be a whole number, got {configured!r}") from None
+    return max(1, gpu_count())
+
+
+@dataclass
+class Slot:
+    """A held slot: its index (= the GPU this job may use) and the open lock; release() frees it."""
+
+    index: int
+    fd: int
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # the kernel frees the lock (it also does when the process dies)
+            self.fd = -1
+
+
+def _older_job_waiting(waiting_dir: Path, my_id: str) -> bool:
+    """Whether a job with an older id than mine is also waiting (it goes first). Ids sort by creation time."""
+    try:
+        names = sorted(os.listdir(waiting_dir))
+    except OSError:
+        return False
+    for name in names:
+        if name >= my_id:
+            break
+        entry = read_json_object(waiting_dir / name)
+        if check_process(entry.get("pid"), entry.get("pid_create_time")) == ProcessCheck.ALIVE:
+            return True
+        (waiting_dir / name).unlink(missing_ok=True)  # its process is gone: not in the queue any more
+    return False
+
+
+def acquire_slot(slots_dir: Path, job_id: str, should_stop: Callable[[], bool], poll: float = 0.5) -> Slot | None:
+    """Wait for a free slot, in id order among the waiting jobs of every kind; None if asked to stop first.
+
+    A slot is an flock on <slots_dir>/slot-K.lock: the kernel releases it when the holder dies, so a killed job
+    never leaks its slot.
+    """
+    waiting_dir = slots_dir / WAITING_DIR
+    waiting_dir.mkdir(parents=True, exist_ok=True)
+    ticket = waiting_dir / job_id
+    atomic_write_json(ticket, {"pid": os.getpid(), "pid_create_time": process_create_time(os.getpid())})
+    try:
+        while True:
+            if should_stop():
+                return None
+            if not _older_job_waiting(waiting_dir, job_id):
+                for index in range(slot_count()):
+                    fd = os.open(slots_dir / f"slot-{index}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        os.close(fd)
+                        continue
+                    return Slot(index, fd)
+            time.sleep(poll)
+    finally:
+        ticket.unlink(missing_ok=True)

@@ -1,0 +1,52 @@
+"""Launching training runs and LR range tests as jobs: create the record in the store, hand it to a backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from carviz.core import jobs
+from carviz.core.config import TrainConfig
+from carviz.core.jobs import JobKind, Status
+from carviz.core.store import LRTest, Run, Store
+
+TRAIN_JOB = JobKind("training", "carviz.ml.train", needs_accelerator=True)
+LR_TEST_JOB = JobKind("LR range test", "carviz.ml.lr_range", needs_accelerator=True)
+
+
+def launch(run: Run, backend: str | None = None) -> None:
+    """Start the run's training job; it waits for a slot (local) or for Ray's resources by itself."""
+    jobs.launch(run, TRAIN_JOB, backend)
+
+
+def submit(config: TrainConfig, runs_root: Path | None = None, backend: str | None = None) -> Run:
+    """Create a run for `config` and launch its job. A launch that fails (e.g. Ray refused it) leaves the run
+    failed with the reason, never queued forever."""
+    run = Store(runs_root).create_run(config)
+    try:
+        launch(run, backend)
+    except Exception as error:
+        run.write_status(Status.FAILED, error=f"could not launch: {error}", ended_at=jobs.now_iso())
+        raise
+    return run
+
+
+def stop(run: Run, timeout: float = 30.0) -> Status:
+    """Stop a run's job: gracefully between steps, killed after `timeout` seconds."""
+    return jobs.stop(run, timeout)
+
+
+def resume(run: Run, backend: str | None = None) -> None:
+    """Relaunch a stopped, lost or failed run from its last checkpoint (on its last backend by default)."""
+    jobs.resume(run, TRAIN_JOB, backend)
+
+
+def launch_lr_test(config: TrainConfig, params: dict[str, float | int], runs_root: Path | None = None,
+                   backend: str | None = None) -> LRTest:
+    """Create an LR range test record and start its job; like training, it takes a slot (or a Ray GPU)."""
+    test = Store(runs_root).create_lr_test(config, params)
+    try:
+        jobs.launch(test, LR_TEST_JOB, backend)
+    except Exception as error:
+        test.write_status(Status.FAILED, error=f"could not launch: {error}", ended_at=jobs.now_iso())
+        raise
+    return test

@@ -1,0 +1,1 @@
+"""The Selenium image crawler: engine adapters and the crawl job."""

@@ -1,0 +1,557 @@
+"""Image folders: scan/validate, fingerprint, Keras-identical splits, tf.data pipelines, augmentation, demo data."""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import os
+import unicodedata
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
+
+from carviz.core.settings import safe_join
+
+if TYPE_CHECKING:  # only for annotations: importing this module must not load TensorFlow
+    import keras
+    import tensorflow as tf
+
+    from carviz.core.config import Augmentation
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # matched case-insensitively
+# Formats tf.io.decode_image reads; anything else Pillow opens (TIFF, ICO, ...) would crash training.
+TF_DECODABLE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"})
+MAX_PIXELS = 40_000_000
+DEMO_CLASSES = ("sedan", "suv", "bus", "sports car")
+
+
+@dataclass(frozen=True)
+class ImageProblem:
+    """An image left out of training, and why."""
+
+    path: Path
+    kind: str  # "unreadable" | "truncated" | "tiny" | "duplicate"
+    detail: str
+
+
+@dataclass(frozen=True)
+class DatasetScan:
+    """What is in a dataset folder: classes, usable files per class, problems, content fingerprint."""
+
+    root: Path
+    classes: list[str]
+    files: dict[str, list[Path]]
+    problems: list[ImageProblem]
+    fingerprint: str
+
+    def counts(self) -> dict[str, int]:
+        return {c: len(self.files.get(c, [])) for c in self.classes}
+
+    def total(self) -> int:
+        return sum(self.counts().values())
+
+    def labelled_files(self) -> tuple[list[Path], list[int]]:
+        paths: list[Path] = []
+        labels: list[int] = []
+        for index, name in enumerate(self.classes):
+            class_files = self.files.get(name, [])
+            paths.extend(class_files)
+            labels.extend([index] * len(class_files))
+        return paths, labels
+
+
+@dataclass(frozen=True)
+class Split:
+    """Training and validation files with integer labels (index into classes)."""
+
+    classes: list[str]
+    train_paths: list[Path]
+    train_labels: list[int]
+    val_paths: list[Path]
+    val_labels: list[int]
+
+    def to_json_dict(self, root: Path) -> dict[str, Any]:
+        root = Path(root).resolve()
+
+        def rel(paths: list[Path]) -> list[str]:
+            return [Path(p).resolve().relative_to(root).as_posix() for p in paths]
+
+        return {
+            "classes": list(self.classes),
+            "train_paths": rel(self.train_paths),
+            "train_labels": [int(x) for x in self.train_labels],
+            "val_paths": rel(self.val_paths),
+            "val_labels": [int(x) for x in self.val_labels],
+        }
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any], root: Path) -> "Split":
+        """Inverse of to_json_dict: relative paths are joined to root (and may not escape it)."""
+        root = Path(root).resolve()
+        return cls(
+            classes=list(data["classes"]),
+            train_paths=[safe_join(root, p) for p in data["train_paths"]],
+            train_labels=[int(x) for x in data["train_labels"]],
+            val_paths=[safe_join(root, p) for p in data["val_paths"]],
+            val_labels=[int(x) for x in data["val_labels"]],
+        )
+
+
+class ImageLoadError(ValueError):
+    """An image that cannot be used; kind is "unreadable" or "truncated"."""
+
+    def __init__(self, message: str, kind: str = "unreadable") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# ---------------------------------------------------------------- listing, checking, fingerprint
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    resolved = path.resolve()
+    return resolved == root or root in resolved.parents
+
+
+def _list_class_files(root: Path) -> dict[str, list[Path]]:
+    """Image-extension files directly inside root/<class>/, classes and files in Python (Keras) sort order."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    listing: dict[str, list[Path]] = {}
+    for class_name in sorted(os.listdir(root)):
+        class_dir = root / class_name
+        if class_name.startswith(".") or not class_dir.is_dir() or not _inside(class_dir, root):
+            continue
+        files = [
+            class_dir / name
+            for name in sorted(os.listdir(class_dir))
+            if _is_image_name(name) and (class_dir / name).is_file() and _inside(class_dir / name, root)
+        ]
+        if files:
+            listing[class_name] = files
+    return listing
+
+
+def _sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fingerprint(root: Path, entries: list[tuple[Path, int, str]]) -> str:
+    lines = []
+    for path, size, sha1 in entries:
+        # NFC so a folder copied from macOS (NFD names) fingerprints the same
+        rel = unicodedata.normalize("NFC", path.relative_to(root).as_posix())
+        lines.append(f"{rel}\t{size}\t{sha1}\n")
+    digest = hashlib.sha256()
+    for line in sorted(lines):
+        digest.update(line.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _open_loaded(source: str | Path | BinaryIO, max_pixels: int) -> Image.Image:
+    """Open and fully decode an image, turning every failure into an ImageLoadError with a clear message."""
+    try:
+        image = Image.open(source)
+    except UnidentifiedImageError:
+        raise ImageLoadError("cannot identify image file (not an image, or an unsupported format)")
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"decompression bomb refused: {exc}")
+    except OSError as exc:
+        kind = "truncated" if "truncat" in str(exc).lower() else "unreadable"
+        raise ImageLoadError(str(exc) or type(exc).__name__, kind)
+    except Exception as exc:  # Pillow raises SyntaxError, ValueError, struct.error ... on garbage headers
+        raise ImageLoadError(f"{type(exc).__name__}: {exc}")
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageLoadError(f"decompression bomb refused: {width}x{height} px is over the {max_pixels:,} px limit")
+    try:
+        image.load()
+    except OSError as exc:
+        image.close()
+        kind = "truncated" if "truncat" in str(exc).lower() else "unreadable"
+        raise ImageLoadError(str(exc) or type(exc).__name__, kind)
+    except Exception as exc:
+        image.close()
+        raise ImageLoadError(f"{type(exc).__name__}: {exc}")
+    return image
+
+
+def _inspect(path: Path, check: bool, min_side: int) -> tuple[int, str, tuple[str, str] | None]:
+    """(size, sha1, problem or None) for one file; problem is (kind, detail) and never 'duplicate'."""
+    try:
+        size = path.stat().st_size
+        sha1 = _sha1(path)
+    except OSError as exc:  # vanished or unreadable between listing and reading
+        return 0, "", ("unreadable", f"cannot read file: {exc.strerror or exc}")
+    if not check:
+        return size, sha1, None
+    try:
+        image = _open_loaded(path, MAX_PIXELS)
+    except ImageLoadError as exc:
+        return size, sha1, (exc.kind, str(exc))
+    with image:
+        fmt = image.format or "unknown"
+        width, height = image.size
+    if fmt not in TF_DECODABLE_FORMATS:
+        return size, sha1, ("unreadable", f"{fmt} format cannot be decoded for training")
+    if min(width, height) < min_side:
+        return size, sha1, ("tiny", f"{width}x{height} px < {min_side} px")
+    return size, sha1, None
+
+
+def scan_dataset(
+    root: str | Path, min_side: int = 32, check_images: bool = True, with_fingerprint: bool = True
+) -> DatasetScan:
+    """List root/<class>/<image>; with check_images, decode every image and set aside broken, tiny and duplicate ones.
+
+    check_images=False only lists (no problems reported); with_fingerprint=False skips reading file contents
+    (fingerprint is then "").
+    """
+    root = Path(root).resolve()
+    listing = _list_class_files(root)
+    ordered = [(name, path) for name, paths in listing.items() for path in paths]
+
+    if check_images or with_fingerprint:
+        workers = min(16, (os.cpu_count() or 1) + 4)
+        with ThreadPoolExecutor(max_workers=workers) as pool:  # hashing and Pillow decoding release the GIL
+            results = list(pool.map(lambda item: _inspect(item[1], check_images, min_side), ordered))
+    else:
+        results = [(0, "", None)] * len(ordered)
+
+    files: dict[str, list[Path]] = {name: [] for name in listing}
+    problems: list[ImageProblem] = []
+    first_seen: dict[str, Path] = {}
+    for (name, path), (_, sha1, problem) in zip(ordered, results):
+        if problem is not None:
+            problems.append(ImageProblem(path, *problem))
+        elif check_images and sha1 in first_seen:
+            original = first_seen[sha1].relative_to(root).as_posix()
+            problems.append(ImageProblem(path, "duplicate", f"same content as {original}"))
+        else:
+            first_seen.setdefault(sha1, path)
+            files[name].append(path)
+
+    fingerprint = ""
+    if with_fingerprint:
+        fingerprint = _fingerprint(root, [(p, size, sha1) for (_, p), (size, sha1, _) in zip(ordered, results)])
+    return DatasetScan(root=root, classes=list(listing), files=files, problems=problems, fingerprint=fingerprint)
+
+
+def dataset_fingerprint(root: str | Path) -> str:
+    """sha256 over (relative path, size, sha1) of every image file: changes when any content, name or class changes."""
+    return scan_dataset(root, check_images=False, with_fingerprint=True).fingerprint
+
+
+def load_image_rgb(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decoded RGB image with EXIF orientation applied; ValueError (ImageLoadError) on broken or oversized images."""
+    name = getattr(path, "name", path)
+    try:
+        image = _open_loaded(path, max_pixels)
+    except ImageLoadError as exc:
+        raise ImageLoadError(f"{name}: {exc}", exc.kind) from None
+    with image:
+        oriented = ImageOps.exif_transpose(image)
+        return oriented.convert("RGB")
+
+
+# ---------------------------------------------------------------- split
+
+
+def split_files(scan: DatasetScan, validation_split: float = 0.2, seed: int = 123) -> Split:
+    """Train/validation split identical to image_dataset_from_directory(validation_split, seed, shuffle=True)."""
+    if not 0 <= validation_split < 1:
+        raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+    paths, labels = scan.labelled_files()
+    # Keras shuffles paths and labels with two RandomState(seed) instances: one permutation of both
+    order = np.arange(len(paths))
+    np.random.RandomState(seed).shuffle(order)
+    shuffled_paths = [paths[i] for i in order]
+    shuffled_labels = [labels[i] for i in order]
+    num_val = int(validation_split * len(paths))
+    num_train = len(paths) - num_val
+    return Split(
+        classes=list(scan.classes),
+        train_paths=shuffled_paths[:num_train],
+        train_labels=shuffled_labels[:num_train],
+        val_paths=shuffled_paths[num_train:],
+        val_labels=shuffled_labels[num_train:],
+    )
+
+
+# ---------------------------------------------------------------- tf.data and augmentation (TensorFlow loaded lazily)
+
+
+def make_pipeline(
+    paths: Sequence[Path],
+    labels: Sequence[int],
+    num_classes: int,
+    image_size: int,
+    batch_size: int,
+    training: bool,
+    augmentation: "Augmentation | None" = None,
+    seed: int = 123,
+    cache: bool = True,
+) -> "tf.data.Dataset":
+    """Batches of (float32 images 0..255, one-hot float32 labels); training batches reshuffled each epoch, augmented."""
+    import tensorflow as tf
+
+    if len(paths) != len(labels):
+        raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+    path_tensor = tf.constant([str(p) for p in paths], dtype=tf.string, shape=(len(paths),))
+    label_tensor = tf.constant(list(labels), dtype=tf.int32, shape=(len(labels),))
+
+    def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        image = tf.image.resize(image, (image_size, image_size), method="bilinear")
+        # held as uint8 (4x less memory in the cache); the model sees float32 0..255
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+        image.set_shape((image_size, image_size, 3))
+        return image, tf.one_hot(label, num_classes, dtype=tf.float32)
+
+    ds = tf.data.Dataset.from_tensor_slices((path_tensor, label_tensor))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augmentation is not None and augmentation.enabled:
+        augmenter = augmentation_model(augmentation, seed=seed)
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def augmentation_model(aug: "Augmentation", seed: int = 123) -> "keras.Sequential":
+    """Keras preprocessing layers doing what ImageDataGenerator(rotation, shifts, zoom, horizontal_flip) did.
+
+    Built from the amounts whatever aug.enabled says (the caller decides whether to apply it); works on float
+    batches in 0..255 and keeps their shape.
+    """
+    import keras
+
+    layers: list[keras.layers.Layer] = []
+    if aug.rotation > 0:
+        layers.append(keras.layers.RandomRotation(aug.rotation / 360.0, fill_mode="nearest", seed=seed))
+    if aug.width_shift > 0 or aug.height_shift > 0:
+        layers.append(
+            keras.layers.RandomTranslation(aug.height_shift, aug.width_shift, fill_mode="nearest", seed=seed + 1)
+        )
+    if aug.zoom > 0:
+        # width_factor given too: ImageDataGenerator zoomed each axis independently
+        layers.append(
+            keras.layers.RandomZoom((-aug.zoom, aug.zoom), (-aug.zoom, aug.zoom), fill_mode="nearest", seed=seed + 2)
+        )
+    if aug.horizontal_flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 3))
+    if not layers:
+        layers.append(keras.layers.Identity())
+    return keras.Sequential(layers, name="augmentation")
+
+
+def augment_preview(image: np.ndarray, aug: "Augmentation", count: int = 8, seed: int = 0) -> list[np.ndarray]:
+    """`count` augmented uint8 copies of one uint8 HxWx3 image, made by the same layers training uses.
+
+    Downsize big images before calling: the whole batch of copies is processed at once as float32.
+    """
+    if count <= 0:
+        return []
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise ValueError(f"expected an HxWx3 image, got shape {array.shape}")
+    batch = np.repeat(array[None, ..., :3].astype("float32"), count, axis=0)
+    out = augmentation_model(aug, seed=seed)(batch, training=True)
+    out = np.asarray(out)
+    return [np.clip(np.rint(x), 0, 255).astype(np.uint8) for x in out]
+
+
+# ---------------------------------------------------------------- demo dataset
+
+
+def generate_demo_dataset(root: str | Path, per_class: int = 60, image_size: int = 96, seed: int = 0) -> Path:
+    """Draw side views of sedans, SUVs, buses and sports cars as root/<class>/<class>_<i:03d>.jpg.
+
+    Deterministic per (seed, class, i); existing files are left alone, so calling it again only fills gaps.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for class_index, name in enumerate(DEMO_CLASSES):
+        class_dir = root / name
+        class_dir.mkdir(exist_ok=True)
+        for i in range(per_class):
+            target = class_dir / f"{name}_{i:03d}.jpg"
+            if target.exists():
+                continue
+            rng = np.random.default_rng([seed & 0xFFFFFFFF, class_index, i])
+            image = _draw_scene(name, image_size, rng)
+            tmp = class_dir / f".{target.name}.{os.getpid()}.tmp"  # hidden, so a crash never leaves a half image
+            image.save(tmp, "JPEG", quality=90)
+            os.replace(tmp, target)
+    return root
+
+
+def _colour(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int, int, int]:
+    return tuple(int(v) for v in rng.integers(low, high, 3))  # type: ignore[return-value]
+
+
+def _hsv(rng: np.random.Generator, sat: tuple[float, float], val: tuple[float, float]) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb(float(rng.random()), float(rng.uniform(*sat)), float(rng.uniform(*val)))
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _background(size: int, rng: np.random.Generator) -> tuple[Image.Image, float]:
+    """Sky (solid, gradient or noisy) over a road band; returns the image and the ground line (fraction of height)."""
+    # pale skies and grey roads, so the saturated vehicle stands out as it would in a product photo
+    top, bottom = (np.array(_hsv(rng, (0.0, 0.35), (0.7, 1.0)), float) for _ in range(2))
+    style = rng.integers(3)
+    if style == 0:
+        sky = np.broadcast_to(top, (size, size, 3)).copy()
+    else:
+        t = np.linspace(0, 1, size)[:, None, None]
+        sky = np.broadcast_to(top * (1 - t) + bottom * t, (size, size, 3)).copy()
+    if style == 2:
+        sky += rng.normal(0, 10, (size, size, 3))
+    ground = float(rng.uniform(0.68, 0.88))
+    g = int(ground * size)
+    road = rng.uniform(70, 130) + rng.normal(0, 5, 3)
+    sky[g:] = road + rng.normal(0, 8, (size - g, size, 3))
+    image = Image.fromarray(np.clip(sky, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    if rng.random() < 0.6:  # lane markings
+        y = g + (size - g) * 0.6
+        dash = size / 10
+        x = -rng.uniform(0, 2 * dash)
+        while x < size:
+            draw.rectangle([x, y, x + dash, y + max(1, size / 80)], fill=(230, 230, 220))
+            x += 2 * dash
+    return image, ground
+
+
+# Side-view bodies in vehicle units: x along the length (0..1), y up from the ground, in lengths.
+# Each: (body polygon, window polygons, wheel xs, wheel radius, length range as a fraction of the image).
+def _shape(kind: str, rng: np.random.Generator) -> tuple[list, list, list[float], float, tuple[float, float]]:
+    def j(value: float, spread: float = 0.015) -> float:  # small per-image variation
+        return value + float(rng.uniform(-spread, spread))
+
+    if kind == "sedan":
+        hood, roof = j(0.26), j(0.40)
+        body = [(0, 0.07), (0, j(0.22)), (0.22, hood), (0.34, roof), (0.64, roof), (0.80, hood), (1, j(0.24)),
+                (1, 0.07)]
+        windows = [[(0.26, hood + 0.01), (0.36, roof - 0.025), (0.48, roof - 0.025), (0.48, hood + 0.01)],
+                   [(0.51, hood + 0.01), (0.51, roof - 0.025), (0.62, roof - 0.025), (0.75, hood + 0.01)]]
+        return body, windows, [0.2, 0.8], 0.085, (0.86, 0.97)
+    if kind == "suv":
+        hood, roof = j(0.36), j(0.58)
+        body = [(0, 0.10), (0, hood), (0.18, hood + 0.02), (0.27, roof), (0.97, roof), (1, roof - 0.04), (1, 0.10)]
+        windows = [[(0.23, hood + 0.05), (0.30, roof - 0.04), (0.52, roof - 0.04), (0.52, hood + 0.05)],
+                   [(0.55, hood + 0.05), (0.55, roof - 0.04), (0.94, roof - 0.04), (0.94, hood + 0.05)]]
+        return body, windows, [0.19, 0.81], 0.11, (0.80, 0.92)
+    if kind == "bus":
+        top = j(0.47, 0.02)
+        body = [(0, 0.06), (0, top - 0.02), (0.02, top), (1, top), (1, 0.06)]
+        n = int(rng.integers(5, 8))
+        width = 0.86 / n
+        windows = [[(0.07 + k * width, top - 0.20), (0.07 + k * width, top - 0.04),
+                    (0.07 + (k + 0.8) * width, top - 0.04), (0.07 + (k + 0.8) * width, top - 0.20)] for k in range(n)]
+        windows.append([(0.005, top - 0.045), (0.005, 0.16), (0.045, 0.16), (0.045, top - 0.045)])  # door
+        wheels = [0.14, 0.78] if rng.random() < 0.5 else [0.14, 0.72, 0.86]
+        return body, windows, wheels, 0.06, (0.92, 0.98)
+    # sports car: long low wedge, small bubble cabin, big wheels
+    hood, roof = j(0.15, 0.01), j(0.24, 0.01)
+    body = [(0, 0.05), (0, 0.10), (0.30, hood), (0.44, roof), (0.64, roof), (0.86, j(0.18, 0.01)),
+            (1, 0.17), (1, 0.05)]
+    windows = [[(0.36, hood + 0.01), (0.46, roof - 0.02), (0.62, roof - 0.02), (0.74, hood + 0.01)]]
+    return body, windows, [0.19, 0.80], 0.08, (0.88, 0.98)
+
+
+def _draw_scene(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
+    scale = 2  # draw large, then downsample: cheap anti-aliasing
+    big = size * scale
+    image, ground = _background(big, rng)
+    draw = ImageDraw.Draw(image)
+    body, windows, wheels, radius, (lo, hi) = _shape(kind, rng)
+
+    length = big * float(rng.uniform(lo, hi))
+    x0 = float(rng.uniform(0.01 * big, big * 0.99 - length))
+    y_ground = ground * big + float(rng.uniform(-0.02, 0.04)) * big
+
+    def pt(x: float, y: float) -> tuple[float, float]:
+        return x0 + x * length, y_ground - y * length
+
+    colour = _hsv(rng, (0.5, 1.0), (0.45, 0.95))
+    outline = tuple(c // 3 for c in colour)
+    line = max(1, big // 48)
+    (sx0, sy), (sx1, _) = pt(-0.02, 0.0), pt(1.02, 0.0)
+    draw.ellipse([sx0, sy - big * 0.012, sx1, sy + big * 0.012], fill=(40, 40, 40))
+    draw.polygon([pt(*p) for p in body], fill=colour, outline=outline, width=line)
+    # one typical detail per class, so small from-scratch networks find local cues as well as the silhouette
+    if kind == "sedan":  # chrome trim along the doors
+        draw.line([pt(0.04, 0.17), pt(0.96, 0.17)], fill=(225, 225, 230), width=line)
+    elif kind == "suv":  # black cladding along the sills and roof rails
+        draw.rectangle([*pt(0.0, 0.16), *pt(1.0, 0.10)], fill=(35, 35, 35))
+        for rail_x in (0.35, 0.85):
+            draw.rectangle([*pt(rail_x - 0.01, body[4][1] + 0.05), *pt(rail_x + 0.01, body[4][1])], fill=(35, 35, 35))
+        draw.line([pt(0.3, body[4][1] + 0.04), pt(0.9, body[4][1] + 0.04)], fill=(35, 35, 35), width=line)
+    elif kind == "bus":  # destination board above the windscreen
+        draw.rectangle([*pt(0.0, body[3][1] - 0.01), *pt(0.3, body[3][1] - 0.035)], fill=(250, 170, 20))
+    else:  # racing stripes
+        stripe = (250, 250, 250) if sum(colour) < 450 else (20, 20, 20)
+        for y in (0.085, 0.115):
+            draw.line([pt(0.02, y), pt(0.98, y)], fill=stripe, width=line)
+        draw.rectangle([*pt(0.0, 0.17), *pt(0.08, 0.145)], fill=outline)  # rear spoiler
+    glass = _colour(rng, 25, 80) if rng.random() < 0.7 else tuple(int(v) for v in rng.integers(150, 215, 3))
+    for window in windows:
+        draw.polygon([pt(*p) for p in window], fill=glass)
+    # head and tail lights
+    hx, hy = pt(0.985, 0.14 if kind != "sports car" else 0.12)
+    draw.ellipse([hx - big * 0.012, hy - big * 0.01, hx + big * 0.006, hy + big * 0.01], fill=(255, 240, 170))
+    tx, ty = pt(0.0, 0.14 if kind != "sports car" else 0.09)
+    draw.rectangle([tx, ty - big * 0.008, tx + big * 0.012, ty + big * 0.008], fill=(200, 20, 20))
+    r = radius * length
+    tyre, rim = _colour(rng, 10, 45), _colour(rng, 150, 230)
+    for wx in wheels:
+        cx, cy = pt(wx, radius)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=tyre)
+        draw.ellipse([cx - r * 0.5, cy - r * 0.5, cx + r * 0.5, cy + r * 0.5], fill=rim)
+
+    image = image.resize((size, size), Image.Resampling.LANCZOS)
+    if rng.random() < 0.2:
+        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.2, 0.6))))
+    if rng.random() < 0.5:
+        image = ImageOps.mirror(image)
+    return image
+
+
+__all__ = [
+    "DEMO_CLASSES",
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "DatasetScan",
+    "ImageLoadError",
+    "ImageProblem",
+    "Split",
+    "augment_preview",
+    "augmentation_model",
+    "dataset_fingerprint",
+    "generate_demo_dataset",
+    "load_image_rgb",
+    "make_pipeline",
+    "scan_dataset",
+    "split_files",
+]

@@ -1,0 +1,224 @@
+"""The Keras callbacks that keep a run's record while fit() runs: one concept per class.
+
+MetricsCsv (a row per epoch), ProgressFile (live progress), WholeModelCheckpoint (resumable state), StopOnRequest
+(stop requests and signals), SweepPruning (stop a run that trails its sweep's other runs at a rung epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+
+from carviz.core.store import MetricsWriter, Run
+
+log = logging.getLogger("carviz.ml.train")
+
+PROGRESS_INTERVAL = 0.5  # seconds between progress.json writes (and stop checks within an epoch)
+
+
+class StopRequested(Exception):
+    """Raised inside fit() when a stop was requested, so no partial epoch is recorded."""
+
+
+class Pruned(StopRequested):
+    """Raised inside fit() by SweepPruning: the run trailed the others of its sweep at a rung epoch."""
+
+    def __init__(self, epoch: int, value: float | None = None) -> None:
+        super().__init__(f"pruned at epoch {epoch}")
+        self.epoch = epoch
+        self.value = value
+
+
+def as_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        try:
+            return float(value.numpy())
+        except Exception:  # noqa: BLE001 - a metric we cannot read is left empty, not fatal
+            return None
+
+
+class MetricsCsv(keras.callbacks.Callback):
+    """Appends one fsynced row per finished epoch (losses, accuracies, learning rate, seconds) to metrics.csv."""
+
+    def __init__(self, writer: MetricsWriter, epochs: int) -> None:
+        super().__init__()
+        self.writer = writer
+        self.epochs = epochs
+        self.epoch_started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = dict(logs or {})
+        row = {
+            "epoch": epoch + 1,
+            "loss": as_float(logs.get("loss")),
+            "accuracy": as_float(logs.get("accuracy")),
+            "val_loss": as_float(logs.get("val_loss")),
+            "val_accuracy": as_float(logs.get("val_accuracy")),
+            "learning_rate": as_float(self.model.optimizer.learning_rate),
+            "seconds": round(time.perf_counter() - self.epoch_started, 3),
+        }
+        self.writer.append(row)
+        log.info("epoch %d/%d %s", epoch + 1, self.epochs,
+                 " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+
+
+class WholeModelCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model with optimizer state every `every` epochs and after the last one, for resuming.
+
+    whole_model is what is saved when fit() trains only part of it (the remainder on cached features)."""
+
+    def __init__(self, run: Run, every: int, epochs: int, whole_model: Any = None) -> None:
+        super().__init__()
+        self.run = run
+        self.every = every
+        self.epochs = epochs
+        self.whole_model = whole_model
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
+            self.run.save_checkpoint(self.whole_model if self.whole_model is not None else self.model, epoch + 1)
+
+
+class ProgressFile(keras.callbacks.Callback):
+    """Writes progress.json (epoch, step, images/s, ETA, running loss and accuracy) at most every 0.5 s."""
+
+    def __init__(self, run: Run, steps_per_epoch: int, epochs: int, batch_size: int) -> None:
+        super().__init__()
+        self.run = run
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.last_write = 0.0
+        self.measure_from: tuple[float, int] | None = None
+        self.images_per_second: float | None = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+        self.measure_from = None
+        self._write(epoch, 0, force=True)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        now = time.perf_counter()
+        # Throughput over this epoch's steps after the first (the first may include tracing).
+        if self.measure_from is None:
+            self.measure_from = (now, batch + 1)
+        elif batch + 1 > self.measure_from[1]:
+            elapsed = now - self.measure_from[0]
+            if elapsed > 0:
+                self.images_per_second = (batch + 1 - self.measure_from[1]) * self.batch_size / elapsed
+        self._write(self.epoch, batch + 1, logs=logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._write(epoch, self.steps_per_epoch, logs=logs, force=True)
+
+    def _write(self, epoch: int, step: int, logs: dict | None = None, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last_write < PROGRESS_INTERVAL:
+            return
+        self.last_write = now
+        remaining_steps = (self.epochs - epoch) * self.steps_per_epoch - step
+        eta = remaining_steps * self.batch_size / self.images_per_second if self.images_per_second else None
+        self.run.write_progress({
+            "phase": "training", "epoch": epoch + 1, "epochs": self.epochs, "step": step,
+            "steps_per_epoch": self.steps_per_epoch, "images_per_second": self.images_per_second,
+            "eta_seconds": eta, "loss": as_float((logs or {}).get("loss")),
+            "accuracy": as_float((logs or {}).get("accuracy")),
+        })
+
+
+class StopOnRequest(keras.callbacks.Callback):
+    """Raises StopRequested at an epoch's start, or between steps (checked every 0.5 s), once should_stop() says so."""
+
+    def __init__(self, should_stop: Callable[[], bool]) -> None:
+        super().__init__()
+        self.should_stop = should_stop
+        self.last_check = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self.should_stop():
+            raise StopRequested()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        now = time.perf_counter()
+        if now - self.last_check >= PROGRESS_INTERVAL:
+            self.last_check = now
+            if self.should_stop():
+                raise StopRequested()
+
+
+def should_prune(my_value: float | None, others: Sequence[float], keep_fraction: float, min_runs: int) -> bool:
+    """Whether a run whose metric at a rung is my_value stops, given the values of the other runs at that rung.
+
+    Nothing is pruned until min_runs runs (this one included) have reached the rung; then the top
+    max(1, floor(n × keep_fraction)) of the n runs go on. Ties count in this run's favour; a missing value
+    (no validation metric) is never pruned.
+    """
+    if my_value is None or not math.isfinite(my_value):
+        return False
+    values = [v for v in others if isinstance(v, (int, float)) and math.isfinite(v)]
+    n = len(values) + 1
+    if n < min_runs:
+        return False
+    keep = max(1, math.floor(n * keep_fraction))
+    better = sum(1 for v in values if v > my_value)
+    return better >= keep
+
+
+def rung_values(peers: Sequence[Run], epoch: int, metric: str = "val_accuracy") -> list[float]:
+    """`metric` at `epoch` of every peer run that has recorded that epoch."""
+    values = []
+    for peer in peers:
+        for row in peer.metrics():
+            if row.get("epoch") == epoch and isinstance(row.get(metric), (int, float)):
+                values.append(float(row[metric]))
+                break
+    return values
+
+
+class SweepPruning(keras.callbacks.Callback):
+    """Raises Pruned at a rung epoch when should_prune says so, judged against the peer runs named in the run's own
+    sweep context. Goes after MetricsCsv and WholeModelCheckpoint, so the epoch's row and checkpoint exist first.
+    A run that was pruned and then resumed is never pruned again."""
+
+    def __init__(self, run: Run, prune: dict[str, Any], peers: Sequence[Run]) -> None:
+        super().__init__()
+        self.rungs = tuple(prune["rungs"])
+        self.keep_fraction = float(prune["keep_fraction"])
+        self.min_runs = int(prune["min_runs"])
+        self.peers = list(peers)
+        self.resumed_after_pruning = bool(run.raw_status().get("pruned_at_epoch"))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        number = epoch + 1
+        if self.resumed_after_pruning or number not in self.rungs:
+            return
+        value = as_float((logs or {}).get("val_accuracy"))
+        if should_prune(value, rung_values(self.peers, number), self.keep_fraction, self.min_runs):
+            raise Pruned(number, value)
+
+
+def sweep_pruning_for(run: Run) -> SweepPruning | None:
+    """The pruning callback of a sweep's run, from its own sweep context; None when its sweep prunes nothing."""
+    context = run.sweep_context()
+    prune = context.get("prune")
+    if not isinstance(prune, dict):
+        return None
+    try:
+        peers = [Run(run.path.parent / str(peer)) for peer in context.get("peer_run_ids") or []]
+        return SweepPruning(run, prune, peers)
+    except (KeyError, TypeError, ValueError):
+        log.warning("sweep context of %s is unreadable: no pruning", run.id)
+        return None

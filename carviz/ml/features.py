@@ -1,0 +1,682 @@
+"""Frozen-feature cache: cut a built model at a cut point, cache the frozen part's output on disk, train the rest."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from carviz.core import settings
+
+if TYPE_CHECKING:  # Keras is imported lazily: importing this module must stay light
+    import keras
+    import tensorflow as tf
+
+    from carviz.ml.backbones import LayerInfo
+    from carviz.core.config import TrainConfig
+
+_KEY_FORMAT = 2  # bump when what is cached (or how) changes, so old entries stop matching
+_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+STORAGE_DTYPES = ("float32", "float16")
+SETTINGS_FILE = "settings.json"
+DEFAULT_MAX_GB = 20.0
+IMAGE = 0  # position of the raw image (model input); 1..n: backbone layer n's output; n+1: pooled vector
+POOLED_LAYER = "head_pool"  # the recommended head's GlobalAveragePooling2D
+
+
+# ---------------------------------------------------------------- when the cache applies
+
+
+def unavailable_reason(config: "TrainConfig") -> str | None:
+    """Why a run with this config cannot train on cached features (None when it can); no TensorFlow needed."""
+    from carviz.core.config import FREEZE_ALL
+
+    if not config.feature_cache:
+        return "the feature cache is off for this run"
+    if config.augmentation.enabled:
+        return "augmentation is on: every epoch feeds new pixels, so the frozen part's output cannot be reused"
+    if config.freeze != FREEZE_ALL and int(config.freeze) <= 2:
+        return "nothing before the first trainable layer is worth caching (freeze index ≤ 2)"
+    if not config.freeze_batchnorm:
+        return "frozen BatchNormalization layers are trainable (freeze_batchnorm off), so the frozen part changes"
+    return None
+
+
+def cut_point_for(layers: list["LayerInfo"], freeze_index: int) -> int:
+    """The largest cut-point layer index c < freeze_index (1-based; its output is cached), or 1 when none."""
+    best = 1
+    for info in layers:
+        if info.index < freeze_index and info.is_cut_point:
+            best = max(best, info.index)
+    return best
+
+
+# ---------------------------------------------------------------- keys
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _weights_identity(weights: str) -> Any:
+    choice = weights.strip()
+    if choice.lower() in ("imagenet", "none"):
+        return choice.lower()
+    path = Path(choice).expanduser().resolve()
+    stat = path.stat()
+    # Content, not the path: a file overwritten in place (or copied elsewhere) is told apart correctly.
+    return {"file": path.name, "size": stat.st_size, "sha256": _file_digest(str(path), stat.st_size, stat.st_mtime_ns)}
+
+
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything cached tensors depend on except where the model is cut (one "family" of positions)."""
+
+    backbone: str
+    weights: str
+    alpha: float
+    image_size: int
+    head: str  # seed head: x/255 before the backbone; recommended: the backbone's preprocess_input
+    dataset_fingerprint: str
+    precision: str = "float32"  # the compute policy the frozen layers ran under (mixed_float16 differs)
+    dtype: str = "float32"  # storage
+
+    def __post_init__(self) -> None:
+        if self.dtype not in STORAGE_DTYPES:
+            raise ValueError(f"feature dtype must be one of {', '.join(STORAGE_DTYPES)}; got {self.dtype!r}")
+
+    def _ingredients(self) -> dict[str, Any]:
+        values = asdict(self)
+        values.update(format=_KEY_FORMAT, weights=_weights_identity(self.weights), alpha=float(self.alpha),
+                      image_size=int(self.image_size))
+        return values
+
+    def family(self) -> str:
+        return _sha256_json(self._ingredients())
+
+    def key(self, position_name: str) -> str:
+        """sha256 hex of a canonical JSON of every ingredient plus the cut position's name."""
+        return _sha256_json({**self._ingredients(), "cut": position_name})
+
+
+def cache_key(backbone: str, weights: str, alpha: float, image_size: int, head: str, cut_layer_name: str,
+              dataset_fingerprint: str, dtype: str = "float32", precision: str = "float32") -> str:
+    """FeatureSpec(...).key(cut_layer_name), as one call."""
+    spec = FeatureSpec(backbone, weights, alpha, image_size, head, dataset_fingerprint, precision, dtype)
+    return spec.key(cut_layer_name)
+
+
+# ---------------------------------------------------------------- on-disk cache
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached feature set: its key, size on disk, last use (epoch seconds) and the meta given to put."""
+
+    key: str
+    bytes: int
+    last_used: float
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The user's choices for the cache: a size limit and the storage precision."""
+
+    max_gb: float = DEFAULT_MAX_GB
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_gb, (int, float)) and 0 <= self.max_gb <= 100_000):
+            raise ValueError(f"cache size limit must be 0..100000 GB, got {self.max_gb!r}")
+        if self.dtype not in STORAGE_DTYPES:
+            raise ValueError(f"feature dtype must be one of {', '.join(STORAGE_DTYPES)}; got {self.dtype!r}")
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_gb * 1024**3)
+
+
+def cache_root() -> Path:
+    """Where cached features live: <cache dir>/features."""
+    return settings.cache_dir() / "features"
+
+
+def load_settings(root: Path | None = None) -> CacheSettings:
+    """The saved settings, or the defaults when none are saved (or the file is damaged)."""
+    try:
+        data = json.loads((Path(root or cache_root()) / SETTINGS_FILE).read_text(encoding="utf-8"))
+        return CacheSettings(max_gb=float(data["max_gb"]), dtype=str(data["dtype"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return CacheSettings()
+
+
+def save_settings(values: CacheSettings, root: Path | None = None) -> None:
+    from carviz.core.store import atomic_write_json
+
+    folder = Path(root or cache_root())
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / SETTINGS_FILE, asdict(values))
+
+
+def default_cache() -> "FeatureCache":
+    """The cache under cache_root() with the saved size limit."""
+    return FeatureCache(cache_root(), load_settings().max_bytes)
+
+
+class FeatureCache:
+    """Feature sets under root/<key>/ (features.npy, labels.npy, paths.json, meta.json), LRU-evicted to max_bytes."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = Path(root)
+        self.max_bytes = int(max_bytes)
+
+    def path_for(self, key: str) -> Path:
+        if not _KEY_RE.match(key):  # keys become folder names: only sha256 hex is accepted
+            raise ValueError(f"not a cache key: {key!r}")
+        return self.root / key
+
+    def get(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(features as a read-only memmap, labels), or None when not cached; marks the entry as just used."""
+        folder = self.path_for(key)
+        try:
+            features = np.load(folder / "features.npy", mmap_mode="r")
+            labels = np.load(folder / "labels.npy")
+            os.utime(folder / "meta.json")  # last_used is meta.json's mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return features, labels
+
+    def paths(self, key: str) -> list[str] | None:
+        """The image paths (relative to the dataset) of an entry's rows, in row order; None when not stored."""
+        try:
+            return json.loads((self.path_for(key) / "paths.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, features: np.ndarray, labels: np.ndarray, meta: dict[str, Any] | None = None,
+            dtype: str | None = None, paths: Sequence[str] | None = None) -> bool:
+        """Store a whole array at once (see writing()); False if it cannot fit under max_bytes."""
+        features = np.asarray(features)
+        if len(features) != len(labels):
+            raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
+        dtype = dtype or str(features.dtype)
+        try:
+            with self.writing(key, features.shape, dtype, labels, meta, paths) as out:
+                out[:] = features
+        except CacheFull:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def writing(self, key: str, shape: Sequence[int], dtype: str, labels: Sequence[int],
+                meta: dict[str, Any] | None = None, paths: Sequence[str] | None = None) -> Iterator[np.ndarray]:
+        """Yield a writable on-disk array of `shape`; when the block ends without error the entry appears whole
+        (temp folder, then os.replace) and the cache is evicted down to max_bytes. CacheFull if it cannot fit."""
+        if dtype not in STORAGE_DTYPES:
+            raise ValueError(f"feature dtype must be one of {', '.join(STORAGE_DTYPES)}; got {dtype!r}")
+        target = self.path_for(key)
+        labels = np.asarray(labels, dtype="int64")
+        needed = int(np.prod(shape)) * np.dtype(dtype).itemsize + labels.nbytes
+        if needed > self.max_bytes:
+            raise CacheFull(needed, self.max_bytes)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        try:
+            out = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=dtype, shape=tuple(shape))
+            yield out
+            out.flush()
+            del out
+            np.save(tmp / "labels.npy", labels)
+            if paths is not None:
+                (tmp / "paths.json").write_text(json.dumps(list(paths)), encoding="utf-8")
+            record = {**(meta or {}), "shape": list(shape), "dtype": dtype, "created": time.time()}
+            (tmp / "meta.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another writer stored the same key first: keep theirs
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.evict(self.max_bytes, keep=key)
+
+    @contextlib.contextmanager
+    def locked(self, key: str, wait: bool = True) -> Iterator[bool]:
+        """Hold an exclusive lock for `key`, so concurrent jobs compute a feature set once (the kernel frees it
+        if the holder dies). With wait=False, yields False at once when another process holds it."""
+        self.path_for(key)  # validates
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / f".lock-{key}", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def entries(self) -> list[CacheEntry]:
+        """Every complete entry, most recently used first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for folder in self.root.iterdir():
+            if not _KEY_RE.match(folder.name):
+                continue  # temp folders of writes in progress, locks, settings
+            try:
+                meta_path = folder / "meta.json"
+                last_used = meta_path.stat().st_mtime
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+            except (OSError, ValueError):
+                continue  # evicted meanwhile, or damaged
+            found.append(CacheEntry(folder.name, size, last_used, meta))
+        return sorted(found, key=lambda e: e.last_used, reverse=True)
+
+    def size_bytes(self) -> int:
+        return sum(entry.bytes for entry in self.entries())
+
+    def evict(self, to_bytes: int, keep: str = "") -> list[str]:
+        """Remove least recently used entries (never `keep`) until at most to_bytes are held; the removed keys."""
+        entries = self.entries()
+        total = sum(entry.bytes for entry in entries)
+        removed = []
+        for entry in reversed(entries):
+            if total <= to_bytes:
+                break
+            if entry.key == keep:
+                continue
+            self.remove(entry.key)
+            total -= entry.bytes
+            removed.append(entry.key)
+        return removed
+
+    def remove(self, key: str) -> None:
+        folder = self.path_for(key)
+        doomed = self.root / f".tmp-evict-{key}-{os.getpid()}-{time.time_ns()}"
+        try:
+            os.replace(folder, doomed)  # readers see the entry whole or not at all (open memmaps stay valid)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def shallower(self, family: str, depth: int) -> CacheEntry | None:
+        """The deepest entry of the same family cut before `depth` (deeper cuts are computed from it)."""
+        candidates = [e for e in self.entries()
+                      if e.meta.get("family") == family and isinstance(e.meta.get("depth"), int)
+                      and 1 < e.meta["depth"] < depth]
+        return max(candidates, key=lambda e: e.meta["depth"]) if candidates else None
+
+
+class CacheFull(Exception):
+    """A feature set is larger than the cache's size limit."""
+
+    def __init__(self, needed: int, limit: int) -> None:
+        super().__init__(f"the features would take {needed / 1024**3:.2f} GiB, above the cache limit of "
+                         f"{limit / 1024**3:.2f} GiB")
+        self.needed = needed
+        self.limit = limit
+
+
+# ---------------------------------------------------------------- cutting the model
+#
+# A position says where a tensor sits in the model: IMAGE (the raw input), 1..n (the output of backbone layer
+# number k, the seed's 1-based count with the InputLayer as 1), or n+1 (the pooled vector after the recommended
+# head's GlobalAveragePooling2D: for a fully frozen backbone that is all there is to cache).
+
+
+def _nodes_of(model: "keras.Model") -> list[Any]:
+    """The model's own graph nodes in execution order (deepest first)."""
+    by_depth = model._nodes_by_depth
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+def _node_for(model: "keras.Model", layer: Any) -> Any:
+    matches = [node for node in _nodes_of(model) if node.operation is layer]
+    if len(matches) != 1:
+        raise ValueError(f"layer {layer.name} is called {len(matches)} times in {model.name}; need exactly once")
+    return matches[0]
+
+
+def _replay(model: "keras.Model", tensors: dict[int, Any], skip: set[int]) -> None:
+    """Call model's layers again on new tensors: tensors maps id(original tensor) -> new tensor and is filled in."""
+    for node in _nodes_of(model):
+        if not node.operation or node.is_input or id(node.operation) in skip:
+            continue
+        if any(id(x) not in tensors for x in node.input_tensors):
+            continue  # depends on something not replayed (before the cut, or a skipped layer)
+        args, kwargs = node.arguments.fill_in(tensors)
+        outputs = node.operation(*args, **kwargs)
+        for original, new in zip(node.outputs, outputs if isinstance(outputs, (list, tuple)) else [outputs]):
+            tensors[id(original)] = new
+
+
+def pooled_position(model: "keras.Model") -> int | None:
+    """The pooled vector's position (n+1), or None when the model has no pooling layer (the seed head)."""
+    names = {layer.name for layer in model.layers}
+    return len(model.get_layer("backbone").layers) + 1 if POOLED_LAYER in names else None
+
+
+def position_name(model: "keras.Model", position: int) -> str:
+    """The layer whose output sits at `position` (its name keys the cache)."""
+    backbone = model.get_layer("backbone")
+    if position == IMAGE:
+        return "image"
+    if position == len(backbone.layers) + 1:
+        return POOLED_LAYER
+    return backbone.layers[position - 1].name
+
+
+def submodel(model: "keras.Model", start: int, end: int | None = None, also: Sequence[int] = ()) -> "keras.Model":
+    """The part of a built carviz model from position `start` to position `end` (None: the model's output), as a
+    new functional model that shares (and so trains) the original layers. With `also` (backbone positions between
+    start and end) it has several outputs: the tensors at those positions, then the one at `end`."""
+    import keras
+
+    backbone = model.get_layer("backbone")
+    n = len(backbone.layers)
+    pooled = pooled_position(model)
+    last = n + 1 if pooled else n
+    if not IMAGE <= start <= last or (end is not None and not start < end <= last):
+        raise ValueError(f"cannot cut from position {start} to {end} (positions run 0..{last})")
+    if any(not start < q <= n or (end is not None and q >= end) for q in also):
+        raise ValueError(f"extra outputs {list(also)} must lie between positions {start} and {end}")
+    outer_node = _node_for(model, backbone)
+
+    def backbone_tensor(position: int) -> Any:
+        layer_node = _node_for(backbone, backbone.layers[position - 1])
+        if len(layer_node.outputs) != 1:
+            raise ValueError(f"layer {position} ({backbone.layers[position - 1].name}) has several outputs")
+        return layer_node.outputs[0]
+
+    def outer_tensor(position: int | None) -> Any:
+        return model.outputs[0] if position is None else model.get_layer(POOLED_LAYER).output
+
+    # Where the new input goes in and what it stands for.
+    if start == IMAGE:
+        original_in = model.inputs[0]
+    elif start <= n:
+        original_in = backbone_tensor(start)
+    else:
+        original_in = outer_tensor(start)
+    new_in = keras.Input(original_in.shape[1:], dtype=original_in.dtype, name="image" if start == IMAGE else "features")
+
+    outer: dict[int, Any] = {}
+    inner: dict[int, Any] = {}
+    if start == IMAGE:
+        outer[id(model.inputs[0])] = new_in
+        _replay(model, outer, skip={id(backbone)})  # preprocessing, up to the backbone
+        (backbone_in,), _ = outer_node.arguments.fill_in(outer)
+        inner[id(backbone.inputs[0])] = backbone_in
+    elif start <= n:
+        inner[id(original_in)] = new_in
+    else:
+        outer[id(original_in)] = new_in
+
+    def reached(position: int) -> Any:
+        if id(backbone_tensor(position)) not in inner:
+            raise ValueError(f"layer {position} ({backbone.layers[position - 1].name}) cannot be reached from {start}")
+        return inner[id(backbone_tensor(position))]
+
+    def outputs(main: Any) -> Any:
+        return [reached(q) for q in also] + [main] if also else main
+
+    if start <= n:  # through the backbone, from after `start` up to `end` (or its end)
+        stop_at = end if end is not None and end <= n else n
+        _replay(backbone, inner, skip={id(layer) for layer in backbone.layers[:start]}
+                | {id(layer) for layer in backbone.layers[stop_at:]})
+        if end is not None and end <= n:
+            return keras.Model(new_in, outputs(reached(end)), name=f"{model.name}_{start}_to_{end}")
+        if id(backbone.outputs[0]) not in inner:
+            raise ValueError(f"layer {start} ({backbone.layers[start - 1].name}) is not a cut point: "
+                             "later layers need tensors from before it")
+        outer[id(outer_node.outputs[0])] = inner[id(backbone.outputs[0])]
+
+    _replay(model, outer, skip={id(backbone)})  # the head, up to `end`
+    return keras.Model(new_in, outputs(outer[id(outer_tensor(end))]), name=f"{model.name}_{start}_to_{end or 'output'}")
+
+
+def _check_frozen_through(model: "keras.Model", position: int) -> None:
+    backbone = model.get_layer("backbone")
+    trainable = [layer.name for layer in backbone.layers[:position] if layer.trainable_weights]
+    if trainable:
+        raise ValueError(f"layers up to the cut are trainable ({', '.join(trainable[:5])}): nothing to cache")
+
+
+def frozen_extractor(model: "keras.Model", cut_layer_index: int) -> "keras.Model":
+    """Raw image -> preprocessing -> backbone layers 1..cut_layer_index (or the pooled vector), sharing model's
+    layers. Refuses when a layer up to the cut has trainable weights (e.g. freeze_batchnorm=False): that part would
+    then not compute the same thing in training, and caching it would change results."""
+    _check_frozen_through(model, cut_layer_index)
+    return submodel(model, IMAGE, cut_layer_index)
+
+
+def trainable_remainder(model: "keras.Model", cut_layer_index: int) -> "keras.Model":
+    """Cached tensor -> backbone layers cut_layer_index+1..end -> head, sharing (and so training) model's layers."""
+    return submodel(model, cut_layer_index, None)
+
+
+# ---------------------------------------------------------------- a run on cached features
+
+
+@dataclass
+class CachedTraining:
+    """What a run trains on when the cache applies: the remainder model and its feature pipelines."""
+
+    remainder: "keras.Model"
+    train_data: "tf.data.Dataset"
+    val_data: "tf.data.Dataset"
+    info: dict[str, Any]  # recorded in run.json: position, key, how the features were obtained, seconds, bytes
+
+
+def cache_position(model: "keras.Model", freeze_index: int, layers: list["LayerInfo"] | None = None) -> int:
+    """Where to cut a model frozen before freeze_index: the pooled vector for a fully frozen backbone with a
+    pooling head, else the deepest cut point before the first trainable layer (1 = nothing worth caching).
+    layers: the backbone's layers_of() listing, when the caller already has it (it walks the whole graph)."""
+    from carviz.ml.backbones import layers_of
+
+    backbone = model.get_layer("backbone")
+    n = len(backbone.layers)
+    pooled = pooled_position(model)
+    if freeze_index > n and pooled:
+        return pooled
+    return cut_point_for(layers if layers is not None else layers_of(backbone), freeze_index)
+
+
+def prepare_cached_training(
+    model: "keras.Model",
+    config: "TrainConfig",
+    freeze_index: int,
+    precision: str,
+    dataset_root: Path,
+    all_paths: Sequence[Path],
+    all_labels: Sequence[int],
+    fingerprint: str,
+    split: Any,
+    cache: FeatureCache,
+    storage_dtype: str = "float32",
+    on_progress: Callable[[int, int], None] | None = None,
+    also_positions: Sequence[int] = (),
+) -> CachedTraining:
+    """Get (from the cache, from a shallower cached cut, or from the images) the frozen part's output for every
+    image of the dataset, then build the remainder model and its training/validation pipelines over the split.
+    When it has to compute them, it also stores the features at also_positions (other cuts its sweep needs) that
+    lie on the way, in the same pass.
+
+    Raises CacheFull or ValueError when the cache cannot be used; the caller then trains on images."""
+    position = cache_position(model, freeze_index)
+    if position <= 1:
+        raise ValueError("no cut point after the input before the first trainable layer")
+    _check_frozen_through(model, min(position, len(model.get_layer("backbone").layers)))
+    spec = FeatureSpec(config.backbone, config.weights, config.alpha, config.image_size, config.head, fingerprint,
+                       precision, storage_dtype)
+    name = position_name(model, position)
+    key = spec.key(name)
+    root = Path(dataset_root).resolve()
+    relative = [Path(p).resolve().relative_to(root).as_posix() for p in all_paths]
+    started = time.perf_counter()
+    with cache.locked(key):
+        source = "cache hit"
+        found = cache.get(key)
+        if found is not None and cache.paths(key) != relative:  # cannot happen for one fingerprint; never trust it
+            cache.remove(key)
+            found = None
+        if found is None:
+            source = _compute_entry(model, config, spec, position, all_paths, all_labels, relative, cache,
+                                    on_progress, also_positions)
+            found = cache.get(key)
+            if found is None:  # evicted at once by a concurrent writer: extremely unlikely; refuse, do not guess
+                raise ValueError("the cached features disappeared right after being written")
+    features, _ = found
+    seconds = time.perf_counter() - started
+
+    remainder = submodel(model, position, None)
+    if not model.optimizer.built:  # build in the whole model's variable order, so its checkpoints load back
+        model.optimizer.build(model.trainable_variables)
+    remainder.compile(optimizer=model.optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
+                      jit_compile=config.jit_compile)
+    row_of = {path: row for row, path in enumerate(relative)}
+    as_rows = lambda paths: [row_of[Path(p).resolve().relative_to(root).as_posix()] for p in paths]  # noqa: E731
+    num_classes = len(split.classes)
+    input_dtype = remainder.inputs[0].dtype
+    train_data = feature_pipeline(features, as_rows(split.train_paths), split.train_labels, num_classes,
+                                  config.batch_size, training=True, seed=config.seed, dtype=input_dtype)
+    val_data = feature_pipeline(features, as_rows(split.val_paths), split.val_labels, num_classes,
+                                config.batch_size, training=False, seed=config.seed, dtype=input_dtype)
+    info = {"used": True, "position": position, "layer": name, "key": key, "source": source,
+            "shape": list(features.shape[1:]), "dtype": str(features.dtype),
+            "bytes": int(features.nbytes), "seconds": round(seconds, 3)}
+    return CachedTraining(remainder, train_data, val_data, info)
+
+
+def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpec, position: int,
+                   all_paths: Sequence[Path], all_labels: Sequence[int], relative: list[str], cache: FeatureCache,
+                   on_progress: Callable[[int, int], None] | None, also_positions: Sequence[int] = ()) -> str:
+    """Compute and store the entry at `position` (plus any missing also_positions passed on the way), from the
+    deepest shallower cached cut of the same family when there is one, else from the images."""
+    from carviz.data.datasets import make_pipeline
+
+    shallower = cache.shallower(spec.family(), position)
+    total = len(all_paths)
+    batch = max(1, config.batch_size)
+    start = IMAGE
+    if shallower is not None and cache.paths(shallower.key) == relative and cache.get(shallower.key):
+        start = shallower.meta["depth"]
+    n = len(model.get_layer("backbone").layers)
+    targets = sorted({q for q in also_positions if max(start, 1) < q < min(position, n + 1)})
+    targets = [q for q in targets if cache.get(spec.key(position_name(model, q))) is None] + [position]
+    with contextlib.ExitStack() as stack:
+        outputs: list[tuple[int, np.ndarray]] = []
+        for q in targets:
+            key = spec.key(position_name(model, q))
+            if q != position and not stack.enter_context(cache.locked(key, wait=False)):
+                continue  # another job is computing it
+            part_shape = _output_shape(model, q)
+            meta = {"family": spec.family(), "depth": q, "layer": position_name(model, q), "backbone": spec.backbone,
+                    "weights": spec.weights, "alpha": spec.alpha, "image_size": spec.image_size, "head": spec.head,
+                    "precision": spec.precision, "dataset_fingerprint": spec.dataset_fingerprint, "images": total}
+            try:
+                out = stack.enter_context(cache.writing(key, (total, *part_shape), spec.dtype, all_labels, meta,
+                                                        relative))
+            except CacheFull:
+                if q == position:
+                    raise
+                continue  # an extra that does not fit is simply not stored
+            outputs.append((q, out))
+        extra = [q for q, _ in outputs if q != position]
+        part = submodel(model, start, position, also=extra)
+        if start == IMAGE:
+            images = make_pipeline(all_paths, all_labels, 2, config.image_size, batch, training=False, cache=False)
+            batches: Iterator[Any] = (x for x, _ in images)
+            source = "computed from the images"
+        else:
+            source_features, _ = cache.get(shallower.key)  # type: ignore[misc, union-attr]
+            batches = (np.asarray(source_features[i:i + batch]) for i in range(0, total, batch))
+            source = f"computed from the cached {shallower.meta.get('layer')} features"  # type: ignore[union-attr]
+        infer = _inference_function(part)
+        done = 0
+        for x in batches:
+            values = infer(x)
+            values = list(values) if extra else [values]
+            size = len(values[0])
+            for (_, out), value in zip(outputs, values):
+                out[done:done + size] = np.asarray(value)
+            done += size
+            if on_progress:
+                on_progress(done, total)
+        if done != total:
+            raise ValueError(f"computed features for {done} of {total} images")
+    if extra:
+        source += f" (with {', '.join(position_name(model, q) for q in extra)} on the way)"
+    return source
+
+
+def _output_shape(model: "keras.Model", position: int) -> tuple[int, ...]:
+    """The shape (without batch) of the tensor at a position, read from the built model."""
+    backbone = model.get_layer("backbone")
+    layer = model.get_layer(POOLED_LAYER) if position > len(backbone.layers) else backbone.layers[position - 1]
+    return tuple(int(d) for d in layer.output.shape[1:])
+
+
+def _inference_function(part: "keras.Model") -> Callable[[Any], Any]:
+    """part(x, training=False) as one traced function (much faster than eager calls batch after batch)."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def infer(x: Any) -> Any:
+        return part(x, training=False)
+
+    return infer
+
+
+def feature_pipeline(features: np.ndarray, rows: Sequence[int], labels: Sequence[int], num_classes: int,
+                     batch_size: int, training: bool, seed: int, dtype: Any = "float32") -> "tf.data.Dataset":
+    """Batches of (features[rows], one-hot labels), reshuffled each epoch when training: the same order in which
+    datasets.make_pipeline would feed the images (the same shuffle of the same number of elements and seed)."""
+    import tensorflow as tf
+
+    if len(rows) != len(labels):
+        raise ValueError(f"{len(rows)} rows but {len(labels)} labels")
+    row_shape = tuple(int(d) for d in features.shape[1:])
+    tf_dtype = tf.as_dtype(dtype)
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(rows, dtype="int64"), np.asarray(labels, dtype="int32")))
+    if training:
+        ds = ds.shuffle(max(1, len(rows)), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def gather(batch_rows: np.ndarray) -> np.ndarray:
+        return np.asarray(features[np.asarray(batch_rows)], dtype=tf_dtype.as_numpy_dtype)
+
+    def load(batch_rows: Any, batch_labels: Any) -> tuple[Any, Any]:
+        x = tf.numpy_function(gather, [batch_rows], tf_dtype, stateful=False)
+        x.set_shape((None, *row_shape))
+        return x, tf.one_hot(batch_labels, num_classes, dtype=tf.float32)
+
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

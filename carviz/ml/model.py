@@ -1,0 +1,107 @@
+"""Build the classifier (preprocessing, backbone, head), apply the freeze point and precision, compile."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+
+from carviz.ml import backbones
+from carviz.core.config import PRECISIONS, TrainConfig
+
+backbones.register_serializables()  # so keras.saving.load_model finds carviz layers after `import carviz.ml.model`
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What build_model made: freeze point, parameter counts and the precision actually used."""
+
+    backbone_layers: int
+    freeze_index: int
+    first_trainable: str | None
+    trainable_params: int
+    non_trainable_params: int
+    precision: str
+
+
+def resolve_precision(setting: str, on_gpu: bool, cpu_has_bf16: bool | None = None) -> str:
+    """Resolve "auto" to mixed_float16 on a GPU and float32 on CPU; explicit settings are returned as they are.
+
+    cpu_has_bf16 is accepted for the day "auto" may pick mixed_bfloat16 on capable CPUs; until its
+    accuracy has been checked against float32, bfloat16 is only used when chosen explicitly.
+    """
+    if setting not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {setting!r}")
+    if setting != "auto":
+        return setting
+    return "mixed_float16" if on_gpu else "float32"
+
+
+def make_optimizer(name: str, learning_rate: float) -> "keras.optimizers.Optimizer":
+    """adam, sgd (momentum 0.9) or rmsprop at the given learning rate."""
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=learning_rate)
+    raise ValueError(f"optimizer must be adam, sgd or rmsprop; got {name!r}")
+
+
+def _count(weights: list) -> int:
+    return sum(math.prod(w.shape) for w in weights)
+
+
+def build_model(config: TrainConfig, num_classes: int, on_gpu: bool = False) -> tuple["keras.Model", ModelSummary]:
+    """Set the global precision policy, build input -> preprocessing -> backbone -> head, freeze, compile."""
+    if num_classes < 2:
+        raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+    precision = resolve_precision(config.precision, on_gpu)
+    keras.mixed_precision.set_global_policy(precision)  # before any layer is made; "float32" resets it
+
+    size = config.image_size
+    backbone = backbones.build_backbone(config.backbone, size, config.weights, config.alpha)
+    backbone.name = "backbone"
+    freeze_index = config.freeze_index(len(backbone.layers))
+    backbones.apply_freeze(backbone, freeze_index, config.freeze_batchnorm, config.train_batchnorm)
+
+    inputs = keras.Input((size, size, 3), dtype="float32", name="image")  # 0..255 RGB pixels
+    if config.head == "seed":
+        # The seed study's head: 1/255 input scaling only, then a small conv stack on the feature map.
+        x = keras.layers.Rescaling(1 / 255, dtype="float32", name="rescale")(inputs)
+        x = backbone(x)
+        for filters in (16, 32, 64):
+            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"head_conv{filters}")(x)
+            # "same" pooling keeps 1x1 and 2x2 maps (small inputs) valid.
+            x = keras.layers.MaxPooling2D(padding="same", name=f"head_pool{filters}")(x)
+            x = keras.layers.Dropout(config.dropout, name=f"head_dropout{filters}")(x)
+        x = keras.layers.Flatten(name="head_flatten")(x)
+        x = keras.layers.Dense(128, activation="relu", name="head_dense")(x)
+    else:
+        x = backbones.preprocessing_layer(config.backbone)(inputs)
+        x = backbone(x)
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+        x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
+    # The recommended head starts from a zero classifier (uniform predictions, loss = log(classes)): on frozen
+    # ImageNet features a random init's large first logits cost most of a short run's few steps.
+    initializer = "glorot_uniform" if config.head == "seed" else "zeros"
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", kernel_initializer=initializer,
+                                 name="predictions")(x)
+    model = keras.Model(inputs, outputs, name=f"carviz_{config.backbone}_{config.head}")
+
+    model.compile(
+        optimizer=make_optimizer(config.optimizer, config.learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=config.jit_compile,
+    )
+    summary = ModelSummary(
+        backbone_layers=len(backbone.layers),
+        freeze_index=freeze_index,
+        first_trainable=backbones.first_trainable_layer(backbone, freeze_index),
+        trainable_params=_count(model.trainable_weights),
+        non_trainable_params=_count(model.non_trainable_weights),
+        precision=precision,
+    )
+    return model, summary

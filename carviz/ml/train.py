@@ -1,0 +1,220 @@
+"""One training job, start to finish: `python -m carviz.ml.train RUN_DIR` (the run's record is written as it goes)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from carviz.core.config import TrainConfig
+from carviz.core.jobs import JobContext, Outcome, Status, job_main, run_job
+from carviz.core.jobs.record import now_iso
+from carviz.core.store import CONFIG_FILE, Run
+from carviz.ml import features
+
+log = logging.getLogger("carviz.ml.train")
+
+
+def train(run: Run, stop_flag: threading.Event | None = None, extra_callbacks: list[Any] | None = None) -> Status:
+    """Run the run's job in this process: wait for a slot, train, record. Returns the final status.
+
+    extra_callbacks are appended after the run's own (benchmarks use this to time epochs).
+    """
+    return run_job(run, lambda context: train_body(run, context, extra_callbacks), needs_accelerator=True,
+                   stop_flag=stop_flag)
+
+
+def load_checkpoint(run: Run) -> tuple[Any, int] | None:
+    """(the whole model with optimizer state, the epochs it holds) from the run's checkpoint, or None."""
+    found = run.checkpoint()
+    if found is None:
+        return None
+    import keras
+
+    path, epochs_done = found
+    return keras.saving.load_model(path), epochs_done
+
+
+def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None = None) -> Outcome:
+    """The job proper, once the harness holds the run (and a slot): data, model, fit, final evaluation, record."""
+    config = run.config()
+    run.write_progress({"phase": "loading data"})
+
+    from carviz.core import settings
+    from carviz.data import datasets
+    from carviz.ml.devices import configure_devices, library_versions
+    from carviz.ml.model import build_model, resolve_precision
+
+    device = configure_devices()
+    dataset_root = settings.resolve_dataset(config.dataset)
+    scan = datasets.scan_dataset(dataset_root)
+    if len(scan.classes) < 2:
+        raise ValueError(f"dataset {config.dataset!r} needs at least 2 classes with images, found {scan.counts()}")
+    split = datasets.split_files(scan, config.validation_split, config.seed)
+    if not split.train_paths or not split.val_paths:
+        raise ValueError(f"dataset {config.dataset!r} is too small to split ({scan.total()} usable images)")
+    run.write_classes(split.classes)
+    run.write_split(split.to_json_dict(dataset_root))
+
+    import keras
+
+    checkpoint = load_checkpoint(run)
+    run.write_progress({"phase": "building model"})
+    precision = resolve_precision(config.precision, on_gpu=device["kind"] == "gpu")
+    if checkpoint is not None:
+        model, initial_epoch = checkpoint
+        summary = None
+        log.info("resuming from checkpoint after epoch %d", initial_epoch)
+    else:
+        keras.utils.set_random_seed(config.seed)  # the seed decides the head's initial weights too
+        model, summary = build_model(config, len(split.classes), on_gpu=device["kind"] == "gpu")
+        initial_epoch = 0
+    n_backbone_layers = len(model.get_layer("backbone").layers)
+    freeze_index = config.freeze_index(n_backbone_layers)
+
+    attempts = run.info().get("attempts")
+    attempts = attempts if isinstance(attempts, list) else []
+    attempts.append({"started_at": now_iso(), "initial_epoch": initial_epoch, "backend": device["backend"],
+                     "node": device["node"], "gpus": device["gpus"]})
+    info_fields: dict[str, Any] = {
+        "device": device,
+        "versions": library_versions(),
+        "dataset_path": str(dataset_root),
+        "dataset_fingerprint": scan.fingerprint,
+        "classes": split.classes,
+        "class_counts": scan.counts(),
+        "train_images": len(split.train_paths),
+        "val_images": len(split.val_paths),
+        "skipped_images": [{"path": str(p.path), "kind": p.kind, "detail": p.detail} for p in scan.problems],
+        "attempts": attempts,
+    }
+    if summary is not None:
+        info_fields["model"] = {
+            "backbone_layers": summary.backbone_layers,
+            "freeze_index": summary.freeze_index,
+            "first_trainable": summary.first_trainable,
+            "trainable_params": summary.trainable_params,
+            "non_trainable_params": summary.non_trainable_params,
+            "precision": summary.precision,
+        }
+    run.update_info(**info_fields)
+
+    keras.utils.set_random_seed(config.seed + initial_epoch)  # before the pipelines: same shuffles either way
+    cached = _cached_training(run, model, config, freeze_index, precision, dataset_root, scan, split)
+    run.update_info(feature_cache=cached.info if isinstance(cached, features.CachedTraining)
+                    else {"used": False, "reason": cached})
+    if isinstance(cached, features.CachedTraining):
+        fit_model, train_data, val_data = cached.remainder, cached.train_data, cached.val_data
+    else:
+        fit_model = model
+        train_data = datasets.make_pipeline(split.train_paths, split.train_labels, len(split.classes),
+                                            config.image_size, config.batch_size, training=True,
+                                            augmentation=config.augmentation, seed=config.seed)
+        val_data = datasets.make_pipeline(split.val_paths, split.val_labels, len(split.classes), config.image_size,
+                                          config.batch_size, training=False)
+    steps_per_epoch = math.ceil(len(split.train_paths) / config.batch_size)
+
+    from carviz.ml.callbacks import (
+        MetricsCsv,
+        ProgressFile,
+        Pruned,
+        StopOnRequest,
+        StopRequested,
+        WholeModelCheckpoint,
+        sweep_pruning_for,
+    )
+
+    callbacks: list[Any] = [  # in this order: an epoch's row and checkpoint exist before pruning judges it
+        MetricsCsv(run.metrics_writer(keep_through_epoch=initial_epoch), config.epochs),
+        WholeModelCheckpoint(run, config.checkpoint_every, config.epochs, whole_model=model),
+        ProgressFile(run, steps_per_epoch, config.epochs, config.batch_size),
+        StopOnRequest(context.should_stop),
+        keras.callbacks.TensorBoard(log_dir=str(run.tensorboard_dir()), profile_batch=0),
+    ]
+    if config.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
+                                                       restore_best_weights=True))
+    if config.sweep:
+        pruning = sweep_pruning_for(run)
+        if pruning is not None:
+            callbacks.append(pruning)
+    callbacks += list(extra_callbacks or [])
+
+    if initial_epoch < config.epochs:
+        try:
+            fit_model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
+                          callbacks=callbacks, verbose=2)
+        except Pruned as pruned:  # before StopRequested: Pruned is one
+            log.info("pruned by the sweep at epoch %d (val_accuracy %s)", pruned.epoch, pruned.value)
+            run.write_progress({"phase": "pruned", "epoch": pruned.epoch, "epochs": config.epochs})
+            return Outcome(Status.PRUNED, {"pruned_at_epoch": pruned.epoch})
+        except StopRequested:
+            log.info("stopped on request")
+            return Outcome(Status.STOPPED)
+
+    run.write_progress({"phase": "evaluating", "epoch": config.epochs, "epochs": config.epochs})
+    val_loss, val_accuracy = fit_model.evaluate(val_data, verbose=0)  # the remainder on cached features is exact
+    run.save_model(model)
+    run.write_evaluation({"split": "validation", "images": len(split.val_paths), "loss": float(val_loss),
+                          "accuracy": float(val_accuracy)})
+    run.write_progress({"phase": "done", "epoch": config.epochs, "epochs": config.epochs})
+    return Outcome(Status.SUCCEEDED)
+
+
+def _cached_training(run: Run, model: Any, config: TrainConfig, freeze_index: int, precision: str,
+                     dataset_root: Path, scan: Any, split: Any) -> "features.CachedTraining | str":
+    """The cached-features setup for this run, or the reason (logged) why it trains on images."""
+    reason = features.unavailable_reason(config)
+    if reason is None:
+        def on_progress(done: int, total: int) -> None:
+            run.write_progress({"phase": "computing features", "step": done, "steps_per_epoch": total})
+
+        all_paths, all_labels = scan.labelled_files()
+        cache_settings = features.load_settings()
+        try:
+            cached = features.prepare_cached_training(
+                model, config, freeze_index, precision, dataset_root, all_paths, all_labels, scan.fingerprint, split,
+                features.FeatureCache(features.cache_root(), cache_settings.max_bytes), cache_settings.dtype,
+                on_progress, also_positions=_sweep_positions(run, model, config))
+        except (features.CacheFull, ValueError, OSError) as error:  # e.g. a full disk: train on images instead
+            reason = f"{type(error).__name__}: {error}" if isinstance(error, OSError) else str(error)
+        else:
+            log.info("training on cached %s features (%s, %.1f s, %.1f MiB)", cached.info["layer"],
+                     cached.info["source"], cached.info["seconds"], cached.info["bytes"] / 2**20)
+            return cached
+    log.info("training on images: %s", reason)
+    return reason
+
+
+def _sweep_positions(run: Run, model: Any, config: TrainConfig) -> list[int]:
+    """The cache positions the other freeze points of this run's sweep (same backbone) will need, so the pass that
+    computes this run's features can store those on the way too; [] for a lone run. Read from the run's own
+    sweep context, never from the sweep's record."""
+    points = run.sweep_context().get("freeze_points")
+    if not config.sweep or not isinstance(points, list):
+        return []
+    from carviz.ml.backbones import layers_of
+
+    backbone = model.get_layer("backbone")
+    layers, n = layers_of(backbone), len(backbone.layers)  # the graph walk once, not once per point
+    try:
+        return sorted({features.cache_position(model, config.replace(freeze=point).freeze_index(n), layers)
+                       for point in points})
+    except (ValueError, TypeError):
+        return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(argv, lambda context: train_body(Run(context.record.path), context), kind="training",
+                    needs_accelerator=True, marker_file=CONFIG_FILE, record_type=Run)
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, not this __main__ copy, so exception classes are the very ones other
+    # modules import.
+    from carviz.ml.train import main as module_main
+
+    sys.exit(module_main())

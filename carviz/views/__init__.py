@@ -1,0 +1,1 @@
+"""Pure builders for the pages: Plotly figures, tables and page-shaped summaries."""

@@ -1,0 +1,101 @@
+"""The frozen-feature cache in words and rows, and changes to its settings: shared by the pages and the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from carviz.ml import features
+from carviz.core.config import FREEZE_ALL, TrainConfig
+
+GIB = 1024**3
+MIB = 1024**2
+
+USED_NOTE = ("Feature cache on: the frozen layers run once per image, and later epochs and runs (same backbone, "
+             "weights, size, head and data) train on their cached output.")
+
+
+def format_size(n_bytes: float) -> str:
+    """Bytes as a short binary size: '1.2 GiB', '340 MiB', '12 KiB', '0 B'."""
+    for unit, scale in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{int(n_bytes)} B"
+
+
+def totals_text(entries: Sequence[features.CacheEntry], max_bytes: int) -> str:
+    """E.g. '1.2 GiB of 20 GiB, 5 feature sets'."""
+    count = len(entries)
+    return (f"{format_size(sum(e.bytes for e in entries))} of {format_size(max_bytes)}, "
+            f"{count} feature set{'' if count == 1 else 's'}")
+
+
+def entry_rows(entries: Iterable[features.CacheEntry]) -> list[dict[str, Any]]:
+    """One display row per cached feature set, most recently used first (as entries() orders them)."""
+    rows = []
+    for entry in entries:
+        meta = entry.meta
+        rows.append({
+            "layer": meta.get("layer"),
+            "backbone": meta.get("backbone"),
+            "alpha": meta.get("alpha"),
+            "image size": meta.get("image_size"),
+            "head": meta.get("head"),
+            "precision": meta.get("precision"),
+            "images": meta.get("images"),
+            "size MiB": round(entry.bytes / MIB, 1),
+            "stored dtype": meta.get("dtype"),
+            "last used": dt.datetime.fromtimestamp(entry.last_used),
+            "key": entry.key[:12],
+        })
+    return rows
+
+
+def change_settings(max_gb: float | None = None, dtype: str | None = None) -> tuple[features.CacheSettings, list[str]]:
+    """Save a new size limit and/or storage dtype (ValueError, before any change, when one is bad), then evict
+    down to the limit; returns the saved settings and the keys evicted."""
+    current = features.load_settings()
+    new = features.CacheSettings(max_gb=current.max_gb if max_gb is None else float(max_gb),
+                                 dtype=current.dtype if dtype is None else dtype)
+    features.save_settings(new)
+    removed = features.FeatureCache(features.cache_root(), new.max_bytes).evict(new.max_bytes)
+    return new, removed
+
+
+def clear_cache() -> int:
+    """Remove every cached feature set; how many were removed."""
+    return len(features.default_cache().evict(0))
+
+
+def config_note(config: TrainConfig) -> str:
+    """One line for a config: whether its run will train on cached features, and if not, why."""
+    reason = features.unavailable_reason(config)
+    return USED_NOTE if reason is None else f"Feature cache not used: {reason}"
+
+
+def sweep_note(base: TrainConfig, freeze_points: Sequence[int | str]) -> str:
+    """config_note for a sweep, whose runs differ in freeze point; no points (made by a rule): judge the rest."""
+    if not freeze_points:
+        return config_note(base.replace(freeze=FREEZE_ALL))
+    by_reason: dict[str | None, list[str]] = {}
+    for point in freeze_points:
+        by_reason.setdefault(features.unavailable_reason(base.replace(freeze=point)), []).append(str(point))
+    if len(by_reason) == 1:
+        return config_note(base.replace(freeze=freeze_points[0]))
+    parts = [f"used by the runs with freeze {', '.join(by_reason.pop(None))}"] if None in by_reason else []
+    parts += [f"not used with freeze {', '.join(points)}: {reason}" for reason, points in by_reason.items()]
+    return "Feature cache " + "; ".join(parts)
+
+
+def run_line(info: Mapping[str, Any]) -> str | None:
+    """How a run trained, from its run.json: on cached features (which, how obtained, how long) or on images
+    (why); None before the run has decided (or for runs older than the cache)."""
+    record = info.get("feature_cache")
+    if not isinstance(record, Mapping):
+        return None
+    if not record.get("used"):
+        return f"Trained on images: {record.get('reason') or 'no reason recorded'}"
+    seconds = record.get("seconds")
+    timing = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+    return f"Trained on cached {record.get('layer') or '?'} features ({record.get('source') or '?'}{timing})"

@@ -1,0 +1,85 @@
+"""Pure logic behind the Layers page: filtering the layer table, mapping a row click to a freeze point, parameter split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from carviz.core.config import FREEZE_ALL, ConfigError
+
+if TYPE_CHECKING:  # backbones imports keras lazily, but LayerInfo is only needed for hints here
+    from carviz.ml.backbones import LayerInfo
+
+LAYER_FILTERS = ("all layers", "convolutions", "block boundaries", "cut points")
+
+
+def filter_layers(layers: Sequence["LayerInfo"], mode: str = "all layers", query: str = "") -> list["LayerInfo"]:
+    """The rows the table shows: one of LAYER_FILTERS, then a case-insensitive name/type search."""
+    if mode not in LAYER_FILTERS:
+        raise ValueError(f"filter must be one of {', '.join(LAYER_FILTERS)}; got {mode!r}")
+    keep = {
+        "all layers": lambda layer: True,
+        "convolutions": lambda layer: layer.is_conv,
+        "block boundaries": lambda layer: layer.block_start or layer.block_end,
+        "cut points": lambda layer: layer.is_cut_point,
+    }[mode]
+    needle = query.strip().lower()
+    return [
+        layer
+        for layer in layers
+        if keep(layer) and (not needle or needle in layer.name.lower() or needle in layer.type.lower())
+    ]
+
+
+def freeze_from_selection(layers_shown: Sequence["LayerInfo"], selected_rows: Sequence[int]) -> int | None:
+    """The freeze point a row click means: the clicked layer's 1-based index becomes the first trainable layer.
+
+    selected_rows are positions in the table as shown (after filtering); None when nothing valid is selected.
+    """
+    if not selected_rows:
+        return None
+    row = selected_rows[0]
+    if not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < len(layers_shown):
+        return None  # a stale selection from a table that has since changed
+    return layers_shown[row].index
+
+
+def clamp_freeze(freeze: int | str, n_layers: int) -> int:
+    """The freeze index 1..n_layers+1 ("all" or anything past the end = every layer frozen)."""
+    if freeze == FREEZE_ALL:
+        return n_layers + 1
+    return max(1, min(int(freeze), n_layers + 1))
+
+
+def frozen_trainable_params(layers: Sequence["LayerInfo"], freeze: int | str) -> tuple[int, int]:
+    """(frozen, trainable) parameter counts under the seed rule: "freeze N" freezes layers[:N-1].
+
+    Counts all of a layer's parameters; BatchNormalization's moving statistics are never trained anyway.
+    """
+    cut = clamp_freeze(freeze, len(layers)) - 1
+    frozen = sum(layer.params for layer in layers[:cut])
+    trainable = sum(layer.params for layer in layers[cut:])
+    return frozen, trainable
+
+
+def first_trainable(layers: Sequence["LayerInfo"], freeze: int | str) -> "LayerInfo | None":
+    """The first layer that trains under `freeze`, or None when the whole backbone is frozen."""
+    cut = clamp_freeze(freeze, len(layers))
+    return layers[cut - 1] if cut <= len(layers) else None
+
+
+def parse_freeze(text: str | int) -> int | str:
+    """A freeze value typed by a person: a layer number >= 1 or "all"; ConfigError otherwise."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        cleaned = str(text).strip().lower()
+        if cleaned == FREEZE_ALL:
+            return FREEZE_ALL
+        try:
+            value = int(cleaned)
+        except ValueError:
+            raise ConfigError(f"freeze must be a layer number >= 1 or 'all', got {text!r}") from None
+    if value < 1:
+        raise ConfigError(f"freeze must be a layer number >= 1 or 'all', got {text!r}")
+    return value
