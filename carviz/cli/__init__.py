@@ -385,13 +385,14 @@ def _parse_class_arg(text: str, target: int):
     return parse_class_line(text, target, separator="=")
 
 
-def _follow_crawl(dataset: Path, out=None, poll: float = 1.0):
-    from carviz.data.crawl.crawler import progress_lines, wait_crawl
+def _follow_crawl(dataset: Path, out: Any = None, poll: float = 1.0) -> Any:
+    """Print the crawl's progress whenever it changes, until the job ends; returns the final CrawlState."""
+    from carviz.data.crawl.job import CrawlState, progress_lines, wait_crawl
 
     out = out or sys.stdout
     last: list[str] = []
 
-    def show(state) -> None:
+    def show(state: CrawlState) -> None:
         nonlocal last
         lines = progress_lines(state)
         if lines != last:
@@ -403,7 +404,8 @@ def _follow_crawl(dataset: Path, out=None, poll: float = 1.0):
 
 def cmd_crawl(args: argparse.Namespace) -> int:
     from carviz.data.collect import build_spec, parse_engine_options
-    from carviz.data.crawl.crawler import CrawlBusy, CrawlStatus, launch_crawl
+    from carviz.core.jobs import Status as JobStatus
+    from carviz.data.crawl.job import CrawlBusy, launch_crawl
 
     classes = [_parse_class_arg(text, args.target) for text in args.classes]
     names = [c.name for c in classes]
@@ -418,20 +420,21 @@ def cmd_crawl(args: argparse.Namespace) -> int:
         return 2
     print(f"crawl of {len(classes)} class(es) into {dataset} started in the background", flush=True)
     if args.wait:
-        return 0 if _follow_crawl(dataset).status == CrawlStatus.SUCCEEDED else 1
+        return 0 if _follow_crawl(dataset).status == JobStatus.SUCCEEDED else 1
     print(f"follow it with: python -m carviz crawl-status {args.dataset}")
     return 0
 
 
 def cmd_crawl_status(args: argparse.Namespace) -> int:
-    from carviz.data.crawl.crawler import CrawlStatus, progress_lines, read_crawl
+    from carviz.data.crawl.job import progress_lines, read_crawl
 
     state = read_crawl(_dataset(args.dataset))
     if args.json:
         print(json.dumps({
             "dataset": str(state.dataset_dir),
             "status": state.status.value if state.status else None,
-            "saved": state.saved, "target": state.target, "error": state.error,
+            "saved": state.saved, "target": state.target, "error": state.error, "reason": state.reason,
+            "message": state.message,
             "stop_requested": state.stop_requested, "current": state.current,
             "classes": {n: {"saved": p.saved, "target": p.target, "candidates": p.candidates, "failed": p.failed,
                             "rejected": p.rejected, "state": p.state} for n, p in state.classes.items()},
@@ -440,20 +443,23 @@ def cmd_crawl_status(args: argparse.Namespace) -> int:
     if state.current.get("class"):
         print(f"now: {state.current['class']} <- {state.current.get('query', '')!r}")
     print("\n".join(progress_lines(state)))
-    if state.info.get("message") and state.status is CrawlStatus.SUCCEEDED:
-        print(state.info["message"])
+    if state.message and not state.active:
+        print(state.message)
     return 0
 
 
 def cmd_crawl_stop(args: argparse.Namespace) -> int:
-    from carviz.data.crawl.crawler import progress_lines, read_crawl, stop_crawl
+    from carviz.data.crawl.job import progress_lines, read_crawl, stop_crawl
 
     dataset = _dataset(args.dataset)
-    if not read_crawl(dataset).active:
+    current = read_crawl(dataset)
+    if not (current.active or current.process_alive):  # a hung job (lost, process alive) is stopped too
         print(f"no crawl is running for {dataset.name}")
         return 0
     state = stop_crawl(dataset, timeout=args.timeout)
     print("\n".join(progress_lines(state)))
+    if state.message:
+        print(state.message)
     return 0
 
 
@@ -735,7 +741,7 @@ def _add_cache_command(sub: Any) -> None:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from carviz.views import cache_report
-    from carviz.ml import features
+    from carviz.ml import feature_cache
 
     try:
         if args.limit_gb is not None or args.dtype is not None:
@@ -748,18 +754,18 @@ def cmd_cache(args: argparse.Namespace) -> int:
             removed = cache_report.clear_cache()
             if not args.json:
                 print(f"cleared: {removed} feature set(s) removed")
-        current = features.load_settings()
-        entries = features.FeatureCache(features.cache_root(), current.max_bytes).entries()
+        current = feature_cache.load_settings()
+        entries = feature_cache.FeatureCache(feature_cache.cache_root(), current.max_bytes).entries()
     except OSError as error:  # e.g. an unwritable cache folder
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"root": str(features.cache_root()), "max_gb": current.max_gb, "dtype": current.dtype,
+        print(json.dumps({"root": str(feature_cache.cache_root()), "max_gb": current.max_gb, "dtype": current.dtype,
                           "total_bytes": sum(e.bytes for e in entries),
                           "entries": [{"key": e.key, "bytes": e.bytes, "last_used": e.last_used, "meta": e.meta}
                                       for e in entries]}, indent=2, ensure_ascii=False))
         return 0
-    print(f"feature cache in {features.cache_root()}: {cache_report.totals_text(entries, current.max_bytes)}"
+    print(f"feature cache in {feature_cache.cache_root()}: {cache_report.totals_text(entries, current.max_bytes)}"
           f" (new sets stored as {current.dtype})")
     if entries:
         print(f"{'key':<12} {'layer':<24} {'backbone':<14} {'alpha':>5} {'size':>5} {'head':<11} {'precision':<14} "

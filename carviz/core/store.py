@@ -26,7 +26,8 @@ from carviz.core.jobs.record import (
     read_json,
     read_json_object,
 )
-from carviz.core.jobs.status import JobState, Status, derive_state
+from carviz.core.jobs.state import derive_state
+from carviz.core.jobs.status import JobState, Status
 
 __all__ = [
     "METRIC_COLUMNS", "LRTest", "MetricsWriter", "Run", "RunState", "Status", "Store", "Sweep", "atomic_write_json",

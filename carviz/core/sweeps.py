@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from carviz.core import jobs
-from carviz.core.config import FREEZE_ALL, SweepConfig, _is_index  # noqa: F401 - re-exported for callers
+from carviz.core.config import (  # noqa: F401 - the sweep definition is re-exported for callers
+    FREEZE_ALL,
+    PruneConfig,
+    SweepConfig,
+    _is_index,
+    expand,
+    format_lr,
+    run_name,
+)
 from carviz.core.jobs import JobContext, JobKind, Outcome, Status
 from carviz.core.launch import launch as launch_run
 from carviz.core.store import SWEEP_FILE, Run, Store, Sweep, summarize

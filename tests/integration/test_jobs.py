@@ -42,7 +42,7 @@ def metric_epochs_on_disk(run: Run) -> list[int]:
 def test_a_job_finishes_with_a_complete_run_record(home, wait_for):
     run = launch.submit(TINY.replace(epochs=3))
     assert wait_terminal(wait_for, run) == Status.SUCCEEDED, run.log_tail()
-    for name in ("config.json", "status.json", "metrics.csv", "progress.json", "heartbeat", "train.log",
+    for name in ("config.json", "status.json", "metrics.csv", "progress.json", "heartbeat", "job.log",
                  "model.keras", "classes.json", "evaluation.json", "run.json", "split.json",
                  "checkpoint/last.keras", "checkpoint/state.json"):
         assert run.file(name).exists(), name
@@ -61,7 +61,8 @@ def test_a_job_finishes_with_a_complete_run_record(home, wait_for):
     assert evaluation["images"] == info["val_images"]
     assert evaluation["accuracy"] == pytest.approx(rows[-1]["val_accuracy"], abs=1e-6)
     assert run.progress()["phase"] == "done"
-    assert "epoch 3/3" in run.file("train.log").read_text()
+    assert "epoch 3/3" in run.file("job.log").read_text()
+    assert run.raw_status()["backend"] == "local" and run.info()["device"]["backend"] == "local"
 
 
 def test_stop_mid_training_keeps_finished_epochs_and_resume_continues(home, wait_for):
@@ -120,3 +121,37 @@ def test_a_failing_job_is_failed_with_its_reason(home, wait_for):
     assert wait_terminal(wait_for, run, 60) == Status.FAILED
     assert "at least 2 classes" in run.state().error
     assert "Traceback" in run.log_tail(200)
+
+
+def test_an_lr_range_test_waits_for_a_busy_slot(home, wait_for):
+    from carviz.ml import lr_range
+
+    busy = launch.submit(TINY.replace(name="busy", epochs=2000))
+    wait_for(lambda: busy.status() == Status.RUNNING, 60, "the training job to hold the only slot")
+    path = lr_range.launch_lr_range(TINY, min_lr=1e-4, max_lr=1e-1, steps=8)
+    wait_for(lambda: lr_range.read_lr_range(path).status == Status.QUEUED and
+             (path / "status.json").read_text().count('"pid": ') == 1, 60, "the LR test process to wait")
+    time.sleep(1.0)  # it keeps waiting while the slot is taken
+    assert lr_range.read_lr_range(path).status == Status.QUEUED and not (path / "result.json").exists()
+    jobs.stop(busy, timeout=30)
+    wait_for(lambda: lr_range.read_lr_range(path).status.is_terminal(), 120, "the LR test to run once the slot frees")
+    state = lr_range.read_lr_range(path)
+    assert state.status == Status.SUCCEEDED, (path / "job.log").read_text()[-2000:]
+    assert state.result is not None and len(state.result.lrs) == 8
+    assert '"slot": 0' in (path / "status.json").read_text()
+
+
+def test_a_second_process_for_the_same_run_refuses_to_start(home, wait_for):
+    import subprocess
+    import sys
+
+    run = launch.submit(TINY.replace(epochs=2000))
+    wait_for(lambda: run.status() == Status.RUNNING, 60, "the job to run")
+    before = run.raw_status()
+    second = subprocess.run([sys.executable, "-m", "carviz.ml.train", str(run.path)], capture_output=True, text=True,
+                            timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert second.returncode == 4 and "already running" in second.stderr
+    assert run.raw_status()["pid"] == before["pid"] and run.status() == Status.RUNNING
+    with pytest.raises(ValueError, match="only stopped, lost or failed"):
+        launch.resume(run)
+    jobs.stop(run, timeout=30)

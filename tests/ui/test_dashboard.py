@@ -35,3 +35,18 @@ def test_every_own_page_is_reachable(carviz_home: Path) -> None:
         at.switch_page(page).run()
         assert not at.exception, page
         assert at.title[0].value == title
+
+
+def test_the_dashboard_turns_gpu_memory_growth_on(carviz_home: Path, monkeypatch) -> None:
+    from carviz.data.datasets import generate_demo_dataset
+
+    generate_demo_dataset(carviz_home / "data" / "demo", per_class=4, image_size=48)
+    monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["aug_show"] = False
+    at.run()
+    assert not at.exception
+    import os
+
+    assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" and os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"

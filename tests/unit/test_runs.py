@@ -73,7 +73,7 @@ def test_a_stale_heartbeat_means_lost(carviz_home):
     heartbeat = run.file(record.HEARTBEAT_FILE)
     heartbeat.write_text("x")
     assert run.status() == Status.RUNNING
-    old = time.time() - runs.HEARTBEAT_STALE_SECONDS - 5
+    old = time.time() - record.HEARTBEAT_STALE_SECONDS - 5
     os.utime(heartbeat, (old, old))
     assert run.status() == Status.LOST
 

@@ -20,6 +20,7 @@ from carviz.views.plots.sweeps import freeze_figure, params_figure, selected_run
 from carviz.core.jobs.record import LAUNCH_FILE
 from carviz.core.store import METRICS_FILE, Run, Status, atomic_write_json, list_runs, now_iso
 from carviz.core.sweeps import PruneConfig, SweepConfig
+from carviz.ml.callbacks import rung_values, should_prune
 
 BASE = PRESETS["demo quick"].replace(epochs=3)
 
@@ -195,12 +196,11 @@ def test_the_feeder_launches_in_order_and_keeps_few_runs_waiting(carviz_home: Pa
     runs = record.runs()
     launched: list[str] = []
 
-    def launch(run: Run) -> int:  # a launched job that waits for its slot as long as the test says
+    def launch(run: Run, backend: str | None = None) -> None:  # a launched job that waits as long as the test says
         launched.append(run.id)
-        run.file(LAUNCH_FILE).write_text("{}")
-        return 1
+        run.file(LAUNCH_FILE).write_text('{"backend": "local"}')
 
-    monkeypatch.setattr(jobs, "launch", launch)
+    monkeypatch.setattr(sweep, "launch_run", launch)
     feeder = threading.Thread(target=sweep.feed, args=(record,), kwargs={"max_waiting": 1, "poll": 0.02})
     feeder.start()
     time.sleep(0.3)
@@ -208,10 +208,10 @@ def test_the_feeder_launches_in_order_and_keeps_few_runs_waiting(carviz_home: Pa
     finish(runs[0], [0.5])  # it ran and ended: the next one is launched
     time.sleep(0.3)
     assert launched == [runs[0].id, runs[1].id]
-    (record.path / sweep.STOP_FILE).touch()  # a stopped sweep's feeder ends
+    record.request_stop()  # a stopped sweep's feeder ends
     feeder.join(timeout=5)
     assert not feeder.is_alive() and launched == [runs[0].id, runs[1].id]
-    (record.path / sweep.STOP_FILE).unlink()
+    record.clear_stop_request()
     assert sweep.feed(record, max_waiting=5, poll=0.02) == 2 and launched == [r.id for r in runs]
 
 
@@ -298,21 +298,24 @@ def test_time_and_params_figures_and_selection() -> None:
     (0.1, [0.9], 0.5, 2, True),
 ])
 def test_should_prune(mine, others, keep, min_runs, pruned) -> None:
-    assert sweep.should_prune(mine, others, keep, min_runs) is pruned
+    assert should_prune(mine, others, keep, min_runs) is pruned
 
 
 def test_should_prune_quarter() -> None:
     others = [0.1 * i for i in range(1, 8)]  # 7 others + me = 8 runs, keep 2
-    assert not sweep.should_prune(0.65, others, 0.25, 3)  # second best (0.7 only is better)
-    assert sweep.should_prune(0.55, others, 0.25, 3)  # 0.6 and 0.7 are better
+    assert not should_prune(0.65, others, 0.25, 3)  # second best (0.7 only is better)
+    assert should_prune(0.55, others, 0.25, 3)  # 0.6 and 0.7 are better
 
 
 def test_rung_values(carviz_home: Path) -> None:
     record = sweep.create_sweep(grid(freeze_points=(1,), seeds=(1,), prune=PruneConfig(rungs=(1,), min_runs=2)))
     first, second = record.runs()
     finish(first, [0.4, 0.6])
-    assert sweep.rung_values(record, 1) == [0.4] and sweep.rung_values(record, 2, exclude=first.id) == []
-    assert sweep.rung_values(record, 3) == []
+    assert rung_values([first, second], 1) == [0.4] and rung_values([second], 2) == []
+    assert rung_values([first, second], 3) == []
+    context = second.sweep_context()  # what the run reads for pruning: its own record, not the sweep's
+    assert context["sweep_id"] == record.id and context["peer_run_ids"] == [first.id]
+    assert context["prune"] == {"rungs": [1], "keep_fraction": 0.5, "min_runs": 2}
 
 
 def test_pruned_status_is_terminal_and_resumable(carviz_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -323,7 +326,7 @@ def test_pruned_status_is_terminal_and_resumable(carviz_home: Path, monkeypatch:
     assert run.status() == Status.PRUNED
     summary = sweep.run_summary(run)
     assert summary["status"] == "pruned" and summary["pruned_at_epoch"] == 1
-    monkeypatch.setattr(jobs, "launch", lambda run: 1)
+    monkeypatch.setattr(jobs, "launch", lambda *args, **kwargs: None)
     assert sweep.resume_sweep(record.id) == []  # resuming a sweep leaves its pruned runs alone
     launch.resume(run)  # but a pruned run may be resumed by hand
     assert run.status() == Status.QUEUED

@@ -13,7 +13,8 @@ from carviz.core.jobs import local, ray_backend
 from carviz.core.jobs.harness import JobContext, Outcome, job_main, run_job
 from carviz.core.jobs.record import JobRecord, now_iso  # noqa: F401 - now_iso is part of the API
 from carviz.core.jobs.slots import gpu_count, slot_count
-from carviz.core.jobs.status import JobState, ProcessCheck, Status, check_process, derive_state
+from carviz.core.jobs.state import derive_state
+from carviz.core.jobs.status import JobState, ProcessCheck, Status, check_process
 
 __all__ = [
     "BACKENDS", "JobContext", "JobKind", "JobRecord", "JobState", "Outcome", "Status", "available_backends",

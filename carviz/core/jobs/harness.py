@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from carviz.core.jobs.record import HEARTBEAT_INTERVAL, LOG_FILE, JobRecord, hostname, now_iso
+from carviz.core.jobs.record import BACKEND_ENV, HEARTBEAT_INTERVAL, LOG_FILE, JobRecord, hostname, now_iso
 from carviz.core.jobs.slots import Slot, acquire_slot, gpu_count
 from carviz.core.jobs.status import Status, process_create_time
 
 log = logging.getLogger("carviz.jobs")
 
 LOCK_FILE = ".job.lock"
-BACKEND_ENV = "CARVIZ_JOB_BACKEND"  # set by the launcher: "local" or "ray"
 EXIT_NO_RECORD = 3  # the job cannot see its record folder (e.g. CARVIZ_HOME not on shared storage)
 EXIT_BUSY = 4  # another process already runs this job
 

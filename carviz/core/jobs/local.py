@@ -7,8 +7,7 @@ import signal
 import subprocess
 import sys
 
-from carviz.core.jobs.harness import BACKEND_ENV
-from carviz.core.jobs.record import JobRecord, hostname
+from carviz.core.jobs.record import BACKEND_ENV, JobRecord, hostname
 from carviz.core.jobs.slots import slot_count
 from carviz.core.jobs.status import ProcessCheck, check_process, process_create_time
 

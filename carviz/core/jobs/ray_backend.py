@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from carviz.core.jobs.local import job_environment
 from carviz.core.jobs.record import JobRecord
 from carviz.core.jobs.status import Status
 
@@ -83,8 +84,6 @@ def entrypoint_resources(address: str, needs_accelerator: bool) -> dict[str, flo
 
 def launch(record: JobRecord, module: str, needs_accelerator: bool) -> None:
     """Submit `python -m MODULE FOLDER` as a Ray job; writes launch.json (address and submission id)."""
-    from carviz.core.jobs.local import job_environment
-
     address = _address()
     submission_id = f"carviz-{record.id}-{secrets.token_hex(3)}"  # a resumed job is a new submission
     resources = entrypoint_resources(address, needs_accelerator)

@@ -21,6 +21,8 @@ STOP_FILE = "stop_request"  # the one thing the UI/CLI writes: "please stop"
 LOG_FILE = "job.log"  # the job's stdout/stderr and log lines
 OLD_LOG_FILES = ("train.log",)  # what records made before the shared runtime call their log
 
+BACKEND_ENV = "CARVIZ_JOB_BACKEND"  # set by the launcher for the job: "local" or "ray"
+
 HEARTBEAT_INTERVAL = 2.0  # seconds between heartbeat touches
 HEARTBEAT_STALE_SECONDS = 60.0  # no touch for this long: the job is hung or gone
 

@@ -1,4 +1,4 @@
-"""One Status for every job kind, and the state of a job as derived on read (lost is derived, never written)."""
+"""One Status for every job kind, the one rule for telling whether a recorded process is the job, and JobState."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from carviz.core.jobs.record import HEARTBEAT_STALE_SECONDS, JobRecord, hostname
+from carviz.core.jobs.record import hostname
 
 
 class Status(str, Enum):
@@ -82,61 +82,3 @@ class JobState:
     backend: str = "local"
     host: str | None = None
     process: ProcessCheck | None = None  # None: no process recorded (never launched) or not checked
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def _text_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def derive_state(record: JobRecord) -> JobState:
-    """The job's state now. A queued/running record whose process is gone reads LOST (or STOPPED after a stop
-    request); a running one whose heartbeat went stale reads LOST; a Ray job is judged by Ray's own status."""
-    raw = record.raw_status()
-    launch = record.launch_info()
-    try:
-        recorded: Status | None = Status(raw.get("state"))
-    except ValueError:
-        recorded = None
-    backend = launch.get("backend") if isinstance(launch.get("backend"), str) else "local"
-    own_pid = _int_or_none(raw.get("pid"))
-    pid = own_pid or _int_or_none(launch.get("pid"))
-    create_time = raw.get("pid_create_time") if own_pid else launch.get("pid_create_time")
-    host = _text_or_none(raw.get("host") if own_pid else launch.get("host"))
-    status = recorded if recorded is not None else Status.LOST
-    reason = "" if recorded is not None else "status.json missing or unreadable"
-    process: ProcessCheck | None = None
-    if recorded in (Status.QUEUED, Status.RUNNING):
-        if backend == "ray":
-            from carviz.core.jobs import ray_backend
-
-            status, reason, error = ray_backend.derive(record, recorded, launch)
-            if error:
-                raw = {**raw, "error": error}
-        elif pid is not None:
-            process = check_process(pid, create_time, host)
-            if process == ProcessCheck.GONE:
-                if record.stop_requested():
-                    status, reason = Status.STOPPED, "stopped on request (process ended)"
-                else:
-                    status, reason = Status.LOST, f"process {pid} is gone"
-        if status == recorded == Status.RUNNING and process != ProcessCheck.GONE:
-            age = record.heartbeat_age()
-            if age is not None and age > HEARTBEAT_STALE_SECONDS:
-                status, reason = Status.LOST, f"no heartbeat for {age:.0f} s"
-    return JobState(
-        status=status,
-        recorded=recorded,
-        pid=pid,
-        error=_text_or_none(raw.get("error")),
-        created_at=_text_or_none(raw.get("created_at")),
-        started_at=_text_or_none(raw.get("started_at")),
-        ended_at=_text_or_none(raw.get("ended_at")),
-        reason=reason,
-        backend=backend,
-        host=host,
-        process=process,
-    )

@@ -1,0 +1,135 @@
+"""The shared job runtime: the harness's final statuses, the job lock, liveness rules, and forgiving reads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from carviz.core import jobs
+from carviz.core.config import TrainConfig
+from carviz.core.jobs import JobRecord, Outcome, Status, run_job
+from carviz.core.jobs.harness import EXIT_NO_RECORD, JobBusy
+from carviz.core.jobs.record import HEARTBEAT_STALE_SECONDS, make_record_dir, now_iso
+from carviz.core.jobs.status import ProcessCheck, check_process, process_create_time
+from carviz.core.store import Store, summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def record(tmp_path: Path) -> JobRecord:
+    return JobRecord(make_record_dir(tmp_path / "jobs"))
+
+
+def test_a_body_that_returns_records_its_outcome_and_fields(record: JobRecord, tmp_path: Path) -> None:
+    seen = {}
+
+    def body(context):
+        seen["status"] = context.record.raw_status()
+        return Outcome(Status.PRUNED, {"pruned_at_epoch": 2})
+
+    assert run_job(record, body, needs_accelerator=True, slots_dir=tmp_path / "slots") == Status.PRUNED
+    assert seen["status"]["state"] == "running" and seen["status"]["slot"] == 0
+    assert seen["status"]["pid"] == os.getpid() and seen["status"]["backend"] == "local"
+    raw = record.raw_status()
+    assert raw["state"] == "pruned" and raw["pruned_at_epoch"] == 2 and raw["ended_at"]
+    assert jobs.derive_state(record).status == Status.PRUNED
+
+
+def test_a_failing_body_is_recorded_failed_with_its_reason(record: JobRecord) -> None:
+    def body(context):
+        raise ValueError("dataset 'x' not found")
+
+    with pytest.raises(ValueError):
+        run_job(record, body, needs_accelerator=False)
+    state = jobs.derive_state(record)
+    assert state.status == Status.FAILED and state.error == "ValueError: dataset 'x' not found"
+
+
+def test_a_stop_requested_before_the_start_never_runs_the_body(record: JobRecord) -> None:
+    record.request_stop()
+    ran = []
+    assert run_job(record, lambda context: ran.append(1) or Status.SUCCEEDED, needs_accelerator=False) \
+        == Status.STOPPED
+    assert ran == [] and record.raw_status()["state"] == "stopped"
+
+
+def test_one_process_per_job_the_second_is_refused(record: JobRecord) -> None:
+    inside, release = threading.Event(), threading.Event()
+
+    def body(context):
+        inside.set()
+        release.wait(10)
+        return Status.SUCCEEDED
+
+    first = threading.Thread(target=run_job, args=(record, body), kwargs={"needs_accelerator": False})
+    first.start()
+    assert inside.wait(10)
+    with pytest.raises(JobBusy):
+        run_job(record, lambda context: Status.SUCCEEDED, needs_accelerator=False)
+    release.set()
+    first.join(10)
+    assert record.raw_status()["state"] == "succeeded"
+
+
+def test_liveness_one_rule(record: JobRecord) -> None:
+    me = os.getpid()
+    assert check_process(me, process_create_time(me)) == ProcessCheck.ALIVE
+    assert check_process(me, process_create_time(me) - 100) == ProcessCheck.GONE  # pid reused by another process
+    assert check_process(me, None, host="another-node") == ProcessCheck.UNVERIFIABLE
+    assert check_process("abc", None) == ProcessCheck.GONE and check_process(-5, None) == ProcessCheck.GONE
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert check_process(dead.pid, None) == ProcessCheck.GONE
+
+
+def test_a_job_on_another_host_is_judged_by_its_heartbeat(record: JobRecord) -> None:
+    record.write_status(Status.RUNNING, pid=12345, pid_create_time=1.0, host="another-node")
+    record.touch_heartbeat()
+    state = jobs.derive_state(record)
+    assert state.status == Status.RUNNING and state.process == ProcessCheck.UNVERIFIABLE
+    old = os.path.getmtime(record.file("heartbeat")) - HEARTBEAT_STALE_SECONDS - 5
+    os.utime(record.file("heartbeat"), (old, old))
+    state = jobs.derive_state(record)
+    assert state.status == Status.LOST and state.reason.startswith("no heartbeat")
+
+
+@pytest.mark.parametrize("content", ['"garbage"', "42", "[1, 2]", '{"state": "running", "pid": "abc"}',
+                                     '{"state": "running", "pid": -5}', "{not json", b"\xff\xfe"])
+def test_a_malformed_status_reads_as_a_state_not_a_crash(carviz_home: Path, content) -> None:
+    store = Store()
+    good = store.create_run(TrainConfig(name="good"))
+    bad = store.create_run(TrainConfig(name="bad"))
+    path = bad.file("status.json")
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    state = bad.state()
+    assert state.status in (Status.LOST, Status.RUNNING)
+    assert [summarize(run)["name"] for run in store.list_runs()] == ["bad", "good"]
+
+
+def test_the_store_refuses_ids_that_escape_and_finds_by_prefix_or_name(carviz_home: Path) -> None:
+    store = Store()
+    run = store.create_run(TrainConfig(name="mine"))
+    for bad in ("..", "../x", ".sweeps", "", "a/b"):
+        with pytest.raises(LookupError):
+            store.get_run(bad)
+    assert store.get_run(run.id) == run and store.find_run("mine") == run and store.find_run(run.id[:15]) == run
+
+
+def test_a_job_that_cannot_see_its_record_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "not-shared" / "20260101-000000.000-abcdef"
+    result = subprocess.run([sys.executable, "-m", "carviz.ml.train", str(missing)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300)
+    assert result.returncode == EXIT_NO_RECORD
+    assert "cannot see its record" in result.stderr and "storage that every node sees" in result.stderr
+
+
+def test_stop_of_a_never_launched_job_marks_it_stopped(record: JobRecord) -> None:
+    record.write_status(Status.QUEUED, created_at=now_iso())
+    assert jobs.stop(record, timeout=1) == Status.STOPPED
+    assert record.raw_status()["state"] == "stopped" and record.stop_requested()
