@@ -7,7 +7,7 @@ from typing import Any
 import streamlit as st
 
 from carviz.views import cache_report
-from carviz.ml import features
+from carviz.ml import feature_cache
 from carviz.core.config import ConfigError
 from app_pages._common import form_to_config
 
@@ -50,10 +50,10 @@ def render_cache_panel() -> None:
     message = st.session_state.pop(MESSAGE, None)
     if message:
         (st.error if message[0] == "error" else st.success)(message[1])
-    root = features.cache_root()
+    root = feature_cache.cache_root()
     try:
-        current = features.load_settings()
-        entries = features.FeatureCache(root, current.max_bytes).entries()
+        current = feature_cache.load_settings()
+        entries = feature_cache.FeatureCache(root, current.max_bytes).entries()
     except OSError as exc:
         st.error(f"Cannot read the feature cache in {root}: {exc}")
         return
@@ -71,8 +71,8 @@ def render_cache_panel() -> None:
         c1.number_input("Size limit (GiB)", min_value=0.0, max_value=100_000.0, value=float(current.max_gb),
                         step=1.0, format="%g", key="cache_limit_gb",
                         help="Lowering it evicts the least recently used feature sets at once.")
-        c2.selectbox("Storage dtype", features.STORAGE_DTYPES, index=features.STORAGE_DTYPES.index(current.dtype),
-                     key="cache_dtype",
+        c2.selectbox("Storage dtype", feature_cache.STORAGE_DTYPES,
+                     index=feature_cache.STORAGE_DTYPES.index(current.dtype), key="cache_dtype",
                      help="float16 halves the disk used; results may differ slightly from float32. "
                           "Feature sets stored in the other dtype are not reused.")
         st.form_submit_button("Save cache settings", on_click=_save_settings)

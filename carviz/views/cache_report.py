@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from carviz.ml import features
+from carviz.ml import feature_cache
 from carviz.core.config import FREEZE_ALL, TrainConfig
 
 GIB = 1024**3
@@ -24,14 +24,14 @@ def format_size(n_bytes: float) -> str:
     return f"{int(n_bytes)} B"
 
 
-def totals_text(entries: Sequence[features.CacheEntry], max_bytes: int) -> str:
+def totals_text(entries: Sequence[feature_cache.CacheEntry], max_bytes: int) -> str:
     """E.g. '1.2 GiB of 20 GiB, 5 feature sets'."""
     count = len(entries)
     return (f"{format_size(sum(e.bytes for e in entries))} of {format_size(max_bytes)}, "
             f"{count} feature set{'' if count == 1 else 's'}")
 
 
-def entry_rows(entries: Iterable[features.CacheEntry]) -> list[dict[str, Any]]:
+def entry_rows(entries: Iterable[feature_cache.CacheEntry]) -> list[dict[str, Any]]:
     """One display row per cached feature set, most recently used first (as entries() orders them)."""
     rows = []
     for entry in entries:
@@ -52,25 +52,26 @@ def entry_rows(entries: Iterable[features.CacheEntry]) -> list[dict[str, Any]]:
     return rows
 
 
-def change_settings(max_gb: float | None = None, dtype: str | None = None) -> tuple[features.CacheSettings, list[str]]:
+def change_settings(max_gb: float | None = None,
+                    dtype: str | None = None) -> tuple[feature_cache.CacheSettings, list[str]]:
     """Save a new size limit and/or storage dtype (ValueError, before any change, when one is bad), then evict
     down to the limit; returns the saved settings and the keys evicted."""
-    current = features.load_settings()
-    new = features.CacheSettings(max_gb=current.max_gb if max_gb is None else float(max_gb),
-                                 dtype=current.dtype if dtype is None else dtype)
-    features.save_settings(new)
-    removed = features.FeatureCache(features.cache_root(), new.max_bytes).evict(new.max_bytes)
+    current = feature_cache.load_settings()
+    new = feature_cache.CacheSettings(max_gb=current.max_gb if max_gb is None else float(max_gb),
+                                      dtype=current.dtype if dtype is None else dtype)
+    feature_cache.save_settings(new)
+    removed = feature_cache.FeatureCache(feature_cache.cache_root(), new.max_bytes).evict(new.max_bytes)
     return new, removed
 
 
 def clear_cache() -> int:
     """Remove every cached feature set; how many were removed."""
-    return len(features.default_cache().evict(0))
+    return len(feature_cache.default_cache().evict(0))
 
 
 def config_note(config: TrainConfig) -> str:
     """One line for a config: whether its run will train on cached features, and if not, why."""
-    reason = features.unavailable_reason(config)
+    reason = feature_cache.unavailable_reason(config)
     return USED_NOTE if reason is None else f"Feature cache not used: {reason}"
 
 
@@ -80,7 +81,7 @@ def sweep_note(base: TrainConfig, freeze_points: Sequence[int | str]) -> str:
         return config_note(base.replace(freeze=FREEZE_ALL))
     by_reason: dict[str | None, list[str]] = {}
     for point in freeze_points:
-        by_reason.setdefault(features.unavailable_reason(base.replace(freeze=point)), []).append(str(point))
+        by_reason.setdefault(feature_cache.unavailable_reason(base.replace(freeze=point)), []).append(str(point))
     if len(by_reason) == 1:
         return config_note(base.replace(freeze=freeze_points[0]))
     parts = [f"used by the runs with freeze {', '.join(by_reason.pop(None))}"] if None in by_reason else []
