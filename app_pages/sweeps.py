@@ -41,7 +41,7 @@ modes = FREEZE_MODES if prefill else FREEZE_MODES[:2]
 base_config = PRESETS[st.selectbox("Base preset", list(PRESETS), index=list(PRESETS).index(DEFAULT_PRESET),
                                    key="sw_preset", help="Every field not set here comes from the preset.")]
 c1, c2 = st.columns(2)
-name = c1.text_input("Sweep name", value="freeze study", key="sw_name", max_chars=sweeps.MAX_NAME)
+name = c1.text_input("Sweep name", value="freeze study", key="sw_name", max_chars=sweeps.MAX_SWEEP_NAME)
 datasets = dataset_names() or [base_config.dataset]
 dataset = c2.selectbox("Dataset", datasets, key="sw_dataset", help=f"Folders under {settings.data_dir()}",
                        index=datasets.index(base_config.dataset) if base_config.dataset in datasets else 0)

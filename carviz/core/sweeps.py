@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from carviz.core import jobs
 from carviz.core.config import (  # noqa: F401 - the sweep definition is re-exported for callers
     FREEZE_ALL,
+    MAX_SWEEP_NAME,
     PruneConfig,
     SweepConfig,
     _is_index,

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from carviz.ml import features
-from carviz.core import jobs
+from carviz.core import jobs, launch
 from carviz.core import sweeps as sweep
 from carviz.core.config import PRESETS
 from carviz.data.datasets import generate_demo_dataset
@@ -41,8 +41,8 @@ def open_train() -> AppTest:
 
 def test_train_caption_and_checkbox_follow_the_form(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     submitted: list[Run] = []
-    monkeypatch.setattr(jobs, "submit", lambda config, runs_root=None: submitted.append(create_run(config)) or
-                        submitted[-1])
+    monkeypatch.setattr(launch, "submit", lambda config, runs_root=None, backend=None:
+                        submitted.append(create_run(config)) or submitted[-1])
     at = open_train()
     assert not at.exception
     assert at.checkbox(key="tf_feature_cache").value is True
@@ -68,7 +68,7 @@ def test_train_caption_and_checkbox_follow_the_form(demo: Path, monkeypatch: pyt
 
 
 def test_sweeps_caption_and_launch_carry_augmentation(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs, "launch", lambda run: 1)
+    monkeypatch.setattr(jobs, "launch", lambda *args, **kwargs: None)
     at = AppTest.from_file(SWEEPS, default_timeout=30).run()
     assert not at.exception
     assert ("Feature cache used by the runs with freeze all; not used with freeze 1: nothing before the first "

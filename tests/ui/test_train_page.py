@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from carviz.core import jobs
+from carviz.core import jobs, launch
 from carviz.core import store as runs
 from carviz.core.jobs import record
 from carviz.core.jobs.status import ProcessCheck, check_process, process_create_time
@@ -55,7 +55,7 @@ def make_runs() -> dict[str, Run]:
     live.write_status(Status.RUNNING, pid=os.getpid(), pid_create_time=process_create_time(os.getpid()),
                       started_at=runs.now_iso())
     live.file(record.HEARTBEAT_FILE).write_text(runs.now_iso())
-    runs.atomic_write_json(live.file(runs.PROGRESS_FILE), {
+    runs.atomic_write_json(live.file(record.PROGRESS_FILE), {
         "phase": "training", "epoch": 3, "epochs": 5, "step": 4, "steps_per_epoch": 8,
         "images_per_second": 123.4, "eta_seconds": 42.0, "loss": 0.8, "accuracy": 0.7, "updated_at": runs.now_iso(),
     })
@@ -149,12 +149,12 @@ def test_launch_submits_once_per_click(carviz_home: Path, monkeypatch: pytest.Mo
     tiny_demo(carviz_home)
     submitted: list[Run] = []
 
-    def fake_submit(config, runs_root=None):  # the real launch is covered by test_real_launch_...
+    def fake_submit(config, runs_root=None, backend=None):  # the real launch is covered by test_real_launch_...
         run = create_run(config, runs_root)
         submitted.append(run)
         return run
 
-    monkeypatch.setattr(jobs, "submit", fake_submit)
+    monkeypatch.setattr(launch, "submit", fake_submit)
     at = open_train(AppTest.from_file(APP, default_timeout=30))
     at.text_input(key="tf_name").input("from the test")
     at.button(key="FormSubmitter:train_form-Launch").click().run()
