@@ -53,7 +53,7 @@ def predict_uploads(run: Run, files: list) -> list:
 
 st.title("Predict")
 
-finished = [run for run in list_runs() if run.status() == Status.SUCCEEDED and run.file("model.keras").is_file()]
+finished = [run for run in list_runs() if run.status() == Status.SUCCEEDED and run.has_model()]
 if not finished:
     st.info("No finished run with a trained model yet. Train one on the **Train** page, then come back.")
     st.stop()

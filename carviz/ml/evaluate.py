@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 
 from carviz.core import settings
-from carviz.core.store import Run, read_json
+from carviz.core.store import Run
 
-SPLIT_FILE = "split.json"
 MAX_LISTED_MISSING = 10
 
 
@@ -61,10 +60,9 @@ def validation_files(run: Run) -> tuple[Path, list[str], list[Path], list[int]]:
     """(dataset root, classes, validation paths, labels) as the trainer recorded them in split.json."""
     from carviz.data.datasets import Split
 
-    data = run.file(SPLIT_FILE)
-    raw = read_json(data)
+    raw = run.split()
     if raw is None:
-        raise FileNotFoundError(f"run {run.id} has no {SPLIT_FILE} (it never got as far as splitting its data)")
+        raise FileNotFoundError(f"run {run.id} has no recorded split (it never got as far as splitting its data)")
     recorded = run.info().get("dataset_path")
     root = Path(recorded) if recorded else settings.resolve_dataset(str(run.config_dict().get("dataset", "")))
     if not root.is_dir():

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from carviz.data.datasets import load_image_rgb
-from carviz.core.store import CLASSES_FILE, MODEL_FILE, Run
+from carviz.core.store import Run
 
 if TYPE_CHECKING:
     import keras
@@ -21,7 +21,7 @@ TopK = list[tuple[str, float]]
 
 
 def model_path(run: Run) -> Path:
-    return run.file(MODEL_FILE)
+    return run.model_path()
 
 
 def model_version(run: Run) -> float:
@@ -114,10 +114,10 @@ def load_model(run: Run) -> Predictor:
     """The run's trained model with its classes and input size; FileNotFoundError when it has none (yet)."""
     path = model_path(run)
     if not path.is_file():
-        raise FileNotFoundError(f"run {run.id} has no trained model ({MODEL_FILE} missing; status {run.status().value})")
+        raise FileNotFoundError(f"run {run.id} has no trained model (no model file; status {run.status().value})")
     classes = run.classes() or run.info().get("classes")
     if not classes:
-        raise FileNotFoundError(f"run {run.id} has no class list ({CLASSES_FILE} missing)")
+        raise FileNotFoundError(f"run {run.id} has no class list (no classes.json)")
     image_size = int(run.config_dict().get("image_size") or 0)
     if image_size <= 0:
         raise ValueError(f"run {run.id}: config.json has no image_size")
