@@ -146,6 +146,8 @@ class MetricsWriter:
 class Run(JobRecord):
     """A training run's folder: its job files plus config, metrics, info, split, classes, evaluation, model."""
 
+    MARKER = CONFIG_FILE
+
     # --- reading ------------------------------------------------------------------
     def config(self) -> TrainConfig:
         return TrainConfig.load(self.file(CONFIG_FILE))
@@ -242,6 +244,8 @@ class Sweep(JobRecord):
     """A sweep's folder (runs/.sweeps/<id>): its definition, its runs' ids in launch order, and the backend its
     runs go to. The folder is also the record of the sweep's feeder job. Raises LookupError when unreadable."""
 
+    MARKER = SWEEP_FILE
+
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
         data = read_json_object(self.file(SWEEP_FILE))
@@ -263,6 +267,8 @@ class Sweep(JobRecord):
 
 class LRTest(JobRecord):
     """An LR range test's folder (runs/.lr_range/<id>): config, parameters, live progress and the result."""
+
+    MARKER = CONFIG_FILE
 
     def config_dict(self) -> dict[str, Any]:
         return read_json_object(self.file(CONFIG_FILE))

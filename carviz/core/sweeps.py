@@ -27,7 +27,7 @@ from carviz.core.config import (  # noqa: F401 - the sweep definition is re-expo
 )
 from carviz.core.jobs import JobContext, JobKind, Outcome, Status
 from carviz.core.launch import launch as launch_run
-from carviz.core.store import SWEEP_FILE, Run, Store, Sweep, summarize
+from carviz.core.store import Run, Store, Sweep, summarize
 
 if TYPE_CHECKING:
     from carviz.ml.backbones import LayerInfo
@@ -310,8 +310,7 @@ def feeder_body(context: JobContext) -> Outcome:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m carviz.core.sweeps SWEEP_DIR`: the sweep's feeder (see feed)."""
-    return jobs.job_main(argv, feeder_body, kind="sweep feeder", needs_accelerator=False, marker_file=SWEEP_FILE,
-                         record_type=jobs.JobRecord)
+    return jobs.job_main(argv, feeder_body, kind="sweep feeder", needs_accelerator=False, record_type=Sweep)
 
 
 if __name__ == "__main__":

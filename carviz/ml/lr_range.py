@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from carviz.core import settings
 from carviz.core.config import TrainConfig
 from carviz.core.jobs import JobContext, Outcome, Status, job_main, run_job
-from carviz.core.store import CONFIG_FILE, LRTest, Store
+from carviz.core.store import LRTest, Store
 
 log = logging.getLogger("carviz.ml.lr_range")
 
@@ -321,7 +321,7 @@ def run_lr_range_job(path: str | Path, stop_flag: threading.Event | None = None)
 
 def main(argv: list[str] | None = None) -> int:
     return job_main(argv, lambda context: lr_range_body(LRTest(context.record.path), context),
-                    kind="LR range test", needs_accelerator=True, marker_file=CONFIG_FILE, record_type=LRTest)
+                    kind="LR range test", needs_accelerator=True, record_type=LRTest)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any
 from carviz.core.config import TrainConfig
 from carviz.core.jobs import JobContext, Outcome, Status, job_main, run_job
 from carviz.core.jobs.record import now_iso
-from carviz.core.store import CONFIG_FILE, Run
+from carviz.core.store import Run
 from carviz.ml import features
 
 log = logging.getLogger("carviz.ml.train")
@@ -209,7 +209,7 @@ def _sweep_positions(run: Run, model: Any, config: TrainConfig) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     return job_main(argv, lambda context: train_body(Run(context.record.path), context), kind="training",
-                    needs_accelerator=True, marker_file=CONFIG_FILE, record_type=Run)
+                    needs_accelerator=True, record_type=Run)
 
 
 if __name__ == "__main__":

@@ -176,7 +176,7 @@ class JobBusy(RuntimeError):
 
 
 def job_main(argv: list[str] | None, body: Callable[[JobContext], Outcome | Status], *, kind: str,
-             needs_accelerator: bool, marker_file: str, record_type: type[JobRecord] = JobRecord) -> int:
+             needs_accelerator: bool, record_type: type[JobRecord] = JobRecord, marker_file: str | None = None) -> int:
     """`python -m <module> FOLDER`: the process entry point of every job kind. Exit 0 when the job ended as
     succeeded, stopped or pruned; 1 when it failed; 2 on bad arguments; 3 when it cannot see its record (say, on a
     cluster node without the shared CARVIZ_HOME); 4 when another process already runs it."""
@@ -185,6 +185,7 @@ def job_main(argv: list[str] | None, body: Callable[[JobContext], Outcome | Stat
         print(f"usage: python -m <{kind} module> FOLDER", file=sys.stderr)
         return 2
     folder = Path(args[0])
+    marker_file = marker_file or record_type.MARKER
     if not (folder / marker_file).is_file():
         print(f"carviz: the {kind} job on host {hostname()} cannot see its record {folder} (no {marker_file}). "
               f"CARVIZ_HOME must be on storage that every node sees (see README, 'Clusters').", file=sys.stderr)

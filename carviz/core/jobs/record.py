@@ -122,6 +122,8 @@ class JobRecord:
     starts the process writes launch.json.
     """
 
+    MARKER = STATUS_FILE  # the file whose presence says "this folder is such a record" (job_main checks it)
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.id = self.path.name
