@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from carviz.data.crawl import crawler as crawl
+from carviz.data.crawl import job as crawl
 from carviz.core import settings
+from carviz.core.jobs import Status
 from carviz.data.collect import (
     ENGINE_CHOICES,
     GENERIC_OPTIONS,
@@ -220,11 +221,13 @@ def crawl_status(root: Path) -> None:
                                           f"{row['rejected']} rejected · {row['state']}")
     if state.error:
         st.error(state.error)
-    elif state.info.get("message") and state.status == crawl.CrawlStatus.SUCCEEDED:
-        st.caption(state.info["message"])
+    elif state.status == Status.LOST and state.reason:
+        st.warning(f"The crawl job is lost: {state.reason}.")
+    if state.message and not state.active:
+        st.caption(state.message)
     left, middle, _ = st.columns([1, 1, 4])
-    if not state.active and state.status not in (crawl.CrawlStatus.STOPPED, crawl.CrawlStatus.LOST,
-                                                 crawl.CrawlStatus.FAILED):
+    resumable = (Status.STOPPED, Status.LOST, Status.FAILED)
+    if not state.active and not state.process_alive and state.status not in resumable:
         middle = left  # no Resume: Edit request takes the first place
     if state.active:
         if state.stop_requested:
@@ -234,18 +237,20 @@ def crawl_status(root: Path) -> None:
         else:
             left.button("Stop", key="cr_stop", on_click=_stop_crawl, args=(root,),
                         help="The job stops after the current download; images kept, a re-run resumes")
-    elif state.status in (crawl.CrawlStatus.STOPPED, crawl.CrawlStatus.LOST, crawl.CrawlStatus.FAILED) and state.spec:
+    elif state.process_alive:  # lost (no heartbeat) while its process still runs: hung
+        left.button("Force stop", key="cr_force", on_click=_force_stop, args=(root,),
+                    help="End the hung job (and its browser) so that it can be resumed")
+    elif state.status in resumable and state.spec:
         left.button("Resume", key="cr_resume", on_click=_resume_crawl, args=(root,),
                     help="Run the same request again: URLs already tried are skipped, saved images count")
     if state.spec is not None and not state.active:
         if middle.button("Edit request", key="cr_load", help="Copy this crawl's classes and settings into the form above"):
             ss["cr_pending_load"] = str(root)  # applied before the form's widgets exist, on a whole-page rerun
             st.rerun()
-    log = root / crawl.STATE_DIR / "crawl.log"
-    if log.is_file():
-        with st.expander("crawl.log"):
-            lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-            st.code("\n".join(lines[-30:]) or "(empty)", language=None)
+    record = state.record
+    if record.log_path().is_file():
+        with st.expander("Job log"):
+            st.code(record.log_tail(30) or "(empty)", language=None)
 
 
 def collect_section(names: list[str], root: Path | None) -> None:

@@ -1,6 +1,6 @@
 """Glue shared by the Data page and the CLI for collecting images: form text -> crawl specs, import and review helpers.
 
-Pure functions over the crawler (carviz.data.crawl.crawler) and the importer (carviz.data.importer); no Streamlit here.
+Pure functions over the crawl (carviz.data.crawl: spec, job) and the importer (carviz.data.importer); no Streamlit here.
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from carviz.core import settings
-from carviz.data.crawl.crawler import ClassRequest, CrawlSpec, CrawlState
+from carviz.data.crawl.spec import ClassRequest, CrawlSpec
 from carviz.data.importer import ImportReport, dataset_path, import_zip, is_image_file, safe_class_name
+
+if TYPE_CHECKING:
+    from carviz.data.crawl.job import CrawlState
 
 ENGINE_CHOICES = ("bing", "duckduckgo", "generic")
 # GenericEngine arguments, in the order the forms show them; thumb_attributes is a comma-separated list

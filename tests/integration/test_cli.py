@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from carviz.data.crawl import crawler as crawl
+from carviz.data.crawl import job as crawl
 from carviz.cli import main
-from carviz.data.crawl.crawler import CrawlStatus
+from carviz.core.jobs import Status as CrawlStatus
 
 try:
     from .test_crawl import _browser_or_skip, site  # noqa: F401 - the fake image-search site fixture

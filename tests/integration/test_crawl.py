@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,9 +17,12 @@ import psutil
 import pytest
 from PIL import Image
 
-from carviz.data.crawl import crawler
-from carviz.data.crawl.crawler import CrawlSpec, CrawlStatus
+from carviz.core.jobs import Status
+from carviz.core.jobs.status import ProcessCheck, check_process
+from carviz.data.crawl import crawler, fetch, job
 from carviz.data.crawl.engines import BingImages, Candidate, DuckDuckGoImages, GenericEngine, make_engine
+from carviz.data.crawl.record import CrawlRecord, read_jsonl
+from carviz.data.crawl.spec import CrawlSpec
 
 try:
     from . import fake_image_search as fake
@@ -26,6 +30,7 @@ except ImportError:  # tests/ is not a package
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import fake_image_search as fake
 
+ROOT = Path(__file__).resolve().parents[2]  # the project checkout
 MIN_SIDE = 64
 TARGET = 6
 # Chromium resolves its update, sign-in and search hosts on its own: no DNS at all, only 127.0.0.1
@@ -34,7 +39,7 @@ LOCAL_ONLY = '--host-resolver-rules="MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"'
 
 def _browser_or_skip() -> None:
     try:
-        crawler.find_browser()
+        fetch.find_browser()
     except FileNotFoundError as exc:
         pytest.skip(f"needs Chromium and chromedriver: {exc}")
 
@@ -109,7 +114,7 @@ def _spec(site, classes, **overrides) -> CrawlSpec:
 
 
 def _manifest(dataset: Path) -> list[dict]:
-    return crawler.read_jsonl(dataset / ".crawl" / "manifest.jsonl")
+    return read_jsonl(dataset / ".crawl" / "manifest.jsonl")
 
 
 def _images(folder: Path) -> list[Path]:
@@ -124,7 +129,7 @@ def test_crawl_counts_dedupe_filters_manifest_and_errors(site, tmp_path):
         {"name": "베타", "queries": ["beta one", "beta two"], "target": TARGET},  # a Korean class name
     ])
     updates = []
-    with crawler.open_browser() as driver:
+    with fetch.open_browser() as driver:
         result = crawler.crawl(spec, dataset, on_progress=lambda c: updates.append(c["alpha"].saved), driver=driver)
         # the same browser reads the real engines' markup (served locally)
         driver.get(site.url("/bing-like"))
@@ -161,7 +166,7 @@ def test_crawl_counts_dedupe_filters_manifest_and_errors(site, tmp_path):
     assert min(a - b for i, a in enumerate(hashes) for b in hashes[i + 1:]) > spec.near_threshold
 
     # every broken link and every rejected image is reported, none was fatal
-    errors = crawler.read_jsonl(dataset / ".crawl" / "errors.jsonl")
+    errors = read_jsonl(dataset / ".crawl" / "errors.jsonl")
     why = {(e["url"].removeprefix(site.base_url), e["reason"]) for e in errors}
     assert {
         ("/img/missing.jpg", "http_error"), ("/img/html.jpg", "not_image"), ("/img/slow.jpg", "timeout"),
@@ -181,9 +186,11 @@ def test_crawl_counts_dedupe_filters_manifest_and_errors(site, tmp_path):
     assert gets["/img/A0.jpg"] == 1, "a URL tried for one class is not fetched again for another"
     assert all(n == 1 for n in gets.values()), gets
 
-    state = crawler.read_crawl(dataset)
+    state = job.read_crawl(dataset)
     assert state.status is None and state.manifest_count == 12  # crawled in-process: no job status
-    assert "saved alpha/" in (dataset / ".crawl" / "crawl.log").read_text(encoding="utf-8")
+    assert not (dataset / ".crawl" / "status.json").exists()
+    assert {n: p.saved for n, p in state.classes.items()} == {"alpha": 6, "베타": 6}  # from progress.json
+    assert "saved alpha/" in (dataset / ".crawl" / "job.log").read_text(encoding="utf-8")
 
     # a second run has nothing to do and starts no browser
     again = crawler.crawl(spec, dataset, driver=object())
@@ -194,58 +201,92 @@ def test_crawl_counts_dedupe_filters_manifest_and_errors(site, tmp_path):
 def job_dataset(tmp_path):
     dataset = tmp_path / "job"
     yield dataset
-    if crawler.read_crawl(dataset).active:  # a failed test must not leave a crawler running
-        crawler.stop_crawl(dataset, timeout=5)
+    state = job.read_crawl(dataset)
+    if state.active or state.process_alive:  # a failed test must not leave a crawler running
+        job.stop_crawl(dataset, timeout=5)
 
 
-def test_job_stop_then_resume_without_refetching(site, job_dataset):
-    _browser_or_skip()
-    spec = _spec(site, [
-        {"name": "gamma", "queries": ["gamma"], "target": TARGET},
-        {"name": "delta", "queries": ["delta"], "target": TARGET},
-    ], delay=0.4)
-    before = len(site.crawler_gets())
-
-    assert crawler.launch_crawl(job_dataset, spec) == job_dataset.resolve()
-    launched = json.loads((job_dataset / ".crawl" / "launch.json").read_text())
-    assert os.getsid(launched["pid"]) == launched["pid"]  # own session: survives the launcher
-    with pytest.raises(crawler.CrawlBusy):
-        crawler.launch_crawl(job_dataset, spec)
-    state = _wait(job_dataset, lambda s: s.saved >= 2 or not s.active, timeout=30) or crawler.read_crawl(job_dataset)
-    assert state.status == CrawlStatus.RUNNING, state.info
-    assert state.info["pid"] == launched["pid"] and state.current
-
-    stopped = crawler.stop_crawl(job_dataset, timeout=10)
-    assert stopped.status == CrawlStatus.STOPPED, stopped.info
-    assert "killed" not in (stopped.error or "")  # it stopped by itself on the stop request
-    kept = _images(job_dataset / "gamma") + (_images(job_dataset / "delta") if (job_dataset / "delta").exists() else [])
-    assert 2 <= len(kept) < 2 * TARGET
-    assert len(_manifest(job_dataset)) == len(kept)  # files kept, manifest in step
-    assert _wait(job_dataset, lambda s: not crawler._process_alive(launched["pid"], launched["create_time"]), 10)
-
-    crawler.launch_crawl(job_dataset, spec)  # resume
-    assert not (job_dataset / ".crawl" / "stop_request").exists()
-    final = crawler.wait_crawl(job_dataset, timeout=45, poll=0.2)
-    assert final.status == CrawlStatus.SUCCEEDED, (final.info, (job_dataset / ".crawl" / "crawl.log").read_text())
-    assert {n: p.saved for n, p in final.classes.items()} == {"gamma": TARGET, "delta": TARGET}
-    rows = _manifest(job_dataset)
-    assert len(rows) == 2 * TARGET and len({r["url"] for r in rows}) == 2 * TARGET
-    gets = site.crawler_gets()[before:]
-    assert len(gets) == len(set(gets)) == 2 * TARGET, "a URL was downloaded twice across stop and resume"
-    lines = crawler.progress_lines(final)
-    assert lines[0].startswith("gamma") and "6/6" in lines[0] and lines[-1] == "status: succeeded"
-
-
-def _wait(dataset: Path, done, timeout: float) -> crawler.CrawlState | None:
+def _wait(dataset: Path, done, timeout: float) -> job.CrawlState | None:
     """Poll read_crawl until done(state); the state, or None on timeout."""
     end = time.monotonic() + timeout
     while True:
-        state = crawler.read_crawl(dataset)
+        state = job.read_crawl(dataset)
         if done(state):
             return state
         if time.monotonic() > end:
             return None
         time.sleep(0.1)
+
+
+def _kept(dataset: Path) -> list[Path]:
+    return [p for name in ("gamma", "delta") if (dataset / name).exists() for p in _images(dataset / name)]
+
+
+def test_job_stop_resume_kill_and_resume_without_refetching(site, job_dataset):
+    _browser_or_skip()
+    spec = _spec(site, [
+        {"name": "gamma", "queries": ["gamma"], "target": TARGET},
+        {"name": "delta", "queries": ["delta"], "target": TARGET},
+    ], delay=0.4)
+    record = CrawlRecord.for_dataset(job_dataset)
+    before = len(site.crawler_gets())
+
+    # launched on the shared runtime: a detached local job in its own session (survives the launcher)
+    assert job.launch_crawl(job_dataset, spec) == job_dataset.resolve()
+    launched = record.launch_info()
+    assert launched["backend"] == "local" and launched["module"] == "carviz.data.crawl.job"
+    assert os.getsid(launched["pid"]) == launched["pid"]
+    with pytest.raises(job.CrawlBusy):
+        job.launch_crawl(job_dataset, spec)
+    state = _wait(job_dataset, lambda s: s.saved >= 2 or not s.active, timeout=30) or job.read_crawl(job_dataset)
+    assert state.status == Status.RUNNING, (state.info, record.log_tail())
+    assert state.info["pid"] == launched["pid"] and state.current["class"] == "gamma"
+    assert state.classes["gamma"].saved >= 2 and state.classes["gamma"].state == "crawling"  # live progress
+    assert record.heartbeat_age() is not None and record.heartbeat_age() < 30
+
+    # a graceful stop: the job notices the request between downloads and records "stopped" itself
+    stopped = job.stop_crawl(job_dataset, timeout=10)
+    assert stopped.status == Status.STOPPED, (stopped.info, record.log_tail())
+    assert stopped.job.recorded == Status.STOPPED  # written by the job itself, not by the stopper
+    assert "killed" not in stopped.message and stopped.info["saved_now"] >= 2
+    kept = _kept(job_dataset)
+    assert 2 <= len(kept) < 2 * TARGET
+    assert len(_manifest(job_dataset)) == len(kept)  # files kept, manifest in step
+    assert _wait(job_dataset, lambda s: check_process(launched["pid"], launched["pid_create_time"])
+                 != ProcessCheck.ALIVE, 10)
+
+    # resume, then kill the whole job mid-crawl (the job, chromedriver and Chromium share its process group)
+    job.launch_crawl(job_dataset, spec)
+    assert not record.stop_requested()
+    resumed = record.launch_info()
+    assert resumed["pid"] != launched["pid"]
+    state = _wait(job_dataset, lambda s: s.saved >= len(kept) + 2 or not s.active, timeout=30)
+    assert state is not None and state.status == Status.RUNNING, (state and state.info, record.log_tail())
+    browser = psutil.Process(resumed["pid"]).children(recursive=True)
+    assert any("chromedriver" in p.name() for p in browser), [p.name() for p in browser]
+    os.killpg(resumed["pid"], signal.SIGKILL)
+    lost = _wait(job_dataset, lambda s: s.status != Status.RUNNING, timeout=10)
+    assert lost is not None and lost.status == Status.LOST, lost and lost.info
+    assert lost.job.recorded == Status.RUNNING and "gone" in lost.reason  # derived on read, never written
+    assert not lost.active and not lost.process_alive
+    _, alive = psutil.wait_procs(browser, timeout=10)
+    assert not alive, "the browser outlived its killed job"
+    assert record.file(crawler.BROWSER_PROFILE).is_dir()  # left in the record by the kill, not in /tmp
+
+    # resume again: it finishes without fetching anything twice, save the one download in flight when killed
+    job.launch_crawl(job_dataset, spec)
+    final = job.wait_crawl(job_dataset, timeout=60, poll=0.2)
+    assert final.status == Status.SUCCEEDED, (final.info, record.log_tail())
+    assert {n: p.saved for n, p in final.classes.items()} == {"gamma": TARGET, "delta": TARGET}
+    rows = _manifest(job_dataset)
+    assert len(rows) == 2 * TARGET and len({r["url"] for r in rows}) == 2 * TARGET
+    gets = site.crawler_gets()[before:]
+    assert len(gets) - len(set(gets)) <= 1, "a URL was downloaded twice across stop, kill and resume"
+    assert len(set(gets)) == 2 * TARGET
+    lines = job.progress_lines(final)
+    assert lines[0].startswith("gamma") and "6/6" in lines[0] and lines[-1] == "status: succeeded"
+    assert "crawl finished" in record.log_path().read_text(encoding="utf-8")
+    assert not record.file(crawler.BROWSER_PROFILE).exists()  # the next run cleared it, and removed its own
 
 
 # ---------------------------------------------------------------- no browser needed
@@ -256,28 +297,73 @@ def _write_status(dataset: Path, **status) -> None:
     (dataset / ".crawl" / "status.json").write_text(json.dumps(status))
 
 
-def test_read_crawl_derives_lost_for_dead_or_reused_pid(tmp_path):
+def _until(check, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def test_read_crawl_derives_lost_for_dead_reused_zombie_or_hung_jobs(tmp_path):
+    record = CrawlRecord.for_dataset(tmp_path)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    _write_status(tmp_path, state="running", pid=dead.pid, create_time=time.time() - 5)
-    assert crawler.read_crawl(tmp_path).status == CrawlStatus.LOST
+    _write_status(tmp_path, state="running", pid=dead.pid, pid_create_time=time.time() - 5)
+    state = job.read_crawl(tmp_path)
+    assert state.status == Status.LOST and "gone" in state.reason and not state.active
+    assert job.progress_lines(state)[-1] == f"status: lost - process {dead.pid} is gone"
+    record.request_stop()  # asked to stop, then gone: that is a stop
+    assert job.read_crawl(tmp_path).status == Status.STOPPED
+    record.clear_stop_request()
 
     me = psutil.Process()
-    _write_status(tmp_path, state="running", pid=me.pid, create_time=me.create_time())
-    assert crawler.read_crawl(tmp_path).status == CrawlStatus.RUNNING
-    _write_status(tmp_path, state="running", pid=me.pid, create_time=me.create_time() - 1000)  # pid reused
-    assert crawler.read_crawl(tmp_path).status == CrawlStatus.LOST
+    _write_status(tmp_path, state="running", pid=me.pid, pid_create_time=me.create_time())
+    assert job.read_crawl(tmp_path).status == Status.RUNNING
+    _write_status(tmp_path, state="running", pid=me.pid, pid_create_time=me.create_time() - 1000)  # pid reused
+    assert job.read_crawl(tmp_path).status == Status.LOST
+
+    # alive but silent for minutes: hung, so lost, yet its process still counts (it must be stopped first)
+    _write_status(tmp_path, state="running", pid=me.pid, pid_create_time=me.create_time())
+    record.touch_heartbeat()
+    os.utime(record.file("heartbeat"), (time.time() - 600, time.time() - 600))
+    hung = job.read_crawl(tmp_path)
+    assert hung.status == Status.LOST and "no heartbeat" in hung.reason and hung.process_alive
+    record.file("heartbeat").unlink()
 
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, not reaped yet: a zombie
-    time.sleep(0.5)
-    _write_status(tmp_path, state="running", pid=zombie.pid, create_time=psutil.Process(zombie.pid).create_time())
-    assert crawler.read_crawl(tmp_path).status == CrawlStatus.LOST
+    _until(lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE)
+    _write_status(tmp_path, state="running", pid=zombie.pid, pid_create_time=psutil.Process(zombie.pid).create_time())
+    assert job.read_crawl(tmp_path).status == Status.LOST
     zombie.wait()
 
+    # queued by a launcher that died before it started the process: lost after a while, not busy forever
+    _write_status(tmp_path, state="queued")
+    assert job.read_crawl(tmp_path).status == Status.QUEUED
+    old = time.time() - job.NEVER_STARTED_SECONDS - 5
+    os.utime(record.file("status.json"), (old, old))
+    assert job.read_crawl(tmp_path).status == Status.LOST
+
     _write_status(tmp_path, state="succeeded", pid=dead.pid)
-    state = crawler.read_crawl(tmp_path)
-    assert state.status == CrawlStatus.SUCCEEDED and state.status.is_terminal() and not state.active
-    assert crawler.read_crawl(tmp_path / "nothing").status is None
+    state = job.read_crawl(tmp_path)
+    assert state.status == Status.SUCCEEDED and state.status.is_terminal() and not state.active
+    assert job.read_crawl(tmp_path / "nothing").status is None
+
+
+def test_job_entry_point_takes_the_dataset_folder_and_records_a_bad_spec(tmp_path):
+    dataset = tmp_path / "bad"
+    (dataset / ".crawl").mkdir(parents=True)
+    (dataset / ".crawl" / "spec.json").write_text(json.dumps({"classes": []}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "carviz.data.crawl.job", str(dataset)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    state = job.read_crawl(dataset)
+    assert state.status == Status.FAILED and "at least one class" in state.error
+    assert state.job.recorded == Status.FAILED and state.info["ended_at"]
+    assert "at least one class" in CrawlRecord.for_dataset(dataset).log_tail()
+    missing = subprocess.run([sys.executable, "-m", "carviz.data.crawl.job", str(tmp_path / "none")], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 3 and "spec.json" in missing.stderr
 
 
 def test_spec_validation_and_round_trip():
@@ -300,13 +386,13 @@ def test_spec_validation_and_round_trip():
 
 
 def test_fetch_refuses_other_schemes_and_reads_data_urls():
-    with pytest.raises(crawler.FetchError) as info:
-        crawler.fetch("file:///etc/passwd")
+    with pytest.raises(fetch.FetchError) as info:
+        fetch.fetch("file:///etc/passwd")
     assert info.value.reason == "unsupported_scheme"
-    assert crawler.fetch("data:text/plain;base64," + base64.b64encode(b"hello").decode()) == b"hello"
-    with pytest.raises(crawler.FetchError, match="too_large"):
-        crawler.fetch("data:text/plain;base64," + base64.b64encode(b"x" * 100).decode(), max_bytes=10)
-    assert crawler.url_key("data:image/png;base64,AAAA").startswith("data:image/png;sha256=")
+    assert fetch.fetch("data:text/plain;base64," + base64.b64encode(b"hello").decode()) == b"hello"
+    with pytest.raises(fetch.FetchError, match="too_large"):
+        fetch.fetch("data:text/plain;base64," + base64.b64encode(b"x" * 100).decode(), max_bytes=10)
+    assert fetch.url_key("data:image/png;base64,AAAA").startswith("data:image/png;sha256=")
 
 
 def test_engine_adapters_build_search_urls_and_validate():
@@ -323,19 +409,47 @@ def test_engine_adapters_build_search_urls_and_validate():
         make_engine("bing", {"thumb_selector": "img"})
 
 
-def test_stop_crawl_escalates_when_the_job_ignores_the_request(tmp_path):
-    # a stand-in job that never reads stop_request: stop_crawl must end it with signals
-    stubborn = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+def _stubborn() -> subprocess.Popen:
+    """A stand-in job in its own session that never reads the stop request."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+
+
+def test_stop_crawl_kills_a_job_that_ignores_the_request(tmp_path):
+    stubborn = _stubborn()
     try:
         proc = psutil.Process(stubborn.pid)
-        _write_status(tmp_path, state="running", pid=stubborn.pid, create_time=proc.create_time())
-        assert crawler.read_crawl(tmp_path).active
+        _write_status(tmp_path, state="running", pid=stubborn.pid, pid_create_time=proc.create_time())
+        assert job.read_crawl(tmp_path).active
         started = time.monotonic()
-        state = crawler.stop_crawl(tmp_path, timeout=0.5)
+        state = job.stop_crawl(tmp_path, timeout=0.5)
         assert time.monotonic() - started < 5
         assert (tmp_path / ".crawl" / "stop_request").exists()
-        assert state.status == CrawlStatus.STOPPED and "killed" in state.error
-        assert stubborn.wait(timeout=5) == -15  # SIGTERM was enough
+        assert state.status == Status.STOPPED and state.job.recorded == Status.STOPPED
+        assert "killed" in state.message and not state.error
+        assert stubborn.wait(timeout=5) == -signal.SIGKILL  # its process group, verified to be the job
+    finally:
+        if stubborn.poll() is None:
+            stubborn.kill()
+
+
+def test_a_hung_job_blocks_a_relaunch_and_is_killed_at_once(tmp_path):
+    stubborn = _stubborn()
+    try:
+        record = CrawlRecord.for_dataset(tmp_path)
+        _write_status(tmp_path, state="running", pid=stubborn.pid,
+                      pid_create_time=psutil.Process(stubborn.pid).create_time())
+        record.touch_heartbeat()
+        os.utime(record.file("heartbeat"), (time.time() - 600, time.time() - 600))
+        spec = CrawlSpec(classes=({"name": "a", "queries": ["q"], "target": 1},), engine="generic", engine_options={
+            "search_url_template": "http://127.0.0.1:9/?q={query}", "thumb_selector": "img"})
+        with pytest.raises(job.CrawlBusy, match="still has a process"):
+            job.launch_crawl(tmp_path, spec)
+        assert not record.launch_info()  # nothing was started
+        started = time.monotonic()
+        state = job.stop_crawl(tmp_path, timeout=30)
+        assert time.monotonic() - started < 10  # no heartbeat: no point waiting for it to notice the request
+        assert state.status == Status.STOPPED and "killed" in state.message
+        assert stubborn.wait(timeout=5) == -signal.SIGKILL
     finally:
         if stubborn.poll() is None:
             stubborn.kill()

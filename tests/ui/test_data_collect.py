@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import subprocess
 import sys
 import zipfile
@@ -16,8 +17,10 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 from test_train_page import APP, tiny_demo  # tests/ui is on sys.path (pytest's rootdir-less import)
 
-from carviz.data.crawl import crawler as crawl
-from carviz.data.crawl.crawler import CrawlSpec, CrawlStatus
+from carviz.core.jobs import Status
+from carviz.data.crawl import job as crawl
+from carviz.data.crawl.record import CrawlRecord
+from carviz.data.crawl.spec import CrawlSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from test_crawl import _browser_or_skip, site  # noqa: E402,F401 - the fake image-search site fixture
@@ -74,7 +77,7 @@ def test_collect_tab_without_crawl_and_form_errors(carviz_home: Path) -> None:
 
 
 def _hand_made_crawl(dataset: Path, pid: int) -> None:
-    """The .crawl files as carviz.data.crawl.crawler writes them, for a job that is 'running' as process pid."""
+    """The .crawl files as the crawl job writes them (shared job record), for a job 'running' as process pid."""
     spec = CrawlSpec(
         classes=({"name": "sedan", "queries": ["sedan car"], "target": 4},
                  {"name": "bus", "queries": ["city bus", "coach"], "target": 2}),
@@ -88,7 +91,9 @@ def _hand_made_crawl(dataset: Path, pid: int) -> None:
         (dataset / "sedan" / f"s{i}.jpg").write_bytes(jpeg("red" if i else "blue"))
     (state / "spec.json").write_text(json.dumps(spec.to_dict()))
     (state / "status.json").write_text(json.dumps({
-        "state": "running", "pid": pid, "create_time": psutil.Process(pid).create_time(), "engine": "generic"}))
+        "state": "running", "pid": pid, "pid_create_time": psutil.Process(pid).create_time(),
+        "host": socket.gethostname(), "backend": "local", "started_at": "2026-01-01T00:00:00.000+00:00"}))
+    (state / "job.log").write_text("2026-01-01 00:00:00,000 INFO class sedan: query 'sedan car' (2/4 saved)\n")
     (state / "progress.json").write_text(json.dumps({"current": {"class": "sedan", "query": "sedan car"}, "classes": {
         "sedan": {"target": 4, "saved": 2, "candidates": 9, "failed": 1, "rejected": 3, "state": "crawling"},
         "bus": {"target": 2, "saved": 0, "candidates": 0, "failed": 0, "rejected": 0, "state": "pending"}}}))
@@ -101,7 +106,7 @@ def test_crawl_state_progress_stop_force_stop_and_resume_button(carviz_home: Pat
     job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     try:
         _hand_made_crawl(dataset, job.pid)
-        assert crawl.read_crawl(dataset).status == CrawlStatus.RUNNING
+        assert crawl.read_crawl(dataset).status == Status.RUNNING
         at = open_data(AppTest.from_file(APP, default_timeout=30), dataset="cars")
         assert not at.exception
         bars = progress_bars(at)
@@ -109,6 +114,7 @@ def test_crawl_state_progress_stop_force_stop_and_resume_button(carviz_home: Pat
         assert "2/4 saved" in bars[0][1] and "1 broken" in bars[0][1] and "3 rejected" in bars[0][1]
         assert "0/2 saved" in bars[1][1]
         assert "running" in texts(at) and "sedan car" in texts(at)
+        assert "query 'sedan car' (2/4 saved)" in "\n".join(c.value for c in at.code)  # the job log
         with pytest.raises(KeyError):
             at.button(key="cr_resume")
 
@@ -117,12 +123,13 @@ def test_crawl_state_progress_stop_force_stop_and_resume_button(carviz_home: Pat
         assert (dataset / ".crawl" / "stop_request").exists()
         assert at.button(key="cr_stopping").disabled
 
-        at.button(key="cr_force").click().run()  # waits 2 s, then SIGTERM
+        at.button(key="cr_force").click().run()  # waits 2 s, then kills its process group
         assert not at.exception
         state = crawl.read_crawl(dataset)
-        assert state.status == CrawlStatus.STOPPED and "killed" in state.error
+        assert state.status == Status.STOPPED and "killed" in state.message
         assert job.wait(timeout=10) is not None
         at.run()
+        assert "killed" in texts(at)
         assert at.button(key="cr_resume") and at.button(key="cr_load")
         with pytest.raises(KeyError):
             at.button(key="cr_stop")
@@ -132,6 +139,14 @@ def test_crawl_state_progress_stop_force_stop_and_resume_button(carviz_home: Pat
         assert at.text_area(key="cr_classes").value == "sedan: sedan car\nbus: city bus; coach"
         assert at.text_input(key="cr_opt_search_url_template").value.startswith("http://127.0.0.1:9/")
         assert at.selectbox(key="cr_target").value == "cars"
+
+        # a job that dies without a word (its process gone, status still "running") reads lost, with Resume
+        status = json.loads((dataset / ".crawl" / "status.json").read_text())
+        (dataset / ".crawl" / "status.json").write_text(json.dumps({**status, "state": "running", "message": None}))
+        (dataset / ".crawl" / "stop_request").unlink()
+        at.run()
+        assert not at.exception
+        assert f"process {job.pid} is gone" in texts(at) and at.button(key="cr_resume")
     finally:
         job.kill()
         job.wait()
@@ -162,7 +177,7 @@ def test_start_a_real_crawl_from_the_page(site, carviz_home: Path) -> None:
         assert any("already running" in w.value for w in at.warning)
 
     final = crawl.wait_crawl(dataset, timeout=40, poll=0.2)
-    assert final.status == CrawlStatus.SUCCEEDED, (final.info, (dataset / ".crawl" / "crawl.log").read_text())
+    assert final.status == Status.SUCCEEDED, (final.info, CrawlRecord.for_dataset(dataset).log_tail())
     at.run()
     assert not at.exception
     [(value, text)] = progress_bars(at)

@@ -17,7 +17,7 @@ def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def derive_state(record: JobRecord) -> JobState:
+def derive_state(record: JobRecord, _reread: bool = True) -> JobState:
     """The job's state now. A queued/running record whose process is gone reads LOST (or STOPPED after a stop
     request); a running one whose heartbeat went stale reads LOST; a Ray job is judged by Ray's own status."""
     raw = record.raw_status()
@@ -42,6 +42,9 @@ def derive_state(record: JobRecord) -> JobState:
         elif pid is not None:
             process = check_process(pid, create_time, host)
             if process == ProcessCheck.GONE:
+                again = record.raw_status()  # a job that recorded its end just before exiting is not lost
+                if _reread and again.get("state") != raw.get("state"):
+                    return derive_state(record, _reread=False)
                 if record.stop_requested():
                     status, reason = Status.STOPPED, "stopped on request (process ended)"
                 else:

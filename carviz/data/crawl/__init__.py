@@ -1,1 +1,1 @@
-"""The Selenium image crawler: engine adapters and the crawl job."""
+"""The Selenium image crawler: the request, its record folder, downloads and browser, engine adapters, the job."""
