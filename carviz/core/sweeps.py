@@ -209,7 +209,7 @@ def estimate_eta(durations: Sequence[float], remaining_work: float, slots: int) 
 class SweepState:
     """A sweep as read now: its record, one run_summary per run (launch order), counts, ETA and best run."""
 
-    record: SweepRecord
+    record: Sweep
     rows: list[dict[str, Any]]
     status: str
     n_done: int

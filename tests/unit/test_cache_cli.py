@@ -103,7 +103,8 @@ def test_bad_values_exit_2_and_change_nothing(carviz_home: Path, capsys: pytest.
 
 def test_show_prints_the_runs_cache_line_and_train_can_turn_it_off(carviz_home: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from carviz.cli import build_parser, config_from_args
+    from carviz.cli import build_parser
+    from carviz.cli.common import config_from_args
     from carviz.core.config import PRESETS
     from carviz.core.store import atomic_write_json, create_run
 
@@ -113,6 +114,7 @@ def test_show_prints_the_runs_cache_line_and_train_can_turn_it_off(carviz_home: 
     code, out, _ = run_cli(capsys, "show", run.id)
     assert code == 0 and "Trained on cached conv_dw_7_relu features (computed from the images, 3.2 s)" in out
 
-    args = build_parser().parse_args(["train", "--preset", "demo quick", "--no-feature-cache"])
+    parser = build_parser()[0]
+    args = parser.parse_args(["train", "--preset", "demo quick", "--no-feature-cache"])
     assert config_from_args(args).feature_cache is False
-    assert config_from_args(build_parser().parse_args(["train", "--preset", "demo quick"])).feature_cache is True
+    assert config_from_args(parser.parse_args(["train", "--preset", "demo quick"])).feature_cache is True

@@ -1,0 +1,200 @@
+"""Command group: training runs — train, runs, show, stop, resume, lr-find."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Callable
+
+from carviz.cli.common import add_backend_flag, add_config_flags, config_from_args, fmt
+from carviz.core import settings
+from carviz.core.store import Run, Status, find_run, list_runs, summarize
+
+
+def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
+    train = sub.add_parser("train", help="launch a training job in the background")
+    add_config_flags(train)
+    mode = train.add_mutually_exclusive_group()
+    mode.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    mode.add_argument("--foreground", action="store_true", help="train in this process instead")
+    add_backend_flag(train)
+
+    runs = sub.add_parser("runs", help="list runs")
+    runs.add_argument("--json", action="store_true")
+
+    show = sub.add_parser("show", help="a run's config, status and metrics")
+    show.add_argument("run")
+    show.add_argument("--json", action="store_true")
+
+    stop = sub.add_parser("stop", help="stop a job (gracefully, then killed after --timeout)")
+    stop.add_argument("run")
+    stop.add_argument("--timeout", type=float, default=30.0)
+
+    resume = sub.add_parser("resume", help="resume a stopped or lost run from its last checkpoint")
+    resume.add_argument("run")
+    resume.add_argument("--wait", action="store_true")
+    add_backend_flag(resume, "where to run it (default: where it ran last)")
+
+    lr_find = sub.add_parser("lr-find", help="LR range test: a short run with a rising learning rate, and a suggestion")
+    add_config_flags(lr_find)
+    lr_find.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
+    lr_find.add_argument("--min-lr", type=float, default=1e-6, help="first learning rate (default 1e-6)")
+    lr_find.add_argument("--max-lr", type=float, default=1.0, help="last learning rate (default 1)")
+    lr_find.add_argument("--background", action="store_true", help="launch it as a background job instead")
+    add_backend_flag(lr_find, "with --background: where to run it (default: $CARVIZ_BACKEND, else local)")
+    return {"train": cmd_train, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
+            "lr-find": cmd_lr_find}
+
+
+def follow(run: Run, out=sys.stdout, poll: float = 1.0) -> Status:
+    """Print progress lines until the job ends; returns its final status."""
+    last = None
+    while True:
+        state = run.state()
+        progress = run.progress() or {}
+        line = f"{run.id} {state.status.value}"
+        if progress.get("phase") == "training":
+            line += (f" epoch {progress.get('epoch')}/{progress.get('epochs')}"
+                     f" step {progress.get('step')}/{progress.get('steps_per_epoch')}"
+                     f" {fmt(progress.get('images_per_second'), 3)} img/s"
+                     f" loss {fmt(progress.get('loss'))}")
+        elif progress.get("phase"):
+            line += f" ({progress['phase']})"
+        if line != last:
+            print(line, file=out, flush=True)
+            last = line
+        if state.status.is_terminal():
+            if state.error:
+                print(f"error: {state.error}", file=out)
+            return state.status
+        time.sleep(poll)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from carviz.core import launch
+    from carviz.core.store import create_run
+
+    config = config_from_args(args)
+    settings.resolve_dataset(config.dataset)  # fail here, not in the background, when it is missing
+    if args.foreground:
+        from carviz.ml.train import main as train_main
+
+        run = create_run(config)
+        print(run.id, flush=True)
+        return train_main([str(run.path)])
+    run = launch.submit(config, backend=args.backend)
+    print(run.id, flush=True)
+    if args.wait:
+        return 0 if follow(run) == Status.SUCCEEDED else 1
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    rows = [summarize(run) for run in list_runs()]
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print(f"no runs in {settings.runs_dir()}")
+        return 0
+    print(f"{'id':<23} {'status':<10} {'backbone':<14} {'lr':>8} {'freeze':>6} {'epochs':>7} {'best val':>8}  name")
+    for row in rows:
+        print(f"{row['id']:<23} {row['status']:<10} {row['backbone']!s:<14} {fmt(row['learning_rate'], 2):>8} "
+              f"{row['freeze']!s:>6} {row['epochs_done']:>3}/{row['epochs']!s:<3} "
+              f"{fmt(row['best_val_accuracy'], 3):>8}  {row['name']}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from carviz.views.cache_report import run_line
+
+    run = find_run(args.run)
+    state = run.state()
+    detail = {
+        "id": run.id,
+        "path": str(run.path),
+        "status": state.status.value,
+        "reason": state.reason or None,
+        "error": state.error,
+        "config": run.config_dict(),
+        "progress": run.progress(),
+        "metrics": run.metrics(),
+        "evaluation": run.evaluation(),
+        "info": run.info(),
+    }
+    if args.json:
+        print(json.dumps(detail, indent=2, ensure_ascii=False, default=str))
+        return 0
+    print(f"run {run.id}  ({detail['config'].get('name') or 'unnamed'})  {state.status.value}"
+          + (f"  [{state.reason}]" if state.reason else ""))
+    if state.error:
+        print(f"error: {state.error}")
+    config = detail["config"]
+    print("config: " + ", ".join(f"{k}={config[k]}" for k in ("dataset", "backbone", "weights", "image_size",
+                                                               "head", "learning_rate", "freeze", "epochs",
+                                                               "batch_size") if k in config))
+    for row in detail["metrics"]:
+        print("  epoch {epoch:>3}  loss {l}  acc {a}  val_loss {vl}  val_acc {va}  {s}s".format(
+            epoch=row["epoch"], l=fmt(row.get("loss")), a=fmt(row.get("accuracy")), vl=fmt(row.get("val_loss")),
+            va=fmt(row.get("val_accuracy")), s=fmt(row.get("seconds"), 3)))
+    cache_line = run_line(detail["info"])
+    if cache_line:
+        print(cache_line)
+    if detail["evaluation"]:
+        print(f"final evaluation on {detail['evaluation']['images']} validation images: "
+              f"accuracy {detail['evaluation']['accuracy']:.4f}, loss {detail['evaluation']['loss']:.4f}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from carviz.core import jobs
+
+    run = find_run(args.run)
+    if run.status().is_terminal():
+        print(f"{run.id} is already {run.status().value}")
+        return 0
+    status = jobs.stop(run, timeout=args.timeout)
+    print(f"{run.id} {status.value}")
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from carviz.ml import lr_range
+
+    config = config_from_args(args)
+    settings.resolve_dataset(config.dataset)
+    lr_range.check_range(args.min_lr, args.max_lr, args.steps)
+    if args.background:
+        print(lr_range.launch_lr_range(config, args.min_lr, args.max_lr, args.steps, backend=args.backend),
+              flush=True)
+        return 0
+    path = lr_range.create_lr_range(config, args.min_lr, args.max_lr, args.steps)
+    print(f"LR range test {path.name}: {config.backbone} on {config.dataset}, {args.steps} steps, "
+          f"lr {args.min_lr:g} -> {args.max_lr:g}", flush=True)
+    result = lr_range.run_lr_range_job(path)
+    every = max(1, len(result.lrs) // 15)
+    print(f"{'step':>5} {'lr':>10} {'loss':>10} {'smoothed':>10}")
+    for i, (lr, loss, smooth) in enumerate(zip(result.lrs, result.losses, result.smoothed_losses)):
+        if i % every == 0 or i == len(result.lrs) - 1:
+            print(f"{i + 1:>5} {lr:>10.3g} {loss:>10.4g} {smooth:>10.4g}")
+    if result.stopped_early_reason:
+        print(f"stopped early: {result.stopped_early_reason}")
+    if result.suggested_lr is None:
+        print("no suggestion: too few finite points (try a lower --max-lr or more --steps)")
+        return 1
+    print(f"suggested learning rate: {result.suggested_lr:.2g}"
+          f" (steepest descent {fmt(result.steepest_lr, 2)}, minimum loss at {fmt(result.min_loss_lr, 2)})")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from carviz.core import launch
+
+    run = find_run(args.run)
+    launch.resume(run, backend=args.backend)
+    print(f"{run.id} resumed")
+    if args.wait:
+        return 0 if follow(run) == Status.SUCCEEDED else 1
+    return 0

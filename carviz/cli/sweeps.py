@@ -1,0 +1,172 @@
+"""Command group: sweeps — sweep (launch a grid), sweeps (list), sweep-show, sweep-stop, sweep-resume."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from carviz.cli.common import add_backend_flag, fmt, split
+from carviz.core import settings
+from carviz.core.config import PRESETS, ConfigError, TrainConfig
+
+
+def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
+
+    sweep = sub.add_parser("sweep", help="launch a grid of runs: backbones x learning rates x freeze points x seeds")
+    sweep.add_argument("--name", required=True, help="the sweep's display name (its runs are named after it)")
+    base = sweep.add_mutually_exclusive_group()
+    base.add_argument("--preset", choices=sorted(PRESETS), help="base config (default: demo quick)")
+    base.add_argument("--config", type=Path, help="base config.json")
+    sweep.add_argument("--backbones", help="comma list (default: the base config's backbone)")
+    sweep.add_argument("--lrs", help="comma list of learning rates, e.g. 1e-3,1e-4 (default: the base's)")
+    freeze = sweep.add_mutually_exclusive_group()
+    freeze.add_argument("--freeze", help="comma list of freeze points (integers or 'all')")
+    freeze.add_argument("--freeze-rule", choices=("conv", "block", "cut"),
+                        help="generate freeze points from each backbone's layers (builds it once)")
+    sweep.add_argument("--every", type=int, default=1, help="with --freeze-rule cut: keep every K-th cut point")
+    sweep.add_argument("--seeds", help="comma list of seeds (default: the base's)")
+    for flag, kind in (("epochs", int), ("batch-size", int), ("image-size", int), ("dataset", str),
+                       ("weights", str), ("head", str)):
+        sweep.add_argument(f"--{flag}", type=kind, default=None)
+    sweep.add_argument("--prune", action="store_true", help="successive halving at the rung epochs")
+    sweep.add_argument("--rungs", default="2,4", help="with --prune: comma list of rung epochs (default 2,4)")
+    sweep.add_argument("--keep-fraction", type=float, default=0.5, help="with --prune: share kept at a rung")
+    sweep.add_argument("--min-runs", type=int, default=3, help="with --prune: runs at a rung before any is pruned")
+    sweep.add_argument("--wait", action="store_true", help="follow the sweep until every run ends")
+    add_backend_flag(sweep)
+
+    sweeps = sub.add_parser("sweeps", help="list sweeps with progress")
+    sweeps.add_argument("--json", action="store_true")
+    for command, text in (("sweep-show", "a sweep's points: best val accuracy mean ± std over seeds"),
+                          ("sweep-stop", "ask every unfinished run of a sweep to stop"),
+                          ("sweep-resume", "relaunch a sweep's stopped and lost runs")):
+        parser = sub.add_parser(command, help=text)
+        parser.add_argument("sweep", help="sweep id, unique id prefix, or name")
+        if command == "sweep-show":
+            parser.add_argument("--json", action="store_true")
+    return {"sweep": cmd_sweep, "sweeps": cmd_sweeps, "sweep-show": cmd_sweep_show, "sweep-stop": cmd_sweep_stop,
+            "sweep-resume": cmd_sweep_resume}
+
+
+def sweep_config_from_args(args: argparse.Namespace) -> Any:
+    """The SweepConfig the sweep command's flags describe (a freeze rule builds each backbone's layer listing)."""
+    from carviz.core.sweeps import PruneConfig, SweepConfig, freeze_points
+
+    base = TrainConfig.load(args.config) if args.config else PRESETS[args.preset or "demo quick"]
+    changes = {field: getattr(args, field) for field in ("epochs", "batch_size", "image_size", "dataset", "weights",
+                                                          "head") if getattr(args, field) is not None}
+    backbones = split(args.backbones) or [base.backbone]
+    changes["backbone"] = backbones[0]  # the base itself must be valid (small_cnn has no ImageNet weights)
+    base = base.replace(**changes)
+    try:
+        lrs = [float(v) for v in split(args.lrs)] or [base.learning_rate]
+        seeds = [int(v) for v in split(args.seeds)] or [base.seed]
+        rungs = tuple(int(v) for v in split(args.rungs))
+    except ValueError as error:
+        raise ConfigError(f"--lrs, --seeds and --rungs take comma lists of numbers: {error}") from None
+    per_backbone: dict[str, tuple] = {}
+    if args.freeze_rule:
+        per_backbone = {b: tuple(freeze_points(b, args.freeze_rule, base.image_size, base.alpha, k=args.every))
+                        for b in backbones}
+        points: tuple = per_backbone[backbones[0]]
+    else:
+        points = tuple(split(args.freeze)) or (base.freeze,)
+    prune = PruneConfig(rungs, args.keep_fraction, args.min_runs) if args.prune else None
+    return SweepConfig(name=args.name, base=base, backbones=tuple(backbones), learning_rates=tuple(lrs),
+                       freeze_points=points, seeds=tuple(seeds), prune=prune, backbone_freeze_points=per_backbone)
+
+
+def follow_sweep(sweep_id: str, out=None, poll: float = 2.0) -> str:
+    """Print a line whenever the sweep's progress changes, until no run is queued or running; returns its status."""
+    from carviz.core.sweeps import read_sweep
+
+    out = out or sys.stdout
+    last = None
+    while True:
+        state = read_sweep(sweep_id)
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(state.counts.items()))
+        line = f"{sweep_id} {state.status}: {state.progress_text} ({counts})"
+        if state.eta_seconds:
+            line += f", about {state.eta_seconds:.0f} s left"
+        if line != last:
+            print(line, file=out, flush=True)
+            last = line
+        if state.status not in ("queued", "running"):
+            return state.status
+        time.sleep(poll)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from carviz.core.sweeps import launch_sweep
+
+    config = sweep_config_from_args(args)
+    settings.resolve_dataset(config.base.dataset)  # fail here, not in every background job
+    record = launch_sweep(config, backend=args.backend)
+    print(f"sweep {record.id}: {len(record.run_ids)} runs launched", flush=True)
+    if args.wait:
+        return 0 if follow_sweep(record.id) == "done" else 1
+    print(f"follow it with: python -m carviz sweep-show {record.id}")
+    return 0
+
+
+def cmd_sweeps(args: argparse.Namespace) -> int:
+    from carviz.core.sweeps import list_sweeps, read_sweep
+
+    states = [read_sweep(record.id) for record in list_sweeps()]
+    if args.json:
+        print(json.dumps([{"id": s.record.id, "name": s.record.config.name, "status": s.status, "done": s.n_done,
+                           "total": s.n_total, "counts": s.counts, "eta_seconds": s.eta_seconds,
+                           "best_run": (s.best or {}).get("id"),
+                           "best_val_accuracy": (s.best or {}).get("best_val_accuracy")} for s in states],
+                         indent=2, ensure_ascii=False))
+        return 0
+    if not states:
+        print(f"no sweeps in {settings.runs_dir()}")
+        return 0
+    print(f"{'id':<23} {'status':<8} {'progress':<16} {'best val':>8}  name")
+    for s in states:
+        print(f"{s.record.id:<23} {s.status:<8} {s.progress_text:<16} "
+              f"{fmt((s.best or {}).get('best_val_accuracy'), 3):>8}  {s.record.config.name}")
+    return 0
+
+
+def cmd_sweep_show(args: argparse.Namespace) -> int:
+    from carviz.views.plots.sweeps import sweep_points
+    from carviz.core.sweeps import find_sweep, read_sweep
+
+    state = read_sweep(find_sweep(args.sweep).id)
+    points = sweep_points(state.rows)
+    if args.json:
+        print(points.to_json(orient="records", indent=2))
+        return 0
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(state.counts.items()))
+    print(f"sweep {state.record.id} ({state.record.config.name}) {state.status}: {state.progress_text} ({counts})")
+    print(f"{'backbone':<14} {'lr':>8} {'freeze':>6} {'mean':>7} {'std':>7} {'n':>3}  layer")
+    for p in points.itertuples():
+        mean = "-" if p.mean is None or p.mean != p.mean else f"{p.mean:.4f}"
+        std = "-" if p.std is None or p.std != p.std else f"{p.std:.4f}"
+        print(f"{p.backbone:<14} {fmt(p.learning_rate, 2):>8} {p.freeze!s:>6} {mean:>7} {std:>7} {p.n:>3}  "
+              f"{p.layer if isinstance(p.layer, str) else ''}")
+    if state.best:
+        print(f"best: {state.best['id']} {state.best['name']} val acc {state.best['best_val_accuracy']:.4f}")
+    return 0
+
+
+def cmd_sweep_stop(args: argparse.Namespace) -> int:
+    from carviz.core.sweeps import find_sweep, stop_sweep
+
+    record = find_sweep(args.sweep)
+    print(f"sweep {record.id}: stop requested for {len(stop_sweep(record.id))} run(s)")
+    return 0
+
+
+def cmd_sweep_resume(args: argparse.Namespace) -> int:
+    from carviz.core.sweeps import find_sweep, resume_sweep
+
+    record = find_sweep(args.sweep)
+    print(f"sweep {record.id}: {len(resume_sweep(record.id))} run(s) resumed")
+    return 0
