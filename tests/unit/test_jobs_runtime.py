@@ -133,3 +133,49 @@ def test_stop_of_a_never_launched_job_marks_it_stopped(record: JobRecord) -> Non
     record.write_status(Status.QUEUED, created_at=now_iso())
     assert jobs.stop(record, timeout=1) == Status.STOPPED
     assert record.raw_status()["state"] == "stopped" and record.stop_requested()
+
+
+def test_a_process_that_cannot_be_verified_is_never_signalled(record: JobRecord) -> None:
+    foreign = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        record.write_status(Status.RUNNING, pid=foreign.pid)  # no start time recorded: not verifiably the job
+        record.touch_heartbeat()
+        assert check_process(foreign.pid, None) == ProcessCheck.UNVERIFIABLE
+        jobs.stop(record, timeout=0.5)
+        assert foreign.poll() is None, "a process that cannot be verified as the job was signalled"
+    finally:
+        foreign.kill()
+        foreign.wait()
+
+
+QUEUE_CHILD = """
+import sys, time
+from pathlib import Path
+from carviz.core.jobs.slots import acquire_slot
+slots, job_id, start_after, out = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), Path(sys.argv[4])
+time.sleep(start_after)  # a slow start: the later launches get going first
+slot = acquire_slot(slots, job_id, lambda: False, poll=0.05)
+with open(out, "a") as handle:
+    handle.write(job_id + "\\n")
+time.sleep(0.3)
+slot.release()
+"""
+
+
+def test_the_slot_queue_is_first_come_first_served_from_the_launch(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from carviz.core.jobs.slots import take_ticket
+
+    monkeypatch.setenv("CARVIZ_SLOTS", "1")
+    slots, order = tmp_path / "slots", tmp_path / "order.txt"
+    ids = [f"20260101-000000.00{i}-aaaaaa" for i in range(4)]
+    children = []
+    for position, job_id in enumerate(ids):  # launched in id order; the first ones are the slowest to start
+        delay = 1.5 - 0.4 * position
+        child = subprocess.Popen([sys.executable, "-c", QUEUE_CHILD, str(slots), job_id, str(delay), str(order)],
+                                 cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        take_ticket(slots, job_id, child.pid, process_create_time(child.pid))  # what the local launcher does
+        children.append(child)
+    for child in children:
+        assert child.wait(timeout=60) == 0
+    assert order.read_text().split() == ids

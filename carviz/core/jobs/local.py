@@ -6,9 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 from carviz.core.jobs.record import BACKEND_ENV, JobRecord, hostname
-from carviz.core.jobs.slots import slot_count
+from carviz.core.jobs.slots import slot_count, take_ticket
 from carviz.core.jobs.status import ProcessCheck, check_process, process_create_time
 
 NAME = "local"
@@ -41,8 +42,13 @@ def launch(record: JobRecord, module: str, needs_accelerator: bool) -> None:
             start_new_session=True,
             close_fds=True,
         )
-    record.write_launch({"backend": NAME, "module": module, "pid": process.pid,
-                         "pid_create_time": process_create_time(process.pid), "host": hostname()})
+    create_time = process_create_time(process.pid)
+    if needs_accelerator:  # in the slot queue from now, not from when the process gets to write its own ticket
+        take_ticket(settings.slots_dir(), record.id, process.pid, create_time)
+    record.write_launch({"backend": NAME, "module": module, "pid": process.pid, "pid_create_time": create_time,
+                         "host": hostname()})
+    # Reap the child when it ends, so a long-lived launcher (the dashboard) collects no zombies.
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
 
 
 def kill(record: JobRecord, pid: int | None, create_time: float | None, host: str | None) -> bool:

@@ -196,7 +196,9 @@ class JobRecord:
         atomic_write_json(self.file(LAUNCH_FILE), {**data, "launched_at": now_iso()})
 
     def clear_launch(self) -> None:
+        """Forget the last process before a relaunch: its launch record and its (stale) heartbeat."""
         self.file(LAUNCH_FILE).unlink(missing_ok=True)
+        self.file(HEARTBEAT_FILE).unlink(missing_ok=True)
 
     def touch_heartbeat(self) -> None:
         self.file(HEARTBEAT_FILE).write_text(now_iso() + "\n", encoding="utf-8")

@@ -62,10 +62,19 @@ def _older_job_waiting(waiting_dir: Path, my_id: str) -> bool:
         if name >= my_id:
             break
         entry = read_json_object(waiting_dir / name)
-        if check_process(entry.get("pid"), entry.get("pid_create_time")) == ProcessCheck.ALIVE:
+        check = check_process(entry.get("pid"), entry.get("pid_create_time"))
+        if check == ProcessCheck.ALIVE:
             return True
-        (waiting_dir / name).unlink(missing_ok=True)  # its process is gone: not in the queue any more
+        if check == ProcessCheck.GONE:
+            (waiting_dir / name).unlink(missing_ok=True)  # its process is gone: not in the queue any more
     return False
+
+
+def take_ticket(slots_dir: Path, job_id: str, pid: int, create_time: float | None) -> None:
+    """Join the slot queue as job `job_id` run by process `pid`; the queue is served in id (creation) order."""
+    waiting_dir = slots_dir / WAITING_DIR
+    waiting_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(waiting_dir / job_id, {"pid": pid, "pid_create_time": create_time})
 
 
 def acquire_slot(slots_dir: Path, job_id: str, should_stop: Callable[[], bool], poll: float = 0.5) -> Slot | None:
@@ -75,9 +84,8 @@ def acquire_slot(slots_dir: Path, job_id: str, should_stop: Callable[[], bool], 
     never leaks its slot.
     """
     waiting_dir = slots_dir / WAITING_DIR
-    waiting_dir.mkdir(parents=True, exist_ok=True)
     ticket = waiting_dir / job_id
-    atomic_write_json(ticket, {"pid": os.getpid(), "pid_create_time": process_create_time(os.getpid())})
+    take_ticket(slots_dir, job_id, os.getpid(), process_create_time(os.getpid()))
     try:
         while True:
             if should_stop():

@@ -49,7 +49,8 @@ def derive_state(record: JobRecord, _reread: bool = True) -> JobState:
                     status, reason = Status.STOPPED, "stopped on request (process ended)"
                 else:
                     status, reason = Status.LOST, f"process {pid} is gone"
-        if status == recorded == Status.RUNNING and process != ProcessCheck.GONE:
+        # A job's harness beats from its start, also while it waits for a slot: a stale beat means hung or gone.
+        if status == recorded and status in (Status.RUNNING, Status.QUEUED) and process != ProcessCheck.GONE:
             age = record.heartbeat_age()
             if age is not None and age > HEARTBEAT_STALE_SECONDS:
                 status, reason = Status.LOST, f"no heartbeat for {age:.0f} s"

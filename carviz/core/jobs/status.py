@@ -35,13 +35,13 @@ class ProcessCheck(str, Enum):
 def check_process(pid: Any, create_time: Any, host: Any = None) -> ProcessCheck:
     """One rule for every job kind: a process counts as the job only when its start time matches the record.
 
-    A process that cannot be inspected (AccessDenied, another host) is UNVERIFIABLE: it is never signalled, and
-    its liveness falls back to the heartbeat.
+    A process that cannot be verified (AccessDenied, another host, or no start time recorded) is UNVERIFIABLE: it
+    is never signalled, and its liveness falls back to the heartbeat. A pid with no process behind it is GONE.
     """
-    if isinstance(host, str) and host and host != hostname():
-        return ProcessCheck.UNVERIFIABLE
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         return ProcessCheck.GONE
+    if isinstance(host, str) and host and host != hostname():
+        return ProcessCheck.UNVERIFIABLE
     import psutil
 
     try:
@@ -53,7 +53,9 @@ def check_process(pid: Any, create_time: Any, host: Any = None) -> ProcessCheck:
         return ProcessCheck.GONE
     except psutil.AccessDenied:
         return ProcessCheck.UNVERIFIABLE
-    if isinstance(create_time, (int, float)) and abs(started - create_time) > 1.0:
+    if isinstance(create_time, bool) or not isinstance(create_time, (int, float)):
+        return ProcessCheck.UNVERIFIABLE  # some process has this pid, but nothing says it is the job
+    if abs(started - create_time) > 1.0:
         return ProcessCheck.GONE  # the pid was reused by another process
     return ProcessCheck.ALIVE
 
