@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ STATUS_ICONS = {  # Material icons: they render everywhere (emoji need a font)
     "stopped": ":material/stop_circle:",
     "lost": ":material/warning:",
     "pruned": ":material/content_cut:",
+    "broken": ":material/report:",  # a damaged record (store.BROKEN): shown instead of the job's status
 }
 
 
@@ -73,11 +75,11 @@ def layers_of(backbone: str, image_size: int, alpha: float) -> list:
 def where_ran(state: Any, info: dict[str, Any]) -> str:
     """Where a run ran (or runs): backend, node and GPU, e.g. "ray · node-3 · GPU 0 (NVIDIA H200)"."""
     device = info.get("device") if isinstance(info.get("device"), dict) else {}
-    parts = [getattr(state, "backend", None) or device.get("backend") or "local"]
+    parts = [str(getattr(state, "backend", None) or device.get("backend") or "local")]
     node = device.get("node") or getattr(state, "host", None)
     if node:
         parts.append(str(node))
-    if device.get("gpus"):
+    if device.get("gpus") and isinstance(device["gpus"], list):
         visible = device.get("cuda_visible_devices")
         parts.append(f"GPU {visible} ({', '.join(map(str, device['gpus']))})" if visible else
                      ", ".join(map(str, device["gpus"])))
@@ -90,23 +92,30 @@ def status_label(status: str) -> str:
     return f"{STATUS_ICONS.get(status, '')} {status}".strip()
 
 
-def progress_fraction(progress: dict[str, Any] | None, status: str, epochs_done: int, epochs: int) -> float:
-    """Share of the job done, 0..1: epochs finished plus the current epoch's steps."""
+def number(value: Any) -> float | int | None:
+    """value when it is a finite number (not a bool), else None: record fields are read, never trusted."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def progress_fraction(progress: dict[str, Any] | None, status: str, epochs_done: int, epochs: Any) -> float:
+    """Share of the job done, 0..1: epochs finished plus the current epoch's steps (wrong-typed fields ignored)."""
     if status == "succeeded":
         return 1.0
-    epochs = max(1, int(epochs or 1))
+    epochs = max(1, int(number(epochs) or 1))
     fraction = epochs_done / epochs
     if progress and progress.get("phase") == "training":
-        epoch = progress.get("epoch") or 0
-        step = progress.get("step") or 0
-        steps = progress.get("steps_per_epoch") or 0
-        if epoch and steps:
+        epoch = number(progress.get("epoch")) or 0
+        step = number(progress.get("step")) or 0
+        steps = number(progress.get("steps_per_epoch")) or 0
+        if epoch and steps > 0:
             fraction = max(fraction, ((epoch - 1) + min(step / steps, 1.0)) / epochs)
     return max(0.0, min(1.0, fraction))
 
 
 def format_seconds(seconds: float | None) -> str:
-    if seconds is None:
+    if number(seconds) is None:
         return "–"
     seconds = int(round(seconds))
     if seconds < 60:
@@ -119,7 +128,7 @@ def format_seconds(seconds: float | None) -> str:
 
 
 def format_metric(value: Any, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "–"
+    return f"{value:.{digits}f}" if number(value) is not None else "–"
 
 
 # ---------------------------------------------------------------- the Train form <-> TrainConfig

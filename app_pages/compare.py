@@ -22,6 +22,9 @@ if not rows:
 
 table = compare.runs_table(rows)
 by_id = {row["id"]: row for row in rows}
+broken_note = compare.broken_note(rows)
+if broken_note:
+    st.warning(broken_note)
 
 filter_status, filter_backbone, filter_text = st.columns([1, 1, 1])
 statuses = filter_status.multiselect("Status", sorted(table["status"].dropna().unique()), key="compare_status")
@@ -44,7 +47,7 @@ event = st.dataframe(
     selection_default={"selection": {"rows": [i for i, run_id in enumerate(ids) if run_id in remembered]}},
     hide_index=True,
     column_order=["name", "backbone", "learning_rate", "freeze", "status", "epochs_done", "best_val_accuracy",
-                  "seconds", "dataset", "id"],
+                  "seconds", "dataset", "id", "problems"],
     column_config={
         "name": st.column_config.TextColumn("name"),
         "learning_rate": st.column_config.NumberColumn("lr", format="%.0e"),

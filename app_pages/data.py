@@ -32,8 +32,9 @@ from carviz.data.collect import (
     report_summary,
 )
 from carviz.core.config import Augmentation, ConfigError
-from carviz.data.datasets import ImageLoadError, load_image_rgb
-from carviz.data.importer import ImportFailed, import_folder, list_trash, restore_images, trash_images
+from carviz.data.datasets import MAX_PIXELS, ImageLoadError, load_image_rgb
+from carviz.data.importer import (MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, ImportFailed, import_folder,
+                                  list_trash, restore_images, trash_images)
 from carviz.views.plots.data import class_counts_figure
 from app_pages._common import STATUS_ICONS, DEMO_DATASET, dataset_names, refresh_scan, scan, thumbnail_of
 
@@ -289,9 +290,10 @@ def collect_section(names: list[str], root: Path | None) -> None:
 
 
 def import_section(names: list[str]) -> None:
-    st.caption("A zip of class folders (`class/image.jpg`, optionally inside one top folder). Paths leaving the "
-               "dataset, links, non-images and files past the caps (10,000 files, 50 MB each, 2 GB in all) are "
-               "dropped and listed; nothing is overwritten.")
+    st.caption("A zip of class folders (`class/image.jpg`, optionally inside one top folder), up to "
+               f"{MAX_TOTAL_BYTES >> 20:,} MB. Paths leaving the dataset, links, non-images and files past the caps "
+               f"({MAX_FILES:,} files, {MAX_FILE_BYTES >> 20} MB and {MAX_PIXELS / 1e6:g} megapixels each, "
+               f"{MAX_TOTAL_BYTES >> 30} GB in all) are dropped and listed; nothing is overwritten.")
     _target_box("imp", names, "Into dataset")
     st.file_uploader("Zip of class folders", type=["zip"], key="imp_zip")
     st.button("Import zip", key="imp_zip_go", on_click=_import, args=("zip",),

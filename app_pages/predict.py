@@ -38,7 +38,7 @@ def validation_samples(run_path: str, limit: int = 200) -> list[str]:
 
     try:
         _, _, paths, _ = validation_files(Run(run_path))
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):  # a damaged split.json: no samples
         return []
     return [str(path) for path in paths[:limit] if path.is_file()]
 
@@ -53,12 +53,20 @@ def predict_uploads(run: Run, files: list) -> list:
 
 st.title("Predict")
 
-finished = [run for run in list_runs() if run.status() == Status.SUCCEEDED and run.has_model()]
+# Runs with a model: the succeeded ones are offered, unless their record is damaged (then the page says why not;
+# so it does for a model whose status.json is damaged).
+with_model = [run for run in list_runs() if run.has_model()]
+rows = {run.id: row for run, row in zip(with_model, compare.summaries(with_model))}
+finished = [run for run in with_model if rows[run.id]["status"] == Status.SUCCEEDED.value
+            and not rows[run.id]["problems"]]
+broken_note = compare.broken_note(rows.values(), "not offered for prediction")
+if broken_note:
+    st.warning(broken_note)
 if not finished:
     st.info("No finished run with a trained model yet. Train one on the **Train** page, then come back.")
     st.stop()
 
-summaries = {run.id: row for run, row in zip(finished, compare.summaries(finished))}
+summaries = {run.id: rows[run.id] for run in finished}
 
 
 def describe(run_id: str) -> str:

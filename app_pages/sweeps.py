@@ -14,7 +14,8 @@ from carviz.core.config import BACKBONES, HEADS, PRESETS, ConfigError, TrainConf
 from carviz.views.layer_select import parse_freeze
 from carviz.views.plots.curves import curves_figure
 from carviz.views.plots.sweeps import freeze_figure, params_figure, selected_run_ids, sweep_points, time_figure
-from carviz.core.store import Store
+from carviz.core.store import BROKEN, Run, Store
+from carviz.views.compare import broken_note
 from app_pages._cache import render_cache_panel
 from app_pages._common import dataset_names, format_metric, format_seconds, launch_once, layers_of, status_label
 
@@ -177,7 +178,8 @@ states = {record.id: sweeps.read_sweep(record.id) for record in records}
 st.dataframe(
     [{"name": s.record.config.name, "id": s.record.id, "status": s.status, "progress": s.progress_text,
       "ETA": format_seconds(s.eta_seconds) if s.status in ("queued", "running") else "",
-      "best val acc": (s.best or {}).get("best_val_accuracy"), "created": s.record.created_at}
+      "best val acc": (s.best or {}).get("best_val_accuracy"), "created": s.record.created_at,
+      "broken runs": sum(1 for row in s.rows if row.get("problems"))}
      for s in states.values()],
     hide_index=True, key="sw_table",
 )
@@ -193,6 +195,11 @@ if b2.button("Resume sweep", key="sw_resume", disabled=states[selected_id].statu
     st.toast(f"Resumed {len(sweeps.resume_sweep(selected_id))} run(s).")
 
 
+def _run_name(run: Run) -> str:
+    name = run.config_dict().get("name")
+    return name if isinstance(name, str) and name else run.id
+
+
 def run_details(run_ids: list[str]) -> None:
     """Curves and config of the runs behind a clicked point."""
     store = Store()
@@ -204,12 +211,17 @@ def run_details(run_ids: list[str]) -> None:
             continue  # deleted meanwhile
     if not chosen:
         return
-    curves = [(run.config_dict().get("name") or run.id, run.config_dict(), run.metrics()) for run in chosen]
+    curves = [(_run_name(run), run.config_dict(), run.metrics()) for run in chosen]
     c1, c2 = st.columns(2)
     c1.plotly_chart(curves_figure(curves, "accuracy"), key="sw_curves_accuracy")
     c2.plotly_chart(curves_figure(curves, "loss"), key="sw_curves_loss")
     for run in chosen:
-        with st.expander(f"{run.config_dict().get('name') or run.id} · {status_label(run.status().value)}"):
+        state = run.state()
+        problems = run.problems(state=state)
+        shown = f"{status_label(BROKEN)} (job {state.status.value})" if problems else status_label(state.status.value)
+        with st.expander(f"{_run_name(run)} · {shown}"):
+            if problems:
+                st.warning("Broken record: " + "; ".join(problems))
             cache_line = run_line(run.info())
             if cache_line:
                 st.caption(cache_line)
@@ -221,7 +233,13 @@ def sweep_view(sweep_id: str) -> None:
     """The selected sweep, re-read every few seconds: counts, chart, and the runs behind a clicked point."""
     state = sweeps.read_sweep(sweep_id)
     counts = " · ".join(f"{status_label(status)} {n}" for status, n in sorted(state.counts.items()))
+    n_broken = sum(1 for row in state.rows if row.get("problems"))
+    if n_broken:
+        counts += f" · {status_label(BROKEN)} {n_broken}"
     st.markdown(f"**{state.record.config.name}** — {state.progress_text} · {counts}")
+    note = broken_note(state.rows)
+    if note:
+        st.warning(note)
     if state.status in ("queued", "running"):
         st.caption(f"About {format_seconds(state.eta_seconds)} left" if state.eta_seconds else "ETA after the first run")
     if state.best:

@@ -8,7 +8,8 @@ import streamlit as st
 from carviz.core import jobs, launch, settings
 from carviz.core.config import BACKBONES, HEADS, OPTIMIZERS, PRECISIONS, PRESETS, ConfigError
 from carviz.views.cache_report import run_line
-from carviz.core.store import Run, RunState, Status, list_runs
+from carviz.views.run_notes import resume_line
+from carviz.core.store import BROKEN, Run, RunState, Status, list_runs
 from app_pages._common import (
     WEIGHT_CHOICES,
     config_to_form,
@@ -17,6 +18,7 @@ from app_pages._common import (
     format_metric,
     format_seconds,
     launch_once,
+    number,
     progress_fraction,
     status_label,
     where_ran,
@@ -27,6 +29,7 @@ from app_pages._lr_range import lr_range_section
 DEFAULT_PRESET = "demo quick"
 ALPHAS = [0.25, 0.5, 0.75, 1.0]
 FINISHED_SHOWN = 10
+FINISHED_LIMIT = "train_finished_limit"  # grows by FINISHED_SHOWN with each "show more"
 SAVED_FORM = "train_form_values"  # survives page switches (widget state does not)
 PREFILL = "train_prefill"  # set by the Layers page
 RESUME_ERRORS = "train_resume_errors"
@@ -147,10 +150,10 @@ with st.expander("Feature cache"):
     render_cache_panel()
 
 
-def _resume(run: Run) -> None:
+def _resume(run: Run, accept_dataset_changes: bool = False) -> None:
     errors = st.session_state.setdefault(RESUME_ERRORS, {})
     try:
-        launch.resume(run)
+        launch.resume(run, accept_dataset_changes=accept_dataset_changes)
         errors.pop(run.id, None)
     except (ValueError, OSError, jobs.ray_backend.RayUnavailable) as exc:  # e.g. resumed elsewhere meanwhile
         errors[run.id] = f"Cannot resume: {exc}"
@@ -161,22 +164,26 @@ def _job_card(run: Run, state: RunState) -> None:
     config = run.config_dict()
     metrics = run.metrics()
     progress = run.progress() or {}
-    epochs = int(config.get("epochs") or progress.get("epochs") or 1)
+    problems = run.problems(config, metrics, state)  # a damaged record shows as broken, with what is wrong
+    epochs = int(number(config.get("epochs")) or number(progress.get("epochs")) or 1)
+    name = config.get("name") if isinstance(config.get("name"), str) else ""
     with st.container(border=True):
         head, bar, actions = st.columns([3, 5, 1])
-        head.markdown(f"**{config.get('name') or run.id}**  \n`{run.id}`")
+        head.markdown(f"**{name or run.id}**  \n`{run.id}`")
         head.caption(
-            f"{status_label(status.value)} · {config.get('backbone')} · lr {config.get('learning_rate')} · "
+            (f"{status_label(BROKEN)} (job {status.value})" if problems else status_label(status.value))
+            + f" · {config.get('backbone')} · lr {config.get('learning_rate')} · "
             f"freeze {config.get('freeze')} · {where_ran(state, run.info())}"
             + (f"  \n{state.reason}" if state.reason else "")
         )
-        phase = progress.get("phase") or status.value
-        text = f"{phase} · epoch {progress.get('epoch') or len(metrics)}/{epochs}"
-        if progress.get("steps_per_epoch"):
-            text += f" · step {progress.get('step') or 0}/{progress['steps_per_epoch']}"
-        bar.progress(progress_fraction(progress, status.value, len(metrics), epochs), text=text)
+        phase = progress.get("phase") if isinstance(progress.get("phase"), str) else status.value
+        text = f"{phase} · epoch {number(progress.get('epoch')) or len(metrics)}/{epochs}"
+        if number(progress.get("steps_per_epoch")):
+            text += f" · step {number(progress.get('step')) or 0}/{progress['steps_per_epoch']}"
+        bar.progress(progress_fraction(progress, BROKEN if problems else status.value, len(metrics), epochs),
+                     text=text)
         last = metrics[-1] if metrics else {}
-        ips = progress.get("images_per_second")
+        ips = number(progress.get("images_per_second"))
         live = status in (Status.QUEUED, Status.RUNNING)
         bar.caption(
             (f"{ips:.0f} img/s · ETA {format_seconds(progress.get('eta_seconds'))} · " if live and ips else "")
@@ -192,14 +199,21 @@ def _job_card(run: Run, state: RunState) -> None:
         elif status in (Status.STOPPED, Status.LOST, Status.FAILED, Status.PRUNED):
             actions.button("Resume", key=f"resume_{run.id}", on_click=_resume, args=(run,),
                            help="Continue from the last checkpoint")
+            if status == Status.FAILED and (state.error or "").startswith("DatasetChanged"):
+                actions.button("Resume anyway", key=f"resume_accept_{run.id}", on_click=_resume, args=(run, True),
+                               help="Continue on the split and classes recorded at launch, without the images "
+                                    "gone since (new images are not added)")
         resume_error = st.session_state.get(RESUME_ERRORS, {}).get(run.id)
-        cache_line = run_line(run.info())
-        if cache_line:
-            bar.caption(cache_line)
+        info = run.info()
+        for note in (run_line(info), resume_line(info)):
+            if note:
+                bar.caption(note)
         if resume_error and status.is_terminal():
             st.error(resume_error)
         if status == Status.FAILED:
             st.error(state.error or "The job failed; see its log.")
+        if problems:
+            st.warning("Broken record: " + "; ".join(problems))
         with st.expander("log"):
             st.code(run.log_tail(40) or "(empty)", language=None)
 
@@ -208,11 +222,13 @@ def _job_card(run: Run, state: RunState) -> None:
 def jobs_area() -> None:
     """Everything from the run store, so reloads and restarts never lose or duplicate a job."""
     shown: list[tuple[Run, RunState]] = []
-    finished = 0
+    finished = hidden = 0
+    limit = st.session_state.get(FINISHED_LIMIT, FINISHED_SHOWN)
     for run in list_runs():  # newest first
         state = run.state()
         if state.status.is_terminal():
-            if finished >= FINISHED_SHOWN:
+            if finished >= limit:
+                hidden += 1
                 continue
             finished += 1
         shown.append((run, state))
@@ -221,6 +237,9 @@ def jobs_area() -> None:
         return
     for run, state in shown:
         _job_card(run, state)
+    if hidden:
+        st.button(f"Show {min(hidden, FINISHED_SHOWN)} more finished jobs ({hidden} not shown)", key="train_more",
+                  on_click=lambda: st.session_state.update({FINISHED_LIMIT: limit + FINISHED_SHOWN}))
 
 
 st.subheader("Jobs")

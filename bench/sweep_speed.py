@@ -135,8 +135,8 @@ def run_sweep(label: str, root: Path, dataset: Path, epochs: int, batch_size: in
     home = root / label
     (home / "runs").mkdir(parents=True)
     os.environ.update(CARVIZ_HOME=str(home), CARVIZ_CACHE=str(home / "cache"))
-    base = RECOMMENDED.replace(dataset=str(dataset), epochs=epochs, batch_size=batch_size, precision="float32",
-                               feature_cache=use_cache)
+    base = RECOMMENDED.replace(dataset=str(dataset.resolve()), epochs=epochs, batch_size=batch_size,
+                               precision="float32", feature_cache=use_cache)  # a path is recorded absolute
     sweep = SweepConfig(name=f"bench {label}", base=base, backbones=("mobilenet",), learning_rates=(1e-4,),
                         freeze_points=FREEZE_POINTS, prune=PruneConfig() if prune else None)
     started = time.perf_counter()

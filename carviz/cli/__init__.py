@@ -31,6 +31,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return commands[args.command](args)
-    except (ConfigError, LookupError, FileNotFoundError, ValueError, RayUnavailable) as error:
+    except (ConfigError, LookupError, OSError, ValueError, RayUnavailable) as error:  # OSError: e.g. a full disk
         print(f"error: {error}", file=sys.stderr)
         return 2

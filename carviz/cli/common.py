@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from carviz.core import settings
 from carviz.core.config import FREEZE_ALL, PRESETS, Augmentation, TrainConfig
 
 
@@ -22,7 +23,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """The TrainConfig flags of `train` (read back by config_from_args): --config/--preset, then one per field."""
     parser.add_argument("--config", type=Path, help="a config.json to start from")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a named preset to start from")
-    for flag, kind in (("name", str), ("dataset", str), ("backbone", str), ("alpha", float), ("weights", str),
+    add_dataset_flags(parser)
+    for flag, kind in (("name", str), ("backbone", str), ("alpha", float), ("weights", str),
                        ("image-size", int), ("head", str), ("dropout", float), ("optimizer", str),
                        ("learning-rate", float), ("epochs", int), ("batch-size", int),
                        ("validation-split", float), ("seed", int), ("early-stopping-patience", int),
@@ -39,6 +41,32 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                         help="run the frozen layers on every image each epoch instead of training on cached features")
 
 
+def add_dataset_flags(parser: argparse.ArgumentParser) -> None:
+    """--dataset NAME (a folder under data/, never a path) or --dataset-path FOLDER (anywhere; read back by
+    dataset_from_args, which records it as an absolute path)."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--dataset", default=None, metavar="NAME",
+                       help="a dataset name: one folder under data/ ($CARVIZ_DATA); never a path")
+    where.add_argument("--dataset-path", type=Path, default=None, metavar="FOLDER",
+                       help="a dataset folder anywhere; the run records its absolute path")
+
+
+def dataset_from_args(args: argparse.Namespace) -> str | None:
+    """The config's dataset from --dataset (a checked name) or --dataset-path (an existing folder, recorded as its
+    absolute path so the run reads the same folder from any working directory); None when neither is given."""
+    if getattr(args, "dataset_path", None) is not None:
+        folder = Path(args.dataset_path).expanduser().resolve()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--dataset-path {str(args.dataset_path)!r} is not a folder (looked in {folder})")
+        return str(folder)
+    if getattr(args, "dataset", None) is not None:
+        try:
+            return settings.dataset_name(args.dataset)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; a dataset elsewhere is given with --dataset-path FOLDER") from None
+    return None
+
+
 def add_backend_flag(parser: argparse.ArgumentParser,
                       text: str = "where jobs run: local (default, or $CARVIZ_BACKEND) or ray "
                                   "(the cluster at $CARVIZ_RAY_ADDRESS)") -> None:
@@ -53,7 +81,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     else:
         base = TrainConfig()
     changes: dict[str, Any] = {}
-    for field in ("name", "dataset", "backbone", "alpha", "weights", "image_size", "head", "dropout", "optimizer",
+    dataset = dataset_from_args(args)
+    if dataset is not None:
+        changes["dataset"] = dataset
+    for field in ("name", "backbone", "alpha", "weights", "image_size", "head", "dropout", "optimizer",
                   "learning_rate", "epochs", "batch_size", "validation_split", "seed", "early_stopping_patience",
                   "precision", "checkpoint_every", "freeze"):
         value = getattr(args, field, None)
@@ -85,14 +116,16 @@ def split(text: str | None) -> list[str]:
 
 
 def dataset_arg(text: str, create: bool = False) -> Path:
-    """A dataset folder from the command line: a name under data/, or a path (absolute or starting with .)."""
+    """The dataset of a data command (crawl, import, trash, restore, crawl-status/stop): a name, one folder under
+    data/; never a path, so these commands only ever write under the data folder."""
     from carviz.data.importer import dataset_path
 
-    as_path = Path(text).expanduser()
-    if as_path.is_absolute() or text.startswith("."):
-        path = dataset_path(as_path, create=create)
-    else:
-        path = dataset_path(text, create=create)
+    try:
+        name = settings.dataset_name(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; this command works only on datasets in the data folder (CARVIZ_DATA sets it)") \
+            from None
+    path = dataset_path(name, create=create)
     if not create and not path.is_dir():
         raise FileNotFoundError(f"dataset {text!r} not found (looked in {path})")
     return path

@@ -27,7 +27,7 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     layers.add_argument("--blocks-only", action="store_true", help="only block boundaries")
     layers.add_argument("--freeze", type=freeze_arg, default=None, help="mark what 'freeze N' freezes")
 
-    dataset_help = "a dataset name (a folder under data/) or a path (absolute, or starting with .)"
+    dataset_help = "a dataset name: one folder under data/ ($CARVIZ_DATA); never a path"
     crawl = sub.add_parser("crawl", help="collect images with the crawler, as a background job (re-run resumes)")
     crawl.add_argument("dataset", help=dataset_help)
     crawl.add_argument("--class", dest="classes", action="append", required=True, metavar="NAME=QUERY;QUERY",

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from carviz.cli.common import add_backend_flag, add_config_flags, config_from_args, fmt
 from carviz.core import settings
-from carviz.core.store import Run, Status, find_run, list_runs, summarize
+from carviz.core.store import BROKEN, Run, Status, display_status, find_run, list_runs, summarize
 
 
 def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -35,6 +35,9 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     resume = sub.add_parser("resume", help="resume a stopped or lost run from its last checkpoint")
     resume.add_argument("run")
     resume.add_argument("--wait", action="store_true")
+    resume.add_argument("--accept-dataset-changes", action="store_true",
+                        help="continue although the dataset changed since launch: on the recorded split and classes, "
+                             "without the images gone since (new images are not added)")
     add_backend_flag(resume, "where to run it (default: where it ran last)")
 
     lr_find = sub.add_parser("lr-find", help="LR range test: a short run with a rising learning rate, and a suggestion")
@@ -101,37 +104,47 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     print(f"{'id':<23} {'status':<10} {'backbone':<14} {'lr':>8} {'freeze':>6} {'epochs':>7} {'best val':>8}  name")
     for row in rows:
-        print(f"{row['id']:<23} {row['status']:<10} {row['backbone']!s:<14} {fmt(row['learning_rate'], 2):>8} "
+        print(f"{row['id']:<23} {display_status(row):<10} {row['backbone']!s:<14} {fmt(row['learning_rate'], 2):>8} "
               f"{row['freeze']!s:>6} {row['epochs_done']:>3}/{row['epochs']!s:<3} "
               f"{fmt(row['best_val_accuracy'], 3):>8}  {row['name']}")
+        if row["problems"]:  # a damaged record is listed with what is wrong; the others list as usual
+            print(f"{'':<23} {BROKEN} ({row['status']}): " + "; ".join(row["problems"]))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from carviz.views.cache_report import run_line
+    from carviz.views.run_notes import resume_line
 
     run = find_run(args.run)
     state = run.state()
+    config, metrics = run.config_dict(), run.metrics()
+    problems = run.problems(config, metrics, state)
     detail = {
         "id": run.id,
         "path": str(run.path),
         "status": state.status.value,
         "reason": state.reason or None,
         "error": state.error,
-        "config": run.config_dict(),
+        "broken": bool(problems),
+        "problems": problems,
+        "config": config,
         "progress": run.progress(),
-        "metrics": run.metrics(),
+        "metrics": metrics,
         "evaluation": run.evaluation(),
         "info": run.info(),
     }
     if args.json:
         print(json.dumps(detail, indent=2, ensure_ascii=False, default=str))
         return 0
-    print(f"run {run.id}  ({detail['config'].get('name') or 'unnamed'})  {state.status.value}"
+    name = config.get("name") if isinstance(config.get("name"), str) else None
+    print(f"run {run.id}  ({name or 'unnamed'})  "
+          + (f"{BROKEN} (job {state.status.value})" if problems else state.status.value)
           + (f"  [{state.reason}]" if state.reason else ""))
+    for problem in problems:
+        print(f"problem: {problem}")
     if state.error:
         print(f"error: {state.error}")
-    config = detail["config"]
     print("config: " + ", ".join(f"{k}={config[k]}" for k in ("dataset", "backbone", "weights", "image_size",
                                                                "head", "learning_rate", "freeze", "epochs",
                                                                "batch_size") if k in config))
@@ -139,12 +152,16 @@ def cmd_show(args: argparse.Namespace) -> int:
         print("  epoch {epoch:>3}  loss {l}  acc {a}  val_loss {vl}  val_acc {va}  {s}s".format(
             epoch=row["epoch"], l=fmt(row.get("loss")), a=fmt(row.get("accuracy")), vl=fmt(row.get("val_loss")),
             va=fmt(row.get("val_accuracy")), s=fmt(row.get("seconds"), 3)))
-    cache_line = run_line(detail["info"])
-    if cache_line:
-        print(cache_line)
-    if detail["evaluation"]:
-        print(f"final evaluation on {detail['evaluation']['images']} validation images: "
-              f"accuracy {detail['evaluation']['accuracy']:.4f}, loss {detail['evaluation']['loss']:.4f}")
+    for note in (run_line(detail["info"]), resume_line(detail["info"])):
+        if note:
+            print(note)
+    evaluation = detail["evaluation"] or {}
+    if evaluation:
+        def four(value: Any) -> str:  # a wrong-typed value (the problems above say so) prints as it is
+            return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else fmt(value)
+
+        print(f"final evaluation on {fmt(evaluation.get('images'))} validation images: "
+              f"accuracy {four(evaluation.get('accuracy'))}, loss {four(evaluation.get('loss'))}")
     return 0
 
 
@@ -152,8 +169,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from carviz.core import jobs
 
     run = find_run(args.run)
-    if run.status().is_terminal():
-        print(f"{run.id} is already {run.status().value}")
+    state = run.state()
+    hung = state.status == Status.LOST and state.process == jobs.ProcessCheck.ALIVE  # e.g. SIGSTOPped: kill it
+    if state.status.is_terminal() and not hung:
+        print(f"{run.id} is already {state.status.value}")
         return 0
     status = jobs.stop(run, timeout=args.timeout)
     print(f"{run.id} {status.value}")
@@ -193,7 +212,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from carviz.core import launch
 
     run = find_run(args.run)
-    launch.resume(run, backend=args.backend)
+    launch.resume(run, backend=args.backend, accept_dataset_changes=args.accept_dataset_changes)
     print(f"{run.id} resumed")
     if args.wait:
         return 0 if follow(run) == Status.SUCCEEDED else 1

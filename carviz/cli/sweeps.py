@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from carviz.cli.common import add_backend_flag, fmt, split
+from carviz.cli.common import add_backend_flag, add_dataset_flags, dataset_from_args, fmt, split
 from carviz.core import settings
 from carviz.core.config import PRESETS, ConfigError, TrainConfig
 
@@ -29,8 +29,8 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
                         help="generate freeze points from each backbone's layers (builds it once)")
     sweep.add_argument("--every", type=int, default=1, help="with --freeze-rule cut: keep every K-th cut point")
     sweep.add_argument("--seeds", help="comma list of seeds (default: the base's)")
-    for flag, kind in (("epochs", int), ("batch-size", int), ("image-size", int), ("dataset", str),
-                       ("weights", str), ("head", str)):
+    add_dataset_flags(sweep)
+    for flag, kind in (("epochs", int), ("batch-size", int), ("image-size", int), ("weights", str), ("head", str)):
         sweep.add_argument(f"--{flag}", type=kind, default=None)
     sweep.add_argument("--prune", action="store_true", help="successive halving at the rung epochs")
     sweep.add_argument("--rungs", default="2,4", help="with --prune: comma list of rung epochs (default 2,4)")
@@ -57,8 +57,11 @@ def sweep_config_from_args(args: argparse.Namespace) -> Any:
     from carviz.core.sweeps import PruneConfig, SweepConfig, freeze_points
 
     base = TrainConfig.load(args.config) if args.config else PRESETS[args.preset or "demo quick"]
-    changes = {field: getattr(args, field) for field in ("epochs", "batch_size", "image_size", "dataset", "weights",
-                                                          "head") if getattr(args, field) is not None}
+    changes = {field: getattr(args, field) for field in ("epochs", "batch_size", "image_size", "weights", "head")
+               if getattr(args, field) is not None}
+    dataset = dataset_from_args(args)  # a checked name, or --dataset-path recorded as an absolute path
+    if dataset is not None:
+        changes["dataset"] = dataset
     backbones = split(args.backbones) or [base.backbone]
     changes["backbone"] = backbones[0]  # the base itself must be valid (small_cnn has no ImageNet weights)
     base = base.replace(**changes)

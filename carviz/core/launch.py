@@ -35,8 +35,12 @@ def stop(run: Run, timeout: float = 30.0) -> Status:
     return jobs.stop(run, timeout)
 
 
-def resume(run: Run, backend: str | None = None) -> None:
-    """Relaunch a stopped, lost or failed run from its last checkpoint (on its last backend by default)."""
+def resume(run: Run, backend: str | None = None, accept_dataset_changes: bool = False) -> None:
+    """Relaunch a stopped, lost or failed run from its last checkpoint (on its last backend by default). It trains on
+    the split recorded at launch; if the dataset changed since, it stops unless accept_dataset_changes."""
+    state = run.state()
+    if state.status.is_terminal() and state.status != Status.SUCCEEDED:
+        run.request_resume(accept_dataset_changes)
     jobs.resume(run, TRAIN_JOB, backend)
 
 

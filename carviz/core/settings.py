@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: carviz/core/settings.py is two below it
@@ -42,15 +43,58 @@ def safe_join(root: Path, *parts: str) -> Path:
     return candidate
 
 
+def safe_name(name: str) -> str:
+    """Validate a name (dataset, class or file) as one safe path component; return it NFC-normalized.
+
+    Any Unicode is fine (e.g. Korean); refused: empty, ".", "..", a leading dot (hidden),
+    "/" or "\\", NUL and other control characters, more than 255 bytes in UTF-8.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"name must be a string, got {type(name).__name__}")
+    # macOS writes decomposed (NFD) Hangul in zips; normalize so one class never appears twice
+    norm = unicodedata.normalize("NFC", name)
+    if norm.strip() == "":
+        raise ValueError("name is empty")
+    if norm in (".", ".."):
+        raise ValueError(f"name {name!r} is not allowed")
+    if "/" in norm or "\\" in norm:
+        raise ValueError(f"name {name!r} contains a path separator")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in norm):
+        raise ValueError(f"name {name!r} contains NUL or a control character")
+    if norm.startswith("."):
+        raise ValueError(f"name {name!r} starts with a dot (hidden names are reserved)")
+    if norm != norm.strip():
+        raise ValueError(f"name {name!r} has leading or trailing spaces")
+    if len(norm.encode("utf-8")) > 255:
+        raise ValueError(f"name {name[:20]!r}... is longer than 255 bytes")
+    return norm
+
+
+def dataset_name(name: str) -> str:
+    """A dataset name: exactly one folder under data/ (no separators, no "..", not absolute, not hidden).
+
+    ValueError saying why not; a dataset elsewhere is given as an absolute path (`--dataset-path`)."""
+    try:
+        return safe_name(name)
+    except ValueError as exc:
+        raise ValueError(f"dataset {name!r} is not a dataset name ({exc}); a dataset name is one folder under "
+                         f"{data_dir()}") from None
+
+
 def resolve_dataset(dataset: str) -> Path:
-    """A dataset given by name (a folder under data/) or by path; must exist."""
-    as_path = Path(dataset).expanduser()
-    if as_path.is_absolute() or dataset.startswith("."):
-        path = as_path.resolve()
+    """A config's dataset: a name (one folder under data/, never leaving it) or an absolute path (as
+    `--dataset-path` records it); must exist. Relative paths, "..", "~" are refused with a clear error."""
+    text = str(dataset)
+    if os.path.isabs(text):
+        path = Path(text).resolve()
     else:
-        path = safe_join(data_dir(), dataset)
+        try:
+            dataset_name(text)  # refuses "../x", "a/b", ".x", "~/x" ...
+        except ValueError as exc:
+            raise ValueError(f"{exc}; a dataset elsewhere is given by its absolute path") from None
+        path = safe_join(data_dir(), text)
     if not path.is_dir():
-        raise FileNotFoundError(f"dataset {dataset!r} not found (looked in {path})")
+        raise FileNotFoundError(f"dataset {text!r} not found (looked in {path})")
     return path
 
 

@@ -166,17 +166,20 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 
 def run_summary(run: Run) -> dict[str, Any]:
     """summarize() plus what a sweep chart needs: seed, trainable parameters, first trainable layer, wall time."""
-    row = summarize(run)
     config = run.config_dict()
-    model = run.info().get("model") or {}
+    row = summarize(run, config)
+    model = run.info().get("model")
+    model = model if isinstance(model, dict) else {}  # wrong-typed fields read as missing (row["problems"] says)
     status = run.raw_status()
+    seed, pruned_at = config.get("seed"), status.get("pruned_at_epoch")
     row.update({
-        "seed": config.get("seed"),
-        "sweep": config.get("sweep", ""),
+        "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        "sweep": config.get("sweep") if isinstance(config.get("sweep"), str) else "",
         "trainable_params": model.get("trainable_params"),
         "layer": model.get("first_trainable"),
         "wall_seconds": _seconds_between(status.get("started_at"), status.get("ended_at")),
-        "pruned_at_epoch": status.get("pruned_at_epoch") if row["status"] == Status.PRUNED.value else None,
+        "pruned_at_epoch": pruned_at if row["status"] == Status.PRUNED.value and isinstance(pruned_at, int)
+        and not isinstance(pruned_at, bool) else None,
     })
     return row
 

@@ -208,8 +208,12 @@ def thumbnail(path: str | Path, side: int = THUMB_SIDE) -> bytes | None:
     """A small JPEG of an image for review grids; None when it does not decode."""
     from PIL import Image, ImageOps
 
+    from carviz.data import datasets
+
     try:
         with Image.open(path) as image:
+            if image.width * image.height > datasets.MAX_PIXELS:  # the scanner sets it aside: not decoded here either
+                return None
             image.draft("RGB", (side * 2, side * 2))  # JPEG: decode at a reduced scale
             image = ImageOps.exif_transpose(image) or image
             image.thumbnail((side, side))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+import io
 import os
 import unicodedata
 from collections.abc import Sequence
@@ -26,7 +27,9 @@ if TYPE_CHECKING:  # only for annotations: importing this module must not load T
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # matched case-insensitively
 # Formats tf.io.decode_image reads; anything else Pillow opens (TIFF, ICO, ...) would crash training.
 TF_DECODABLE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP"})
-MAX_PIXELS = 40_000_000
+# The one decompression-bomb limit (width x height) for every image carviz decodes: the dataset scanner, import,
+# the crawler, previews and predictions all load through open_image. 64 MP keeps a 50 MP phone photo.
+MAX_PIXELS = 64_000_000
 DEMO_CLASSES = ("sedan", "suv", "bus", "sports car")
 
 
@@ -110,6 +113,10 @@ class ImageLoadError(ValueError):
         self.kind = kind
 
 
+class ImageTooLarge(ImageLoadError):
+    """An image over the pixel limit (MAX_PIXELS): refused before it is decoded."""
+
+
 # ---------------------------------------------------------------- listing, checking, fingerprint
 
 
@@ -161,32 +168,74 @@ def _fingerprint(root: Path, entries: list[tuple[Path, int, str]]) -> str:
     return digest.hexdigest()
 
 
-def _open_loaded(source: str | Path | BinaryIO, max_pixels: int) -> Image.Image:
-    """Open and fully decode an image, turning every failure into an ImageLoadError with a clear message."""
+def _open(source: str | Path | BinaryIO) -> Image.Image:
     try:
-        image = Image.open(source)
+        return Image.open(source)
     except UnidentifiedImageError:
-        raise ImageLoadError("cannot identify image file (not an image, or an unsupported format)")
-    except Image.DecompressionBombError as exc:
-        raise ImageLoadError(f"decompression bomb refused: {exc}")
-    except OSError as exc:
+        raise ImageLoadError("cannot identify image file (not an image, or an unsupported format)") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, far above MAX_PIXELS
+        raise ImageTooLarge(f"image too large: decompression bomb refused ({exc})") from None
+    except Exception as exc:  # OSError; Pillow raises SyntaxError, ValueError, struct.error ... on garbage headers
+        raise _load_error(exc) from None
+
+
+def _load_error(exc: BaseException) -> ImageLoadError:
+    if isinstance(exc, ImageLoadError):
+        return exc
+    if isinstance(exc, OSError):
         kind = "truncated" if "truncat" in str(exc).lower() else "unreadable"
-        raise ImageLoadError(str(exc) or type(exc).__name__, kind)
-    except Exception as exc:  # Pillow raises SyntaxError, ValueError, struct.error ... on garbage headers
-        raise ImageLoadError(f"{type(exc).__name__}: {exc}")
-    width, height = image.size
-    if width * height > max_pixels:
-        image.close()
-        raise ImageLoadError(f"decompression bomb refused: {width}x{height} px is over the {max_pixels:,} px limit")
+        return ImageLoadError(str(exc) or type(exc).__name__, kind)
+    return ImageLoadError(f"{type(exc).__name__}: {exc}")
+
+
+class _KeepOpen:
+    """A caller's file object as Pillow reads it, minus close (Image.open seeks it back to 0 itself)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+
+    def read(self, *args: Any) -> bytes:
+        return self._raw.read(*args)
+
+    def seek(self, *args: Any) -> int:
+        return self._raw.seek(*args)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def close(self) -> None:
+        pass
+
+
+def open_image(source: bytes | str | Path | BinaryIO, max_pixels: int | None = None) -> Image.Image:
+    """The one image loader (scanner, import, crawler, previews, predictions): open, refuse more than max_pixels
+    (default MAX_PIXELS) before decoding anything, verify the file's structure (PNG checksums ...), decode fully.
+
+    Returns the loaded image with its format; every failure is an ImageLoadError (a ValueError) with a clear
+    message, ImageTooLarge for the pixel limit. A file object is read from its start and left open.
+    """
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(source)
+    if not isinstance(source, (str, Path)):
+        source = _KeepOpen(source)  # PNG's verify closes the file it read, and the image must be reopened
+    probe = _open(source)
+    try:
+        width, height = probe.size
+        if width * height > limit:
+            raise ImageTooLarge(f"image too large: {width}x{height} px is over the {limit:,} px limit "
+                                "(decompression bomb refused)")
+        probe.verify()  # structure check; the image must be reopened afterwards
+    except Exception as exc:
+        raise _load_error(exc) from None
+    finally:
+        probe.close()
+    image = _open(source)
     try:
         image.load()
-    except OSError as exc:
-        image.close()
-        kind = "truncated" if "truncat" in str(exc).lower() else "unreadable"
-        raise ImageLoadError(str(exc) or type(exc).__name__, kind)
     except Exception as exc:
         image.close()
-        raise ImageLoadError(f"{type(exc).__name__}: {exc}")
+        raise _load_error(exc) from None
     return image
 
 
@@ -200,7 +249,7 @@ def _inspect(path: Path, check: bool, min_side: int) -> tuple[int, str, tuple[st
     if not check:
         return size, sha1, None
     try:
-        image = _open_loaded(path, MAX_PIXELS)
+        image = open_image(path)
     except ImageLoadError as exc:
         return size, sha1, (exc.kind, str(exc))
     with image:
@@ -256,13 +305,14 @@ def dataset_fingerprint(root: str | Path) -> str:
     return scan_dataset(root, check_images=False, with_fingerprint=True).fingerprint
 
 
-def load_image_rgb(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decoded RGB image with EXIF orientation applied; ValueError (ImageLoadError) on broken or oversized images."""
+def load_image_rgb(path: str | Path | BinaryIO, max_pixels: int | None = None) -> Image.Image:
+    """Decoded RGB image with EXIF orientation applied; ValueError (ImageLoadError) on broken or oversized images
+    (open_image: the pixel limit is MAX_PIXELS unless given)."""
     name = getattr(path, "name", path)
     try:
-        image = _open_loaded(path, max_pixels)
+        image = open_image(path, max_pixels)
     except ImageLoadError as exc:
-        raise ImageLoadError(f"{name}: {exc}", exc.kind) from None
+        raise type(exc)(f"{name}: {exc}", exc.kind) from None
     with image:
         oriented = ImageOps.exif_transpose(image)
         return oriented.convert("RGB")
@@ -545,6 +595,7 @@ __all__ = [
     "DatasetScan",
     "ImageLoadError",
     "ImageProblem",
+    "ImageTooLarge",
     "Split",
     "augment_preview",
     "augmentation_model",
@@ -552,6 +603,7 @@ __all__ = [
     "generate_demo_dataset",
     "load_image_rgb",
     "make_pipeline",
+    "open_image",
     "scan_dataset",
     "split_files",
 ]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import stat
 import tempfile
 import unicodedata
-import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,13 +18,17 @@ from typing import IO, Any
 from PIL import Image, ImageOps
 
 from carviz.core import settings
-from carviz.data.datasets import IMAGE_EXTENSIONS
+from carviz.data.datasets import IMAGE_EXTENSIONS, ImageLoadError, ImageTooLarge, open_image
 
 # Kept byte for byte, with the suffix the dataset scanner lists (MPO: phone JPEGs); anything else
 # that decodes (GIF, TIFF, ...) is converted to JPEG.
 KEPT_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp"}
 IMAGE_SUFFIXES = tuple(IMAGE_EXTENSIONS)
-DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard for a single image
+# Import caps (zip upload, folder, `python -m carviz import`). The dashboard's upload cap, server.maxUploadSize in
+# .streamlit/config.toml, is MAX_TOTAL_BYTES in MiB: a zip past it would be past the total cap anyway.
+MAX_FILES = 10_000
+MAX_FILE_BYTES = 50 << 20  # per image, measured while decompressing
+MAX_TOTAL_BYTES = 2 << 30  # all images of one import together
 TRASH_DIR = ".trash"
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 _CHUNK = 1 << 20
@@ -40,35 +42,19 @@ def safe_class_name(name: str) -> str:
     """Validate a class (or file) name as one safe path component; return it NFC-normalized.
 
     Any Unicode is fine (e.g. Korean); refused: empty, ".", "..", a leading dot (hidden),
-    "/" or "\\", NUL and other control characters, more than 255 bytes in UTF-8.
+    "/" or "\\", NUL and other control characters, more than 255 bytes in UTF-8 (settings.safe_name,
+    the same rule as dataset names).
     """
-    if not isinstance(name, str):
-        raise ValueError(f"name must be a string, got {type(name).__name__}")
-    # macOS writes decomposed (NFD) Hangul in zips; normalize so one class never appears twice
-    norm = unicodedata.normalize("NFC", name)
-    if norm.strip() == "":
-        raise ValueError("name is empty")
-    if norm in (".", ".."):
-        raise ValueError(f"name {name!r} is not allowed")
-    if "/" in norm or "\\" in norm:
-        raise ValueError(f"name {name!r} contains a path separator")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in norm):
-        raise ValueError(f"name {name!r} contains NUL or a control character")
-    if norm.startswith("."):
-        raise ValueError(f"name {name!r} starts with a dot (hidden names are reserved)")
-    if norm != norm.strip():
-        raise ValueError(f"name {name!r} has leading or trailing spaces")
-    if len(norm.encode("utf-8")) > 255:
-        raise ValueError(f"name {name[:20]!r}... is longer than 255 bytes")
-    return norm
+    return settings.safe_name(name)
 
 
 def dataset_path(dataset: str | Path, create: bool = False) -> Path:
-    """A dataset folder: a str is a dataset name under settings.data_dir(), a Path is used as is."""
+    """A dataset folder: a str is a dataset name (one folder under settings.data_dir(), never a path), a Path
+    (from code, not from a user) is used as is."""
     if isinstance(dataset, Path):
         path = dataset.expanduser().resolve()
     else:
-        path = settings.safe_join(settings.data_dir(), safe_class_name(dataset))
+        path = settings.safe_join(settings.data_dir(), settings.dataset_name(dataset))
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
@@ -79,29 +65,18 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def decode_image(source: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Fully decode an image (verify + load) or raise ValueError saying why; EXIF orientation applied."""
-
-    def open_() -> Image.Image:
-        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-
+def decode_image(source: bytes | str | Path, max_pixels: int | None = None) -> Image.Image:
+    """Fully decode an image (datasets.open_image: the scanner's own loader and pixel limit, MAX_PIXELS unless
+    given) or raise ValueError saying why; EXIF orientation applied, format kept."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with open_() as probe:
-                width, height = probe.size
-                if width * height > max_pixels:
-                    raise ValueError(f"image too large ({width}x{height} pixels)")
-                probe.verify()  # structure check; the image must be reopened afterwards
-            image = open_()
-            image.load()
-            fmt = image.format
-            image = ImageOps.exif_transpose(image) or image
-            image.format = fmt  # exif_transpose returns a copy without it
-    except ValueError:
+        image = open_image(source, max_pixels)
+    except ImageTooLarge:
         raise
-    except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning, EOFError) as exc:
-        raise ValueError(f"not an image ({type(exc).__name__}: {exc})") from None
+    except ImageLoadError as exc:
+        raise ImageLoadError(f"not an image ({exc})", exc.kind) from None
+    fmt = image.format
+    image = ImageOps.exif_transpose(image) or image
+    image.format = fmt  # exif_transpose returns a copy without it
     return image
 
 
@@ -162,7 +137,7 @@ class _Entry:
 
 
 class _Caps:
-    def __init__(self, max_files: int, max_total_bytes: int, max_file_bytes: int, max_pixels: int) -> None:
+    def __init__(self, max_files: int, max_total_bytes: int, max_file_bytes: int, max_pixels: int | None) -> None:
         self.max_files, self.max_total_bytes = max_files, max_total_bytes
         self.max_file_bytes, self.max_pixels = max_file_bytes, max_pixels
         self.files = 0
@@ -329,10 +304,10 @@ def _zip_name(info: zipfile.ZipInfo) -> str:
 def import_zip(
     zip_file: str | Path | IO[bytes],
     dataset_dir: str | Path,
-    max_files: int = 10_000,
-    max_total_bytes: int = 2 << 30,
-    max_file_bytes: int = 50 << 20,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_files: int = MAX_FILES,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    max_pixels: int | None = None,  # None: datasets.MAX_PIXELS, the scanner's limit
 ) -> ImportReport:
     """Import a zip of class folders (class/file.ext, optionally wrapped in one top folder) into a dataset.
 
@@ -384,10 +359,10 @@ def import_zip(
 def import_folder(
     src_dir: str | Path,
     dataset_dir: str | Path,
-    max_files: int = 10_000,
-    max_total_bytes: int = 2 << 30,
-    max_file_bytes: int = 50 << 20,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_files: int = MAX_FILES,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    max_pixels: int | None = None,  # None: datasets.MAX_PIXELS, the scanner's limit
 ) -> ImportReport:
     """Copy a folder of class folders into a dataset under the same rules as import_zip (links never followed)."""
     src = Path(src_dir).resolve()

@@ -38,6 +38,57 @@ def load_checkpoint(run: Run) -> tuple[Any, int] | None:
     return keras.saving.load_model(path), epochs_done
 
 
+class DatasetChanged(ValueError):
+    """The dataset changed since the run was launched, and the resume did not accept that."""
+
+
+def recorded_split_for_resume(run: Run, recorded: dict[str, Any], dataset_root: Path, scan: Any) -> Any:
+    """The split recorded at launch, for a resumed run. Images gone since then are left out (and listed); new images
+    are not added; a changed class list or dataset fingerprint stops the run (DatasetChanged) unless the resume
+    accepted changes. What happened is recorded in run.json under "resumes"."""
+    from carviz.data.datasets import Split
+
+    try:
+        split = Split.from_json_dict(recorded, dataset_root)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"split.json is unreadable ({type(error).__name__}: {error}); the run cannot resume on "
+                         f"its recorded split") from None
+    usable = {path for files in scan.files.values() for path in files}
+    recorded_paths = set(split.train_paths) | set(split.val_paths)
+    gone = sorted(path for path in recorded_paths if path not in usable)
+    new = sum(1 for path in usable if path not in recorded_paths)
+    launch_fingerprint = run.info().get("launch_fingerprint") or run.info().get("dataset_fingerprint")
+    classes_changed = list(scan.classes) != list(split.classes)
+    fingerprint_changed = bool(launch_fingerprint) and launch_fingerprint != scan.fingerprint
+    accepted = bool(run.resume_request().get("accept_dataset_changes"))
+    note = {"at": now_iso(), "dataset_changed": fingerprint_changed or bool(gone) or bool(new),
+            "classes_changed": classes_changed, "gone": len(gone), "new_ignored": new, "accepted": accepted,
+            "gone_examples": [path.relative_to(dataset_root).as_posix() for path in gone[:20]]}
+    resumes = run.info().get("resumes")
+    run.update_info(resumes=(resumes if isinstance(resumes, list) else []) + [note])
+    if (classes_changed or fingerprint_changed) and not accepted:
+        what = []
+        if classes_changed:
+            what.append(f"classes {split.classes} are now {scan.classes}")
+        if gone:
+            what.append(f"{len(gone)} image(s) gone (e.g. {note['gone_examples'][0]})")
+        if new:
+            what.append(f"{new} new image(s)")
+        raise DatasetChanged("the dataset changed since this run was launched: " + "; ".join(what or ["its content"])
+                             + ". Resume with 'accept dataset changes' to continue on the recorded split and classes "
+                               "without the gone images (new images are not added).")
+    keep = lambda paths, labels: [(p, label) for p, label in zip(paths, labels) if p in usable]  # noqa: E731
+    train = keep(split.train_paths, split.train_labels)
+    val = keep(split.val_paths, split.val_labels)
+    if not train or not val:
+        raise DatasetChanged(f"too few recorded images are left to resume ({len(train)} training, {len(val)} "
+                             "validation)")
+    if gone:
+        log.warning("resuming without %d image(s) gone since launch, e.g. %s", len(gone), note["gone_examples"][:3])
+    return Split(list(split.classes), [p for p, _ in train], [label for _, label in train], [p for p, _ in val],
+                 [label for _, label in val])
+
+
 def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None = None) -> Outcome:
     """The job proper, once the harness holds the run (and a slot): data, model, fit, final evaluation, record."""
     config = run.config()
@@ -53,11 +104,15 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
     scan = datasets.scan_dataset(dataset_root)
     if len(scan.classes) < 2:
         raise ValueError(f"dataset {config.dataset!r} needs at least 2 classes with images, found {scan.counts()}")
-    split = datasets.split_files(scan, config.validation_split, config.seed)
-    if not split.train_paths or not split.val_paths:
-        raise ValueError(f"dataset {config.dataset!r} is too small to split ({scan.total()} usable images)")
-    run.write_classes(split.classes)
-    run.write_split(split.to_json_dict(dataset_root))
+    recorded_split = run.split()
+    if recorded_split is None:  # the first start: split now, and record it for every later resume
+        split = datasets.split_files(scan, config.validation_split, config.seed)
+        if not split.train_paths or not split.val_paths:
+            raise ValueError(f"dataset {config.dataset!r} is too small to split ({scan.total()} usable images)")
+        run.write_classes(split.classes)
+        run.write_split(split.to_json_dict(dataset_root))
+    else:  # a resume trains and validates on exactly what was recorded at launch
+        split = recorded_split_for_resume(run, recorded_split, dataset_root, scan)
 
     import keras
 
@@ -84,6 +139,7 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
         "versions": library_versions(),
         "dataset_path": str(dataset_root),
         "dataset_fingerprint": scan.fingerprint,
+        "launch_fingerprint": run.info().get("launch_fingerprint") or scan.fingerprint,
         "classes": split.classes,
         "class_counts": scan.counts(),
         "train_images": len(split.train_paths),

@@ -7,11 +7,11 @@ from typing import Any
 
 import pandas as pd
 
-from carviz.core.store import Run, Status, summarize
+from carviz.core.store import Run, Status, display_status, summarize
 
 ACTIVE_STATUSES = (Status.QUEUED.value, Status.RUNNING.value)
 TABLE_COLUMNS = ("id", "name", "backbone", "learning_rate", "freeze", "status", "epochs_done", "epochs",
-                 "best_val_accuracy", "best_epoch", "seconds", "dataset", "weights", "head", "created_at")
+                 "best_val_accuracy", "best_epoch", "seconds", "dataset", "weights", "head", "created_at", "problems")
 METRIC_FIELDS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
 
@@ -31,8 +31,10 @@ def read_runs(runs: Iterable[Run]) -> tuple[list[dict[str, Any]], dict[str, list
 
 
 def runs_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """The runs table: one row per summary, TABLE_COLUMNS in order; freeze as text (it may be an int or 'all')."""
-    frame = pd.DataFrame([{column: row.get(column) for column in TABLE_COLUMNS} for row in rows],
+    """The runs table: one row per summary, TABLE_COLUMNS in order; freeze as text (it may be an int or 'all');
+    status as shown ("broken" for a damaged record), problems as one text ("" for a sound run)."""
+    frame = pd.DataFrame([{**{column: row.get(column) for column in TABLE_COLUMNS}, "status": display_status(row),
+                           "problems": "; ".join(row.get("problems") or ())} for row in rows],
                          columns=list(TABLE_COLUMNS))
     frame["freeze"] = frame["freeze"].map(lambda value: "" if value is None else str(value))
     for column in ("learning_rate", "best_val_accuracy", "seconds"):
@@ -60,7 +62,8 @@ def filter_table(frame: pd.DataFrame, statuses: Iterable[str] = (), backbones: I
 
 
 def default_selection(frame: pd.DataFrame, count: int = 3) -> list[str]:
-    """Ids of the latest `count` succeeded runs (the table is newest first), else the latest runs of any status."""
+    """Ids of the latest `count` succeeded runs (the table is newest first; a broken one is not among them), else
+    the latest runs of any status."""
     finished = frame[frame["status"] == Status.SUCCEEDED.value]
     chosen = finished if not finished.empty else frame
     return chosen["id"].head(count).tolist()
@@ -84,7 +87,7 @@ def best_final_table(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Se
         records.append({
             "id": row["id"],
             "name": row.get("name", ""),
-            "status": row.get("status"),
+            "status": display_status(row),
             "epochs": len(history),
             "best_val_accuracy": best_acc[0],
             "best_val_accuracy_epoch": best_acc[1],
@@ -115,6 +118,19 @@ def metrics_long(runs: Sequence[tuple[str, str, Sequence[Mapping[str, Any]]]]) -
 def metrics_csv(runs: Sequence[tuple[str, str, Sequence[Mapping[str, Any]]]]) -> str:
     """metrics_long as CSV text (what the download button serves)."""
     return metrics_long(runs).to_csv(index=False)
+
+
+def broken_note(rows: Iterable[Mapping[str, Any]], consequence: str = "shown as 'broken', with what is wrong",
+                limit: int = 20) -> str | None:
+    """Markdown naming every run whose record is damaged and what is wrong with it; None when there is none."""
+    broken = [row for row in rows if row.get("problems")]
+    if not broken:
+        return None
+    lines = [f"- **{run_label(row)}**: " + "; ".join(row["problems"]) for row in broken[:limit]]
+    if len(broken) > limit:
+        lines.append(f"- … and {len(broken) - limit} more")
+    return (f"{len(broken)} run{'s are' if len(broken) > 1 else ' is'} broken (a damaged record file); "
+            f"{consequence}:\n" + "\n".join(lines))
 
 
 def run_label(row: Mapping[str, Any]) -> str:

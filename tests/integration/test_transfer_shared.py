@@ -41,7 +41,7 @@ def train_best_val_accuracy(home: Path, keras_home: Path, weights: str) -> float
     env = dict(os.environ, CARVIZ_HOME=str(home), KERAS_HOME=str(keras_home), TF_CPP_MIN_LOG_LEVEL="2")
     before = {run.id for run in list_runs(home / "runs")}
     result = subprocess.run(
-        [sys.executable, "-m", "carviz", "train", "--foreground", "--dataset", str(SHARED_DATA / "cars-mini"),
+        [sys.executable, "-m", "carviz", "train", "--foreground", "--dataset-path", str(SHARED_DATA / "cars-mini"),
          "--backbone", "mobilenet", "--alpha", "0.25", "--weights", weights, "--image-size", "224",
          "--freeze", "all", "--head", "recommended", "--epochs", "6", "--batch-size", "8", "--lr", "1e-2",
          "--precision", "float32", "--name", f"transfer {weights}"],
@@ -74,7 +74,7 @@ def train_run(home: Path, keras_home: Path, *extra: str) -> Run:
     env.pop("CARVIZ_CACHE", None)
     before = {run.id for run in list_runs(home / "runs")}
     result = subprocess.run(
-        [sys.executable, "-m", "carviz", "train", "--foreground", "--dataset", str(SHARED_DATA / "cars-mini"),
+        [sys.executable, "-m", "carviz", "train", "--foreground", "--dataset-path", str(SHARED_DATA / "cars-mini"),
          "--backbone", "mobilenet", "--alpha", "0.25", "--weights", "imagenet", "--image-size", "224",
          "--freeze", "47", "--head", "recommended", "--epochs", "3", "--batch-size", "8", "--lr", "1e-3",
          "--precision", "float32", *extra],

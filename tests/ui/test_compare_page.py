@@ -41,7 +41,8 @@ def dead_pid() -> int:
 def mixed_runs(carviz_home) -> dict[str, Run]:
     made = {
         "finished": make_run("finished a", Status.SUCCEEDED, 5, ended_at=now_iso()),
-        "finished_b": make_run("finished b", Status.SUCCEEDED, 4, backbone="densenet121", freeze=144),
+        # every epoch of its config: a succeeded run with fewer rows reads as broken (a torn metrics.csv)
+        "finished_b": make_run("finished b", Status.SUCCEEDED, 5, backbone="densenet121", freeze=144),
         "failed": make_run("failed", Status.FAILED, 2, error="ValueError: boom"),
         "lost": make_run("lost", Status.RUNNING, 1, pid=dead_pid(), pid_create_time=1.0),
         "running": make_run("running", Status.RUNNING, 3, pid=os.getpid(),

@@ -39,6 +39,8 @@ def derive_state(record: JobRecord, _reread: bool = True) -> JobState:
             status, reason, error = ray_backend.derive(record, recorded, launch)
             if error:
                 raw = {**raw, "error": error}
+        elif pid is None and "pid" in raw and raw.get("pid") is not None:
+            status, reason = Status.LOST, f"status.json names no valid process (pid {raw.get('pid')!r})"
         elif pid is not None:
             process = check_process(pid, create_time, host)
             if process == ProcessCheck.GONE:

@@ -30,7 +30,7 @@ from carviz.data.crawl.record import (
     read_jsonl,
 )
 from carviz.data.crawl.spec import CrawlSpec
-from carviz.data.importer import DEFAULT_MAX_PIXELS, TRASH_DIR, dataset_path, decode_image, is_image_file, to_rgb
+from carviz.data.importer import TRASH_DIR, dataset_path, decode_image, is_image_file, to_rgb
 
 log = logging.getLogger("carviz.data.crawl.crawler")
 
@@ -185,7 +185,7 @@ class _Crawler:
             self.record_error(cls, query, key, "rejected", "duplicate", f"sha256 {sha[:16]}")
             return "rejected"
         try:
-            image = decode_image(data, DEFAULT_MAX_PIXELS)
+            image = decode_image(data)  # the scanner's loader and pixel limit: what is kept trains
         except ValueError as exc:
             self.record_error(cls, query, key, "broken", "not_image", str(exc)[:200])
             return "broken"
