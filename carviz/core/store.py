@@ -7,11 +7,6 @@ No TensorFlow here: a model is saved through its own .save().
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
-import json
-import math
 import os
 import shutil
 from collections.abc import Mapping
@@ -21,9 +16,6 @@ from typing import Any
 from carviz.core import settings
 from carviz.core.config import ConfigError, SweepConfig, TrainConfig, expand
 from carviz.core.jobs.record import (
-    LAUNCH_FILE,
-    PROGRESS_FILE,
-    STATUS_FILE,
     JobRecord,
     atomic_write_json,
     atomic_write_text,
@@ -34,6 +26,27 @@ from carviz.core.jobs.record import (
     read_json_object,
 )
 from carviz.core.jobs.state import derive_state
+from carviz.core.metrics_file import METRIC_COLUMNS, MetricsWriter, metrics_problems, read_metrics
+from carviz.core.record_checks import BROKEN, CONFIG_FIELDS, RUN_FILES, is_int, is_number, json_file_problems
+from carviz.core.run_files import (  # noqa: F401 - the layout's names are the store's
+    CONFIG_FILE,
+    METRICS_FILE,
+    INFO_FILE,
+    EVALUATION_FILE,
+    CLASSES_FILE,
+    SPLIT_FILE,
+    MODEL_FILE,
+    CHECKPOINT_DIR,
+    TENSORBOARD_DIR,
+    SWEEP_CONTEXT_FILE,
+    RESUME_REQUEST_FILE,
+    SWEEPS_DIR,
+    SWEEP_FILE,
+    FEEDER_LOG,
+    LR_TESTS_DIR,
+    PARAMS_FILE,
+    RESULT_FILE,
+)
 from carviz.core.jobs.status import JobState, Status
 
 __all__ = [
@@ -44,309 +57,6 @@ __all__ = [
 
 RunState = JobState  # a run's derived state is a job's
 
-METRIC_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
-
-# A run folder (besides the job files of record.py):
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.csv"
-INFO_FILE = "run.json"
-EVALUATION_FILE = "evaluation.json"
-CLASSES_FILE = "classes.json"
-SPLIT_FILE = "split.json"
-MODEL_FILE = "model.keras"
-CHECKPOINT_DIR = "checkpoint"
-TENSORBOARD_DIR = "tensorboard"
-SWEEP_CONTEXT_FILE = "sweep_context.json"  # what a sweep's run needs to know of its sweep (pruning, peers)
-RESUME_REQUEST_FILE = "resume_request.json"  # how the user asked to resume (written by the UI/CLI, read by the job)
-# Under runs/:
-SWEEPS_DIR = ".sweeps"
-SWEEP_FILE = "sweep.json"
-FEEDER_LOG = "feeder.log"
-LR_TESTS_DIR = ".lr_range"
-PARAMS_FILE = "params.json"
-RESULT_FILE = "result.json"
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def _to_number(text: str) -> float | int | None:
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _csv_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ""
-    return str(value)
-
-
-_metrics_cache: dict[Path, tuple[tuple[int, int, int], list[dict[str, Any]], list[str]]] = {}
-
-
-def _parse_metrics(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """(rows, what is wrong with the file) of metrics.csv, cached by (inode, mtime, size). The rows are shared:
-    callers copy them."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return [], []
-    key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    cached = _metrics_cache.get(path)
-    if cached and cached[0] == key:
-        return cached[1], cached[2]
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        return [], [f"metrics.csv unreadable ({error.strerror or type(error).__name__})"]
-    issues: list[str] = []
-    try:
-        raw = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        issues.append(f"metrics.csv has undecodable bytes (not UTF-8 at byte {error.start})")
-        raw = data.decode("utf-8", errors="replace")
-    if not raw.endswith("\n"):
-        raw = raw[: raw.rfind("\n") + 1]  # the last line is still being written
-    by_epoch: dict[int, dict[str, Any]] = {}
-    malformed: list[int] = []
-    reader = csv.reader(io.StringIO(raw))
-    try:
-        header = next(reader, None) or []
-        if raw and "epoch" not in header:
-            issues.append(f"metrics.csv has no epoch column (header {','.join(header)[:60]!r})")
-        for values in reader:
-            if len(values) != len(header):
-                malformed.append(reader.line_num)
-                continue
-            row = {key_: _to_number(value) for key_, value in zip(header, values)}
-            epoch = row.get("epoch")
-            if isinstance(epoch, int):
-                by_epoch[epoch] = row
-            elif "epoch" in header:
-                malformed.append(reader.line_num)
-    except csv.Error as error:  # e.g. an unterminated quote swallowing the rest of the file
-        issues.append(f"metrics.csv is not valid CSV after line {reader.line_num} ({error})")
-    if malformed:
-        issues.append(f"metrics.csv has {len(malformed)} malformed line{'s' if len(malformed) > 1 else ''} "
-                      f"(line {', '.join(map(str, malformed[:3]))}{', …' if len(malformed) > 3 else ''})")
-    rows = [by_epoch[epoch] for epoch in sorted(by_epoch)]
-    if len(_metrics_cache) > 5000:
-        _metrics_cache.clear()
-    _metrics_cache[path] = (key, rows, issues)
-    return rows, issues
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Rows of metrics.csv, one per epoch. A truncated last line, a malformed line or an undecodable byte is
-    skipped (metrics_problems says so); a repeated epoch keeps the last row. Parsed rows are cached by
-    (inode, mtime, size): a polling dashboard re-reads only changes."""
-    return [dict(row) for row in _parse_metrics(path)[0]]
-
-
-def metrics_problems(path: Path) -> list[str]:
-    """What is wrong with a metrics.csv (undecodable bytes, malformed lines, no epoch column); [] when nothing."""
-    return list(_parse_metrics(path)[1])
-
-
-class MetricsWriter:
-    """Appends one row per finished epoch to metrics.csv, fsynced, so a kill loses at most the running epoch.
-
-    On creation it rewrites what a resumed run keeps (epochs up to keep_through_epoch), so every epoch appears
-    exactly once."""
-
-    def __init__(self, path: Path, keep_through_epoch: int) -> None:
-        self.path = path
-        kept = [row for row in read_metrics(path) if row["epoch"] <= keep_through_epoch]
-        lines = [",".join(METRIC_COLUMNS)]
-        lines += [",".join(_csv_value(row.get(col)) for col in METRIC_COLUMNS) for row in kept]
-        atomic_write_text(path, "\n".join(lines) + "\n")
-
-    def append(self, row: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8", newline="") as handle:
-            csv.writer(handle, lineterminator="\n").writerow([_csv_value(row.get(col)) for col in METRIC_COLUMNS])
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
-# ---------------------------------------------------------------- record checks (what makes a run "broken")
-
-BROKEN = "broken"  # the word shown instead of a run's status when its record is damaged; never a job Status
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return _is_real(value) and math.isfinite(value)
-
-
-def _shown(value: Any) -> str:
-    """A value as it stands in the file, cut short: for messages."""
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 40 else text[:39] + "…"
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return {dict: "an object", list: "an array", str: "a string"}.get(type(value), "a number")
-
-
-_TEXT = (lambda v: isinstance(v, str), "text")
-_OBJECT = (lambda v: isinstance(v, dict), "an object")
-_NUMBER = (_is_real, "a number")
-_WHOLE = (lambda v: _is_int(v) and v >= 0, "a whole number")
-_POSITIVE = (lambda v: _is_int(v) and v > 0, "a positive integer")
-
-# What each record file must hold, field by field (null is allowed where the writers write it).
-_STATUS_FIELDS = {"pid": _POSITIVE, "pid_create_time": _NUMBER, "error": _TEXT, "created_at": _TEXT,
-                  "started_at": _TEXT, "ended_at": _TEXT, "updated_at": _TEXT, "host": _TEXT, "backend": _TEXT,
-                  "pruned_at_epoch": _POSITIVE}
-_LAUNCH_FIELDS = {"pid": _POSITIVE, "pid_create_time": _NUMBER, "backend": _TEXT, "host": _TEXT}
-_PROGRESS_FIELDS = {"phase": _TEXT, "epoch": _WHOLE, "epochs": _WHOLE, "step": _WHOLE, "steps_per_epoch": _WHOLE,
-                    "images_per_second": _NUMBER, "eta_seconds": _NUMBER, "loss": _NUMBER, "accuracy": _NUMBER}
-_INFO_FIELDS = {"device": _OBJECT, "model": _OBJECT, "feature_cache": _OBJECT, "val_images": _WHOLE,
-                "train_images": _WHOLE, "resumes": (lambda v: isinstance(v, list), "an array")}
-_EVALUATION_FIELDS = {"accuracy": _NUMBER, "loss": _NUMBER, "images": _WHOLE}
-_CONFIG_KINDS = {str: _TEXT, bool: (lambda v: isinstance(v, bool), "true or false"),
-                 int: (_is_int, "an integer"), float: (_is_number, "a number")}
-
-
-def _config_fields() -> dict[str, tuple[Any, str]]:
-    """What each TrainConfig field of config.json must be, from the field's default."""
-    fields: dict[str, tuple[Any, str]] = {}
-    for field in dataclasses.fields(TrainConfig):
-        if field.name == "freeze":
-            fields[field.name] = (lambda v: (_is_int(v) and v >= 1) or v == "all"
-                                  or (isinstance(v, str) and v.isdigit() and int(v) >= 1),
-                                  "a layer number or 'all'")
-        elif field.name == "augmentation":
-            fields[field.name] = _OBJECT
-        elif field.default is not dataclasses.MISSING and type(field.default) in _CONFIG_KINDS:
-            fields[field.name] = _CONFIG_KINDS[type(field.default)]
-    return fields
-
-
-_CONFIG_FIELDS = _config_fields()
-
-
-def _field_problems(name: str, data: dict[str, Any], spec: dict[str, tuple[Any, str]], null_ok: bool = True,
-                    required: tuple[str, ...] = ()) -> list[str]:
-    problems = [f"{name} has no {key}" for key in required if data.get(key) is None]
-    for key, (ok, what) in spec.items():
-        if key not in data or (data[key] is None and (null_ok or key in required)):
-            continue  # absent, or a null where null is allowed (a required one is reported above)
-        if not ok(data[key]):
-            problems.append(f"{name}: {key} is {_shown(data[key])}, not {what}")
-    return problems
-
-
-def _status_problems(data: Any) -> list[str]:
-    state = data.get("state")
-    problems = []
-    if state is None:
-        problems.append("status.json has no state")
-    elif state not in {status.value for status in Status}:
-        problems.append(f"status.json: state is {_shown(state)}, not a job state")
-    return problems + _field_problems("status.json", data, _STATUS_FIELDS)
-
-
-def _config_problems(data: Any) -> list[str]:
-    problems = _field_problems("config.json", data, _CONFIG_FIELDS, null_ok=False)
-    if problems:
-        return problems
-    try:
-        TrainConfig.from_dict({key: value for key, value in data.items() if key in _CONFIG_FIELDS})
-    except (ConfigError, TypeError, ValueError) as error:
-        return [f"config.json: {error}"]
-    return []
-
-
-def _classes_problems(data: Any) -> list[str]:
-    odd = [item for item in data if not isinstance(item, str)]
-    return [f"classes.json: {_shown(odd[0])} is not a class name"] if odd else []
-
-
-def _split_problems(data: Any) -> list[str]:
-    problems = []
-    for key, ok, what in (("classes", lambda v: isinstance(v, str), "class names"),
-                          ("train_paths", lambda v: isinstance(v, str), "paths"),
-                          ("val_paths", lambda v: isinstance(v, str), "paths"),
-                          ("train_labels", _is_int, "class numbers"), ("val_labels", _is_int, "class numbers")):
-        value = data.get(key)
-        if not isinstance(value, list) or not all(ok(item) for item in value):
-            problems.append(f"split.json: {key} is not a list of {what}" if key in data
-                            else f"split.json has no {key}")
-    return problems
-
-
-# file name -> (required, the JSON type it holds, its check of the parsed content)
-_RUN_FILES: dict[str, tuple[bool, type, Any]] = {
-    STATUS_FILE: (True, dict, _status_problems),
-    CONFIG_FILE: (True, dict, _config_problems),
-    LAUNCH_FILE: (False, dict, lambda data: _field_problems("launch.json", data, _LAUNCH_FIELDS)),
-    PROGRESS_FILE: (False, dict, lambda data: _field_problems("progress.json", data, _PROGRESS_FIELDS)),
-    INFO_FILE: (False, dict, lambda data: _field_problems("run.json", data, _INFO_FIELDS)),
-    EVALUATION_FILE: (False, dict, lambda data: _field_problems("evaluation.json", data, _EVALUATION_FIELDS,
-                                                                required=tuple(_EVALUATION_FIELDS))),
-    CLASSES_FILE: (False, list, _classes_problems),
-    SPLIT_FILE: (False, dict, _split_problems),
-    SWEEP_CONTEXT_FILE: (False, dict, lambda data: []),
-}
-_file_checks: dict[Path, tuple[tuple[int, int, int], list[str]]] = {}
-
-
-def _json_file_problems(path: Path, required: bool, kind: type, check: Any) -> list[str]:
-    """What is wrong with one JSON record file: missing (when required), unreadable, not UTF-8, not JSON, not the
-    JSON type it must hold, or a field of the wrong type. Cached by (inode, mtime, size): files are replaced whole."""
-    name = path.name
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return [f"{name} is missing"] if required else []
-    except OSError as error:
-        return [f"{name} unreadable ({error.strerror or type(error).__name__})"]
-    key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    cached = _file_checks.get(path)
-    if cached and cached[0] == key:
-        return list(cached[1])
-    problems: list[str]
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as error:
-        problems = [f"{name} unreadable ({error.strerror or type(error).__name__})"]
-    except UnicodeDecodeError as error:
-        problems = [f"{name} has undecodable bytes (not UTF-8 at byte {error.start})"]
-    except ValueError as error:
-        problems = [f"{name} is not valid JSON ({getattr(error, 'msg', error)})"]
-    else:
-        if not isinstance(data, kind):
-            problems = [f"{name} is not a JSON {'object' if kind is dict else 'array'} "
-                        f"(it holds {_json_kind(data)}: {_shown(data)})"]
-        else:
-            problems = check(data)
-    if len(_file_checks) > 20000:
-        _file_checks.clear()
-    _file_checks[path] = (key, problems)
-    return list(problems)
 
 
 # ---------------------------------------------------------------- records
@@ -401,8 +111,8 @@ class Run(JobRecord):
         metrics.csv short of the epochs a succeeded run must have trained. Callers that read the config, metrics or
         state already pass them in."""
         problems: list[str] = []
-        for name, (required, kind, check) in _RUN_FILES.items():
-            problems += _json_file_problems(self.file(name), required, kind, check)
+        for name, (required, kind, check) in RUN_FILES.items():
+            problems += json_file_problems(self.file(name), required, kind, check)
         problems += metrics_problems(self.file(METRICS_FILE))
         state = self.state() if state is None else state
         if state.status == Status.SUCCEEDED:
@@ -410,9 +120,9 @@ class Run(JobRecord):
             metrics = self.metrics() if metrics is None else metrics
             epochs = config.get("epochs")
             patience = config.get("early_stopping_patience")
-            early_stop = _is_int(patience) and patience > 0
-            pruned = _is_int(self.raw_status().get("pruned_at_epoch"))
-            if _is_int(epochs) and len(metrics) < epochs and not (early_stop or pruned):
+            early_stop = is_int(patience) and patience > 0
+            pruned = is_int(self.raw_status().get("pruned_at_epoch"))
+            if is_int(epochs) and len(metrics) < epochs and not (early_stop or pruned):
                 problems.append(f"metrics.csv has {len(metrics)} epoch{'' if len(metrics) == 1 else 's'} but "
                                 f"status.json says succeeded after {epochs}")
         return problems
@@ -678,7 +388,7 @@ def find_run(ref: str, runs_root: Path | None = None) -> Run:
 def _config_value(config: dict[str, Any], key: str) -> Any:
     """config[key] when it has the type the field must have, else None (the run's problems say what is wrong)."""
     value = config.get(key)
-    check = _CONFIG_FIELDS.get(key)
+    check = CONFIG_FIELDS.get(key)
     if value is None or check is None or not check[0](value):
         return None
     return int(value) if key == "freeze" and isinstance(value, str) and value.isdigit() else value
@@ -694,9 +404,9 @@ def summarize(run: Run, config: dict[str, Any] | None = None,
     state = run.state()
     metrics = run.metrics() if metrics is None else metrics
     problems = run.problems(config, metrics, state)
-    val_acc = [row["val_accuracy"] for row in metrics if _is_number(row.get("val_accuracy"))]
+    val_acc = [row["val_accuracy"] for row in metrics if is_number(row.get("val_accuracy"))]
     best_index = max(range(len(val_acc)), key=val_acc.__getitem__) if val_acc else None
-    best_row = [row for row in metrics if _is_number(row.get("val_accuracy"))][best_index] \
+    best_row = [row for row in metrics if is_number(row.get("val_accuracy"))][best_index] \
         if best_index is not None else None
     return {
         "id": run.id,

@@ -1,0 +1,21 @@
+"""The names of the files and folders in a run's record and under runs/ (the store and its checks use them)."""
+
+# A run folder (besides the job files of record.py):
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+INFO_FILE = "run.json"
+EVALUATION_FILE = "evaluation.json"
+CLASSES_FILE = "classes.json"
+SPLIT_FILE = "split.json"
+MODEL_FILE = "model.keras"
+CHECKPOINT_DIR = "checkpoint"
+TENSORBOARD_DIR = "tensorboard"
+SWEEP_CONTEXT_FILE = "sweep_context.json"  # what a sweep's run needs to know of its sweep (pruning, peers)
+RESUME_REQUEST_FILE = "resume_request.json"  # how the user asked to resume (written by the UI/CLI, read by the job)
+# Under runs/:
+SWEEPS_DIR = ".sweeps"
+SWEEP_FILE = "sweep.json"
+FEEDER_LOG = "feeder.log"
+LR_TESTS_DIR = ".lr_range"
+PARAMS_FILE = "params.json"
+RESULT_FILE = "result.json"
