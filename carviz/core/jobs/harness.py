@@ -125,8 +125,6 @@ def run_job(record: JobRecord, body: Callable[[JobContext], Outcome | Status], *
             stop_flag: threading.Event | None = None, slots_dir: Path | None = None) -> Status:
     """Run `body` as the job of `record` in this process: lock, status, slot (local accelerator jobs), heartbeat,
     final status. A body's exception propagates after "failed" is recorded. Returns the final status."""
-    from carviz.core import settings
-
     stop_flag = stop_flag or threading.Event()
     backend = os.environ.get(BACKEND_ENV, "local")
     lock_fd = _hold_job_lock(record)
@@ -134,41 +132,45 @@ def run_job(record: JobRecord, body: Callable[[JobContext], Outcome | Status], *
         raise JobBusy(f"another process is already running {record.path}")
     context = JobContext(record, stop_flag, backend=backend)
     try:
-        record.clear_stale_temp_files()
-        me = os.getpid()
-        record.write_status(Status.QUEUED, pid=me, pid_create_time=process_create_time(me), host=hostname(),
-                            backend=backend, error=None, ended_at=None)
-        with Heartbeat(record):
-            if needs_accelerator and backend == "local":
-                context.slot = acquire_slot(slots_dir or settings.slots_dir(), record.id, context.should_stop)
-                if context.slot is None:
-                    record.write_status(Status.STOPPED, ended_at=now_iso())
-                    return Status.STOPPED
-                if gpu_count() and "CUDA_VISIBLE_DEVICES" not in os.environ:
-                    os.environ["CUDA_VISIBLE_DEVICES"] = str(context.slot.index)  # one GPU per job, before TF loads
-            if context.should_stop():  # asked to stop while waiting (for a slot, or in Ray's queue)
+        try:
+            with Heartbeat(record):
+                outcome = _start_and_run(record, body, context, needs_accelerator, slots_dir)
+        except BaseException as error:  # also before the body starts: a full disk at the first status write
+            if isinstance(error, KeyboardInterrupt):
                 record.write_status(Status.STOPPED, ended_at=now_iso())
-                return Status.STOPPED
-            record.write_status(Status.RUNNING, started_at=now_iso(),
-                                slot=context.slot.index if context.slot else None,
-                                cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
-            try:
-                outcome = body(context)
-            except BaseException as error:
-                if isinstance(error, KeyboardInterrupt):
-                    record.write_status(Status.STOPPED, ended_at=now_iso())
-                else:
-                    log.error("job failed:\n%s", traceback.format_exc())
-                    _record_failure(record, error)
-                raise
-            if isinstance(outcome, Status):
-                outcome = Outcome(outcome)
-            record.write_status(outcome.status, ended_at=now_iso(), **outcome.fields)
-            return outcome.status
+            else:
+                log.error("job failed:\n%s", traceback.format_exc())
+                _record_failure(record, error)
+            raise
+        record.write_status(outcome.status, ended_at=now_iso(), **outcome.fields)
+        return outcome.status
     finally:
         if context.slot is not None:
             context.slot.release()
         os.close(lock_fd)
+
+
+def _start_and_run(record: JobRecord, body: Callable[[JobContext], Outcome | Status], context: JobContext,
+                   needs_accelerator: bool, slots_dir: Path | None) -> Outcome:
+    """Record the process, wait for a slot (local accelerator jobs), record "running", run the body."""
+    from carviz.core import settings
+
+    record.clear_stale_temp_files()
+    me = os.getpid()
+    record.write_status(Status.QUEUED, pid=me, pid_create_time=process_create_time(me), host=hostname(),
+                        backend=context.backend, error=None, ended_at=None)
+    if needs_accelerator and context.backend == "local":
+        context.slot = acquire_slot(slots_dir or settings.slots_dir(), record.id, context.should_stop)
+        if context.slot is None:
+            return Outcome(Status.STOPPED)
+        if gpu_count() and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(context.slot.index)  # one GPU per job, before TF loads
+    if context.should_stop():  # asked to stop while waiting (for a slot, or in Ray's queue)
+        return Outcome(Status.STOPPED)
+    record.write_status(Status.RUNNING, started_at=now_iso(), slot=context.slot.index if context.slot else None,
+                        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
+    outcome = body(context)
+    return Outcome(outcome) if isinstance(outcome, Status) else outcome
 
 
 class JobBusy(RuntimeError):
