@@ -6,11 +6,12 @@ start it: `local` (a detached process here, queued on flock slots) or `ray` (a R
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
 from carviz.core.jobs import local, ray_backend
-from carviz.core.jobs.harness import JobContext, Outcome, job_main, run_job
+from carviz.core.jobs.harness import JobContext, Outcome, _hold_job_lock, job_main, run_job
 from carviz.core.jobs.record import JobRecord, now_iso  # noqa: F401 - now_iso is part of the API
 from carviz.core.jobs.slots import gpu_count, slot_count
 from carviz.core.jobs.state import derive_state
@@ -74,8 +75,8 @@ def _kill(record: JobRecord, state: JobState) -> bool:
 
 
 def _process_lives(record: JobRecord, state: JobState) -> bool:
-    if state.backend == "ray":
-        return not derive_state(record).status.is_terminal()
+    if state.backend == "ray":  # Ray's own job status, not the derived one: a hung job reads lost yet still runs
+        return ray_backend.job_alive(record.launch_info())
     if state.pid is None:
         return False
     raw = record.raw_status()
@@ -91,6 +92,13 @@ def stop(record: JobRecord, timeout: float = 30.0) -> Status:
     state = derive_state(record)
     if state.recorded == Status.QUEUED and state.pid is None and not record.launch_info():
         record.write_status(Status.STOPPED, ended_at=now_iso())  # nobody runs it, so nobody races this write
+        return Status.STOPPED
+    if state.backend == "ray" and state.recorded == Status.QUEUED and state.pid is None and state.status == \
+            Status.QUEUED:
+        # Still pending in Ray: no process of it runs yet, and Ray acts on stop_job only once the job gets its
+        # resources; then the job ends at once (Ray stops it, and it sees the stop request before it trains).
+        _kill(record, state)
+        record.write_status(Status.STOPPED, ended_at=now_iso())
         return Status.STOPPED
     hung = state.status == Status.LOST and state.reason.startswith("no heartbeat")
     deadline = time.monotonic() + (0 if hung else timeout)
@@ -109,17 +117,38 @@ def stop(record: JobRecord, timeout: float = 30.0) -> Status:
     return final.status
 
 
+def _wait_for_job_lock(record: JobRecord, seconds: float) -> int | None:
+    deadline = time.monotonic() + seconds
+    while (fd := _hold_job_lock(record)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return fd
+
+
 def resume(record: JobRecord, kind: JobKind, backend: str | None = None) -> None:
     """Relaunch a stopped, lost or failed job (on its last backend unless told otherwise); it continues from its
-    own checkpoint. Refused while the recorded process still lives, even if it looks lost (e.g. SIGSTOPped)."""
-    state = derive_state(record)
-    if not state.status.is_terminal() or state.status == Status.SUCCEEDED:
-        raise ValueError(f"{record.id} is {state.status.value}: only stopped, lost or failed jobs resume")
-    if _process_lives(record, state):
-        raise ValueError(f"{record.id}: its process {state.pid} still runs; stop it first")
-    backend = backend or state.backend if record.launch_info() else backend
-    record.clear_stop_request()
-    record.write_status(Status.QUEUED, pid=None, pid_create_time=None, error=None, ended_at=None,
-                        resumed_at=now_iso())
-    record.clear_launch()
+    own checkpoint. Refused while the recorded process still lives, even if it looks lost (e.g. SIGSTOPped).
+
+    The resumer holds the job's lock while it checks and records "queued" (the job holds it for its whole life), so
+    of two resumes at once one launches and the other is refused."""
+    lock_fd = _hold_job_lock(record)
+    if lock_fd is None and not _process_lives(record, derive_state(record)):
+        lock_fd = _wait_for_job_lock(record, 10.0)  # a killed job's last threads still exiting, or another resume
+    try:
+        state = derive_state(record)
+        if not state.status.is_terminal() or state.status == Status.SUCCEEDED:
+            raise ValueError(f"{record.id} is {state.status.value}: only stopped, lost or failed jobs resume")
+        if _process_lives(record, state):
+            what = f"Ray job {record.launch_info().get('submission_id')}" if state.backend == "ray" else \
+                f"process {state.pid}"
+            raise ValueError(f"{record.id}: its {what} still runs (or waits in Ray's queue); stop it first")
+        if lock_fd is None:
+            raise ValueError(f"{record.id}: another process holds its lock (its job, or another resume under way)")
+        backend = backend or state.backend if record.launch_info() else backend
+        record.clear_stop_request()
+        record.clear_launch()  # first: queued beside the old launch.json would read as that (ended) Ray job's end
+        record.write_status(Status.QUEUED, pid=None, pid_create_time=None, error=None, ended_at=None,
+                            resumed_at=now_iso())
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)  # before the launch: the job takes the lock itself
     launch(record, kind, backend)
