@@ -46,13 +46,18 @@ event = st.dataframe(
     selection_mode="multi-row",
     selection_default={"selection": {"rows": [i for i, run_id in enumerate(ids) if run_id in remembered]}},
     hide_index=True,
-    column_order=["name", "backbone", "learning_rate", "freeze", "status", "epochs_done", "best_val_accuracy",
-                  "seconds", "dataset", "id", "problems"],
+    column_order=["name", "backbone", "learning_rate", "freeze", "status", "epochs_done", "kept_val_accuracy",
+                  "test_accuracy", "kept", "seconds", "dataset", "id", "problems"],
     column_config={
         "name": st.column_config.TextColumn("name"),
         "learning_rate": st.column_config.NumberColumn("lr", format="%.0e"),
         "epochs_done": st.column_config.NumberColumn("epochs"),
-        "best_val_accuracy": st.column_config.NumberColumn("best val acc", format="percent"),
+        "kept_val_accuracy": st.column_config.NumberColumn(
+            "val acc", format="percent", help="The kept model's: the best-validation epoch, restored and saved "
+                                              "(the 'kept' column says which epoch)"),
+        "test_accuracy": st.column_config.NumberColumn("test acc", format="percent",
+                                                       help="The kept model on the test split, when the run has one"),
+        "kept": st.column_config.TextColumn("kept model"),
         "seconds": st.column_config.NumberColumn("time (s)", format="%.0f"),
     },
 )
@@ -83,14 +88,14 @@ def charts(run_ids: list[str], smoothing: float, was_active: bool) -> None:
     loss_col.plotly_chart(curves_figure(curve_runs, "loss", smoothing), key="compare_loss")
     acc_col.plotly_chart(curves_figure(curve_runs, "accuracy", smoothing), key="compare_accuracy")
 
-    st.subheader("Best and final metrics")
+    st.subheader("Kept model, best and final metrics")
     st.dataframe(
         compare.best_final_table(fresh, metrics),
         hide_index=True,
         column_config={
             column: st.column_config.NumberColumn(format="%.4f")
-            for column in ("best_val_accuracy", "best_val_loss", "final_accuracy", "final_val_accuracy",
-                           "final_loss", "final_val_loss")
+            for column in ("kept_val_accuracy", "test_accuracy", "best_val_accuracy", "best_val_loss",
+                           "final_accuracy", "final_val_accuracy", "final_loss", "final_val_loss")
         },
     )
     st.download_button(
@@ -109,7 +114,7 @@ charts(selected, smoothing, active)
 
 chosen = [by_id[run_id] for run_id in selected]
 if len({row.get("freeze") for row in chosen}) > 1:
-    with st.expander("Sweep: best validation accuracy vs freeze index", expanded=True):
-        numeric = [row for row in chosen if isinstance(row.get("freeze"), int)]
-        st.plotly_chart(sweep_figure(numeric, x="freeze", y="best_val_accuracy", colour_by="backbone"),
-                        key="compare_sweep")
+    with st.expander("Kept val accuracy vs freeze index", expanded=True):
+        st.plotly_chart(sweep_figure(chosen, colour_by="backbone"), key="compare_sweep")
+        st.caption("One point per run (open: not succeeded), no lines: the runs may differ in more than their freeze "
+                   "point. 'all' sits at the backbone's layer count + 1; the dotted line is chance.")

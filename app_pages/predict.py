@@ -1,4 +1,5 @@
-"""Predict page: classify uploaded or camera images with a trained run, and evaluate it on its validation split."""
+"""Predict page: classify uploaded or camera images with a trained run, and evaluate it on its validation split,
+its held-out test split, or another dataset with the same class names."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import streamlit as st
 from carviz.views import compare
 from carviz.core import settings
 from carviz.views.plots.evaluation import confusion_figure, per_class_accuracy_figure, topk_figure
-from carviz.core.store import Run, Status, Store, list_runs
+from carviz.core.store import Run, Status, Store, kept_label, list_runs
+from app_pages._common import _folder_signature, dataset_names
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "webp"]
 TOP_K = 5
@@ -24,11 +26,15 @@ def get_predictor(run_path: str, model_mtime: float):  # noqa: ANN201 - carviz.m
     return load_model(Run(run_path))
 
 
-@st.cache_data(max_entries=8, show_spinner="Evaluating on the validation split…")
-def get_evaluation(run_path: str, model_mtime: float):  # noqa: ANN201 - carviz.ml.evaluate.Evaluation
+@st.cache_data(max_entries=8, show_spinner="Evaluating…")
+def get_evaluation(run_path: str, model_mtime: float, split: str = "validation", dataset: str | None = None,
+                   folder_signature: tuple = (), skip_extra: bool = False):  # noqa: ANN201 - evaluate.Evaluation
+    """The run's evaluation on its split, or on another dataset (folder_signature: that folder's state, part of the
+    cache key so a changed folder is evaluated again)."""
     from carviz.ml.evaluate import evaluate_run
 
-    return evaluate_run(Run(run_path), predictor=get_predictor(run_path, model_mtime))
+    return evaluate_run(Run(run_path), predictor=get_predictor(run_path, model_mtime), split=split, dataset=dataset,
+                        skip_extra=skip_extra)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -70,10 +76,13 @@ summaries = {run.id: rows[run.id] for run in finished}
 
 
 def describe(run_id: str) -> str:
+    """The run, its kept model's val accuracy (and test accuracy) and which epoch that model is."""
     row = summaries[run_id]
-    accuracy = row.get("final_val_accuracy")
+    accuracy, test = row.get("kept_val_accuracy"), row.get("test_accuracy")
     score = f" · val acc {accuracy:.1%}" if isinstance(accuracy, (int, float)) else ""
-    return f"{compare.run_label(row)} · {row.get('backbone')}{score}"
+    score += f" · test acc {test:.1%}" if isinstance(test, (int, float)) else ""
+    label = kept_label(row)
+    return f"{compare.run_label(row)} · {row.get('backbone')}{score}" + (f" ({label})" if label else "")
 
 
 run_id = st.selectbox("Run", [run.id for run in finished], format_func=describe, key="predict_run")
@@ -81,7 +90,7 @@ run = Store().get_run(run_id)
 classes = run.classes() or []
 st.caption(f"{len(classes)} classes: {', '.join(classes[:20])}{' …' if len(classes) > 20 else ''}")
 
-predict_tab, evaluate_tab = st.tabs(["Classify images", "Evaluate on validation split"])
+predict_tab, evaluate_tab = st.tabs(["Classify images", "Evaluate"])
 
 with predict_tab:
     uploads = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="predict_files")
@@ -109,21 +118,55 @@ with predict_tab:
             chart_col.plotly_chart(topk_figure(result.top, title=result.name))
 
 with evaluate_tab:
-    st.caption("Runs the model over the validation images recorded in the run's split.json (cached per model).")
+    from carviz.ml.evaluate import has_test_split
+
+    targets = {"validation": "Validation split"}
+    if has_test_split(run):
+        targets["test"] = "Test split (held out)"
+    targets["dataset"] = "Another dataset"
+    target = st.radio("Evaluate on", list(targets), format_func=targets.get, key="predict_eval_target",
+                      horizontal=True)
+    other, skip_extra = None, False
+    if target == "dataset":
+        own = str(run.info().get("dataset_path") or "")
+        others = [name for name in dataset_names()  # not the run's own: it holds the training images
+                  if not own or (settings.data_dir() / name).resolve() != Path(own).resolve()]
+        other = st.selectbox("Dataset", others, index=None, key="predict_eval_dataset",
+                             placeholder="a dataset under data/ with the same class names" if others else
+                             "no other dataset in the data folder")
+        skip_extra = st.checkbox("Leave out class folders the run does not know", key="predict_eval_skip_extra")
+        st.caption("Every usable image of that dataset, its class folders matched to the run's classes by name.")
+    elif target == "test":
+        st.caption("The images the run held out before its validation split: never trained on, never used to "
+                   "stop early or prune.")
+    else:
+        st.caption("Runs the model over the validation images recorded in the run's split.json (cached per model).")
     evaluated_key = f"predict_evaluated_{run.id}"
     if st.button("Evaluate", key="predict_evaluate", type="primary"):
         st.session_state[evaluated_key] = True
-    if st.session_state.get(evaluated_key):
+    if st.session_state.get(evaluated_key) and target == "dataset" and other is None:
+        st.info("Choose a dataset to evaluate on.")
+    elif st.session_state.get(evaluated_key):
         from carviz.ml.predict import model_version
 
         try:
-            evaluation = get_evaluation(str(run.path), model_version(run))
+            if target == "dataset":
+                folder = settings.resolve_dataset(other)
+                evaluation = get_evaluation(str(run.path), model_version(run), dataset=other,
+                                            folder_signature=_folder_signature(folder), skip_extra=skip_extra)
+            else:
+                evaluation = get_evaluation(str(run.path), model_version(run), split=target)
         except (OSError, ValueError) as exc:
             st.error(f"Evaluation failed: {exc}")
             evaluation = None
         if evaluation is not None:
-            st.metric("Validation accuracy", f"{evaluation.accuracy:.1%}",
-                      help=f"{evaluation.images} validation images")
+            label = {"validation": "Validation accuracy", "test": "Test accuracy"}.get(target,
+                                                                                     f"Accuracy on {other}")
+            st.metric(label, f"{evaluation.accuracy:.1%}", help=f"{evaluation.images} images")
+            if evaluation.skipped_classes:
+                st.caption(f"Left out (not classes of the run): {', '.join(evaluation.skipped_classes)}")
+            if evaluation.absent_classes:
+                st.caption(f"No images of: {', '.join(evaluation.absent_classes)}")
             normalize = st.toggle("Colour by share of the true class", key="predict_normalize")
             st.plotly_chart(confusion_figure(evaluation.confusion, evaluation.classes, normalize=normalize),
                             key="predict_confusion")
@@ -145,4 +188,4 @@ with evaluate_tab:
                     except Exception:  # noqa: BLE001 - a file removed since evaluating: say so, keep the gallery
                         columns[index % GALLERY_COLUMNS].warning(f"{item.path.name}: cannot be shown. {caption}")
             else:
-                st.success("Every validation image is classified correctly.")
+                st.success("Every image is classified correctly.")

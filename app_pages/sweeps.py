@@ -12,9 +12,18 @@ from carviz.core import sweeps
 from carviz.views.cache_report import run_line, sweep_note
 from carviz.core.config import BACKBONES, HEADS, PRESETS, ConfigError, TrainConfig
 from carviz.views.layer_select import parse_freeze
-from carviz.views.plots.curves import curves_figure
-from carviz.views.plots.sweeps import freeze_figure, params_figure, selected_run_ids, sweep_points, time_figure
-from carviz.core.store import BROKEN, Run, Store
+from carviz.views.plots.curves import chance_level, curves_figure
+from carviz.views.plots.sweeps import (
+    VALUE_TITLE,
+    freeze_figure,
+    params_figure,
+    point_stats,
+    selected_run_ids,
+    sweep_points,
+    time_figure,
+    verdict,
+)
+from carviz.core.store import BROKEN, Run, Store, kept_label
 from carviz.views.compare import broken_note
 from app_pages._cache import render_cache_panel
 from app_pages._common import dataset_names, format_metric, format_seconds, launch_once, layers_of, status_label
@@ -178,7 +187,7 @@ states = {record.id: sweeps.read_sweep(record.id) for record in records}
 st.dataframe(
     [{"name": s.record.config.name, "id": s.record.id, "status": s.status, "progress": s.progress_text,
       "ETA": format_seconds(s.eta_seconds) if s.status in ("queued", "running") else "",
-      "best val acc": (s.best or {}).get("best_val_accuracy"), "created": s.record.created_at,
+      "verdict": verdict(sweep_points(s.rows))["text"], "created": s.record.created_at,
       "broken runs": sum(1 for row in s.rows if row.get("problems"))}
      for s in states.values()],
     hide_index=True, key="sw_table",
@@ -242,13 +251,26 @@ def sweep_view(sweep_id: str) -> None:
         st.warning(note)
     if state.status in ("queued", "running"):
         st.caption(f"About {format_seconds(state.eta_seconds)} left" if state.eta_seconds else "ETA after the first run")
-    if state.best:
-        st.caption(f"Best so far: {state.best['name']} · val acc {format_metric(state.best['best_val_accuracy'])}")
     points = sweep_points(state.rows)
-    if points.empty or points["mean"].isna().all():
+    result = verdict(points)
+    (st.success if result["clear"] else st.caption)(result["text"].replace("_", "\\_"))  # not markdown
+    if state.best:
+        st.caption(f"Best finished run: {state.best['name']} · val acc "
+                   f"{format_metric(state.best['kept_val_accuracy'])} ({kept_label(state.best)})")
+    if points.empty or (points["mean"].isna().all() and not points["excluded"].map(bool).any()):
         st.info("No validation accuracy yet: the chart appears after the first epochs.")
         return
-    event = st.plotly_chart(freeze_figure(points), key="sw_chart", on_select="rerun", selection_mode="points")
+    event = st.plotly_chart(freeze_figure(points, chance=chance_level(state.rows)), key="sw_chart",
+                            on_select="rerun", selection_mode="points")
+    st.dataframe(
+        [{"backbone": p["backbone"], "lr": p["learning_rate"], "freeze": str(p["freeze"]),
+          "index": p["freeze_index"], VALUE_TITLE: point_stats(p), "n": p["n"], "pruned": p["n_pruned"],
+          "unfinished": p["n_unfinished"], "layer": p["layer"] or ""} for p in points.to_dict("records")],
+        hide_index=True, key="sw_points",
+        column_config={"lr": st.column_config.NumberColumn(format="%.0e")},
+    )
+    st.caption("Each point: mean ± std over its n finished runs. Pruned and unfinished runs are left out of it and "
+               "drawn as their own markers (× pruned, ○ unfinished); the dotted line is chance.")
     t1, t2 = st.columns(2)
     t1.plotly_chart(time_figure(state.rows), key="sw_time")
     t2.plotly_chart(params_figure(state.rows), key="sw_params")

@@ -9,7 +9,7 @@ from carviz.core import jobs, launch, settings
 from carviz.core.config import BACKBONES, HEADS, OPTIMIZERS, PRECISIONS, PRESETS, ConfigError
 from carviz.views.cache_report import run_line
 from carviz.views.run_notes import resume_line
-from carviz.core.store import BROKEN, Run, RunState, Status, list_runs
+from carviz.core.store import BROKEN, Run, RunState, Status, kept_label, list_runs, summarize
 from app_pages._common import (
     WEIGHT_CHOICES,
     config_to_form,
@@ -95,10 +95,17 @@ with st.form("train_form", border=True):
                 help="Off keeps every BatchNorm at its ImageNet statistics while fine-tuning (recommended: "
                      "batch statistics of small batches hurt validation accuracy)")
     c3.slider("Validation split", 0.05, 0.5, step=0.05, key="tf_validation_split")
-    c4.number_input("Seed", 0, 2**31 - 1, step=1, key="tf_seed")
+    c4.number_input("Seed", 0, 2**31 - 1, step=1, key="tf_seed",
+                    help="The run's: initial weights, shuffling, augmentation. The split has its own seed.")
     c1, c2, c3, c4 = st.columns(4)
     c1.number_input("Early stopping patience (0 = off)", 0, 1000, step=1, key="tf_patience")
     c2.selectbox("Precision", PRECISIONS, key="tf_precision")
+    c3.slider("Test split (held out)", 0.0, 0.5, step=0.05, key="tf_test_fraction",
+              help="Share of all images set aside before the validation split: never trained on, never used for "
+                   "early stopping or pruning; the finished model is evaluated on it once.")
+    c4.number_input("Split seed", 0, 2**32 - 1, step=1, key="tf_split_seed",
+                    help="Which images are validation and test (123: the study's). Runs with the same split seed "
+                         "share the split whatever their run seed.")
     with st.expander("Augmentation"):
         a1, a2, a3 = st.columns(3)
         a1.checkbox("Augment the training split", key="tf_aug_enabled")
@@ -190,7 +197,13 @@ def _job_card(run: Run, state: RunState) -> None:
             + f"loss {format_metric(progress.get('loss') if live else last.get('loss'))} · "
             f"acc {format_metric(progress.get('accuracy') if live else last.get('accuracy'))} · "
             f"val loss {format_metric(last.get('val_loss'))} · val acc {format_metric(last.get('val_accuracy'))}"
+            + (f" (epoch {last['epoch']})" if number(last.get("epoch")) else "")
         )
+        row = summarize(run, config, metrics)
+        if kept_label(row):  # the one number of the run: its kept model's (the best-validation epoch)
+            bar.caption(f"**{kept_label(row)}** · val acc {format_metric(row['kept_val_accuracy'])}"
+                        + (f" · test acc {format_metric(row['test_accuracy'])}"
+                           if row.get("test_accuracy") is not None else ""))
         if live:
             stopping = run.stop_requested()
             # Callbacks run before the fragment reruns, so the card already shows the new state.

@@ -88,7 +88,7 @@ def worker(kind: str, dataset: str, freeze, epochs: int, batch_size: int) -> dic
         from carviz.ml.model import build_model
 
         scan = datasets.scan_dataset(settings.resolve_dataset(dataset))
-        split = datasets.split_files(scan, config.validation_split, config.seed)
+        split = datasets.split_files(scan, config.validation_split, config.split_seed, config.test_fraction)
         train_data = datasets.make_pipeline(split.train_paths, split.train_labels, len(split.classes),
                                             config.image_size, config.batch_size, training=True)
         val_data = datasets.make_pipeline(split.val_paths, split.val_labels, len(split.classes),

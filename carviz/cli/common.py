@@ -27,9 +27,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for flag, kind in (("name", str), ("backbone", str), ("alpha", float), ("weights", str),
                        ("image-size", int), ("head", str), ("dropout", float), ("optimizer", str),
                        ("learning-rate", float), ("epochs", int), ("batch-size", int),
-                       ("validation-split", float), ("seed", int), ("early-stopping-patience", int),
+                       ("validation-split", float), ("early-stopping-patience", int),
                        ("precision", str), ("checkpoint-every", int)):
         parser.add_argument(f"--{flag}", type=kind, default=None)
+    add_split_flags(parser)
     parser.add_argument("--lr", dest="learning_rate", type=float, default=None, help="same as --learning-rate")
     parser.add_argument("--freeze", type=freeze_arg, default=None)
     parser.add_argument("--augment", action="store_true", default=None, help="augment the training split")
@@ -39,6 +40,23 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--xla", action="store_true", help="compile with XLA (slow first epoch on CPU)")
     parser.add_argument("--no-feature-cache", action="store_true",
                         help="run the frozen layers on every image each epoch instead of training on cached features")
+
+
+def add_split_flags(parser: argparse.ArgumentParser) -> None:
+    """--seed, --split-seed and --test-fraction (read back by config_from_args / split_changes_from_args)."""
+    parser.add_argument("--seed", type=int, default=None,
+                        help="the run seed: initial weights, shuffling, augmentation (not the split)")
+    parser.add_argument("--split-seed", type=int, default=None,
+                        help="which images are validation and test (default 123, the study's)")
+    parser.add_argument("--test-fraction", type=float, default=None,
+                        help="share of all images held out as a test split, evaluated once at the end "
+                             "(default 0: none)")
+
+
+def split_changes_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The config changes --split-seed and --test-fraction ask for."""
+    return {field: getattr(args, field) for field in ("split_seed", "test_fraction")
+            if getattr(args, field, None) is not None}
 
 
 def add_dataset_flags(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +108,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, field, None)
         if value is not None:
             changes[field] = value
+    changes.update(split_changes_from_args(args))
     if args.augment:
         changes["augmentation"] = Augmentation(enabled=True)
     if args.train_frozen_bn:

@@ -1,4 +1,4 @@
-"""Command group: training runs — train, runs, show, stop, resume, lr-find."""
+"""Command group: training runs — train, runs, show, stop, resume, lr-find, evaluate."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import sys
 import time
 from typing import Any, Callable
 
-from carviz.cli.common import add_backend_flag, add_config_flags, config_from_args, fmt
+from carviz.cli.common import add_backend_flag, add_config_flags, add_dataset_flags, config_from_args, \
+    dataset_from_args, fmt
 from carviz.core import settings
-from carviz.core.store import BROKEN, Run, Status, display_status, find_run, list_runs, summarize
+from carviz.core.store import BROKEN, Run, Status, display_status, find_run, kept_label, list_runs, summarize
 
 
 def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -47,8 +48,20 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     lr_find.add_argument("--max-lr", type=float, default=1.0, help="last learning rate (default 1)")
     lr_find.add_argument("--background", action="store_true", help="launch it as a background job instead")
     add_backend_flag(lr_find, "with --background: where to run it (default: $CARVIZ_BACKEND, else local)")
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a run's model on its validation or test split, or on "
+                                               "another dataset with the same class names")
+    evaluate.add_argument("run")
+    add_dataset_flags(evaluate)  # another dataset: every usable image of it, class folders matched by name
+    evaluate.add_argument("--split", choices=("validation", "test"), default=None,
+                          help="the run's own recorded split to evaluate (default: validation)")
+    evaluate.add_argument("--skip-extra-classes", action="store_true",
+                          help="with --dataset/--dataset-path: leave out class folders the run does not know "
+                               "(refused otherwise)")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--json", action="store_true", help="print the whole evaluation as JSON")
     return {"train": cmd_train, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
-            "lr-find": cmd_lr_find}
+            "lr-find": cmd_lr_find, "evaluate": cmd_evaluate}
 
 
 def follow(run: Run, out=sys.stdout, poll: float = 1.0) -> Status:
@@ -102,14 +115,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no runs in {settings.runs_dir()}")
         return 0
-    print(f"{'id':<23} {'status':<10} {'backbone':<14} {'lr':>8} {'freeze':>6} {'epochs':>7} {'best val':>8}  name")
+    # val acc / test: the kept model's (see kept_label: the best-validation epoch, restored and saved)
+    print(f"{'id':<23} {'status':<10} {'backbone':<14} {'lr':>8} {'freeze':>6} {'epochs':>7} {'val acc':>7} "
+          f"{'test':>6}  name  [kept model]")
     for row in rows:
+        label = kept_label(row)
         print(f"{row['id']:<23} {display_status(row):<10} {row['backbone']!s:<14} {fmt(row['learning_rate'], 2):>8} "
               f"{row['freeze']!s:>6} {row['epochs_done']:>3}/{row['epochs']!s:<3} "
-              f"{fmt(row['best_val_accuracy'], 3):>8}  {row['name']}")
+              f"{_accuracy(row['kept_val_accuracy']):>7} {_accuracy(row['test_accuracy']):>6}  {row['name']}"
+              + (f"  [{label}]" if label else ""))
         if row["problems"]:  # a damaged record is listed with what is wrong; the others list as usual
             print(f"{'':<23} {BROKEN} ({row['status']}): " + "; ".join(row["problems"]))
     return 0
+
+
+def _accuracy(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -160,8 +181,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         def four(value: Any) -> str:  # a wrong-typed value (the problems above say so) prints as it is
             return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else fmt(value)
 
-        print(f"final evaluation on {fmt(evaluation.get('images'))} validation images: "
-              f"accuracy {four(evaluation.get('accuracy'))}, loss {four(evaluation.get('loss'))}")
+        row = summarize(run, config, metrics, detail["info"])
+        print(f"{kept_label(row)} of {len(metrics)}: val accuracy {four(evaluation.get('accuracy'))} on "
+              f"{fmt(evaluation.get('images'))} images, loss {four(evaluation.get('loss'))}")
+        if isinstance(evaluation.get("kept_reason"), str):
+            print(f"  {evaluation['kept_reason']}")
+        test = evaluation.get("test")
+        if isinstance(test, dict):
+            print(f"test accuracy {four(test.get('accuracy'))} on {fmt(test.get('images'))} images, "
+                  f"loss {four(test.get('loss'))} (the kept model, on images never trained on nor chosen by)")
     return 0
 
 
@@ -216,4 +244,34 @@ def cmd_resume(args: argparse.Namespace) -> int:
     print(f"{run.id} resumed")
     if args.wait:
         return 0 if follow(run) == Status.SUCCEEDED else 1
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from carviz.ml.evaluate import evaluate_run
+
+    run = find_run(args.run)
+    dataset = dataset_from_args(args)
+    if dataset is not None and args.split:
+        raise ValueError("--split names the run's own split; with --dataset/--dataset-path the whole folder is "
+                         "evaluated")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    evaluation = evaluate_run(run, batch_size=args.batch_size, split=args.split or "validation", dataset=dataset,
+                              skip_extra=args.skip_extra_classes)
+    if args.json:
+        print(json.dumps(evaluation.to_json_dict(), indent=2, ensure_ascii=False, default=str))
+        return 0
+    what = f"dataset {evaluation.dataset}" if dataset is not None else f"{evaluation.split} split"
+    print(f"run {run.id} on the {what}: accuracy {fmt(evaluation.accuracy)} on {evaluation.images} images, "
+          f"{len(evaluation.misclassified)} misclassified")
+    if evaluation.skipped_classes:
+        print(f"skipped class folders the run does not know: {', '.join(evaluation.skipped_classes)}")
+    if evaluation.absent_classes:
+        print(f"classes without images there: {', '.join(evaluation.absent_classes)}")
+    width = max(len("class"), *(len(name) for name in evaluation.classes))
+    print(f"{'class':<{width}} {'images':>7} {'correct':>7} {'accuracy':>8}  most confused with")
+    for row in evaluation.per_class_rows():
+        print(f"{row['class']:<{width}} {row['images']:>7} {row['correct']:>7} {fmt(row['accuracy'], 3):>8}  "
+              f"{row['most_confused_with']}")
     return 0

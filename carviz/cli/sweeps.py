@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from carviz.cli.common import add_backend_flag, add_dataset_flags, dataset_from_args, fmt, split
+from carviz.cli.common import (
+    add_backend_flag,
+    add_dataset_flags,
+    dataset_from_args,
+    fmt,
+    split,
+    split_changes_from_args,
+)
 from carviz.core import settings
 from carviz.core.config import PRESETS, ConfigError, TrainConfig
 
@@ -28,7 +35,12 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     freeze.add_argument("--freeze-rule", choices=("conv", "block", "cut"),
                         help="generate freeze points from each backbone's layers (builds it once)")
     sweep.add_argument("--every", type=int, default=1, help="with --freeze-rule cut: keep every K-th cut point")
-    sweep.add_argument("--seeds", help="comma list of seeds (default: the base's)")
+    sweep.add_argument("--seeds", help="comma list of run seeds (default: the base's); every run shares one split")
+    sweep.add_argument("--split-seed", type=int, default=None,
+                       help="the split every run shares (default: the base's, 123 in the presets)")
+    sweep.add_argument("--test-fraction", type=float, default=None, help="share of all images held out as a test split")
+    sweep.add_argument("--vary-split", action="store_true",
+                       help="each run splits with its own seed instead (the split varies with --seeds)")
     add_dataset_flags(sweep)
     for flag, kind in (("epochs", int), ("batch-size", int), ("image-size", int), ("weights", str), ("head", str)):
         sweep.add_argument(f"--{flag}", type=kind, default=None)
@@ -41,7 +53,8 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
 
     sweeps = sub.add_parser("sweeps", help="list sweeps with progress")
     sweeps.add_argument("--json", action="store_true")
-    for command, text in (("sweep-show", "a sweep's points: best val accuracy mean ± std over seeds"),
+    for command, text in (("sweep-show", "a sweep's points: kept val accuracy mean ± std over finished seeds, "
+                                         "and whether a configuration clearly wins"),
                           ("sweep-stop", "ask every unfinished run of a sweep to stop"),
                           ("sweep-resume", "relaunch a sweep's stopped and lost runs")):
         parser = sub.add_parser(command, help=text)
@@ -62,6 +75,7 @@ def sweep_config_from_args(args: argparse.Namespace) -> Any:
     dataset = dataset_from_args(args)  # a checked name, or --dataset-path recorded as an absolute path
     if dataset is not None:
         changes["dataset"] = dataset
+    changes.update(split_changes_from_args(args))
     backbones = split(args.backbones) or [base.backbone]
     changes["backbone"] = backbones[0]  # the base itself must be valid (small_cnn has no ImageNet weights)
     base = base.replace(**changes)
@@ -80,7 +94,8 @@ def sweep_config_from_args(args: argparse.Namespace) -> Any:
         points = tuple(split(args.freeze)) or (base.freeze,)
     prune = PruneConfig(rungs, args.keep_fraction, args.min_runs) if args.prune else None
     return SweepConfig(name=args.name, base=base, backbones=tuple(backbones), learning_rates=tuple(lrs),
-                       freeze_points=points, seeds=tuple(seeds), prune=prune, backbone_freeze_points=per_backbone)
+                       freeze_points=points, seeds=tuple(seeds), prune=prune, backbone_freeze_points=per_backbone,
+                       vary_split=bool(getattr(args, "vary_split", False)))
 
 
 def follow_sweep(sweep_id: str, out=None, poll: float = 2.0) -> str:
@@ -118,44 +133,54 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_sweeps(args: argparse.Namespace) -> int:
     from carviz.core.sweeps import list_sweeps, read_sweep
+    from carviz.views.plots.sweeps import sweep_points, verdict
 
     states = [read_sweep(record.id) for record in list_sweeps()]
+    verdicts = [verdict(sweep_points(s.rows)) for s in states]
     if args.json:
         print(json.dumps([{"id": s.record.id, "name": s.record.config.name, "status": s.status, "done": s.n_done,
                            "total": s.n_total, "counts": s.counts, "eta_seconds": s.eta_seconds,
                            "best_run": (s.best or {}).get("id"),
-                           "best_val_accuracy": (s.best or {}).get("best_val_accuracy")} for s in states],
+                           "best_kept_val_accuracy": (s.best or {}).get("kept_val_accuracy"),
+                           "clear_winner": v["clear"], "verdict": v["text"]} for s, v in zip(states, verdicts)],
                          indent=2, ensure_ascii=False))
         return 0
     if not states:
         print(f"no sweeps in {settings.runs_dir()}")
         return 0
-    print(f"{'id':<23} {'status':<8} {'progress':<16} {'best val':>8}  name")
-    for s in states:
-        print(f"{s.record.id:<23} {s.status:<8} {s.progress_text:<16} "
-              f"{fmt((s.best or {}).get('best_val_accuracy'), 3):>8}  {s.record.config.name}")
+    print(f"{'id':<23} {'status':<8} {'progress':<16} name")
+    for s, v in zip(states, verdicts):
+        print(f"{s.record.id:<23} {s.status:<8} {s.progress_text:<16} {s.record.config.name}")
+        print(f"{'':<23} {v['text']}")
     return 0
 
 
 def cmd_sweep_show(args: argparse.Namespace) -> int:
-    from carviz.views.plots.sweeps import sweep_points
     from carviz.core.sweeps import find_sweep, read_sweep
+    from carviz.views.plots.curves import chance_level
+    from carviz.views.plots.sweeps import VALUE_TITLE, sweep_points, verdict
 
     state = read_sweep(find_sweep(args.sweep).id)
     points = sweep_points(state.rows)
+    result, chance = verdict(points), chance_level(state.rows)
     if args.json:
-        print(points.to_json(orient="records", indent=2))
+        print(json.dumps({"points": json.loads(points.to_json(orient="records")), "chance": chance,
+                          "verdict": {key: result[key] for key in ("clear", "margin", "spread", "text")}},
+                         indent=2, ensure_ascii=False))
         return 0
     counts = ", ".join(f"{n} {status}" for status, n in sorted(state.counts.items()))
     print(f"sweep {state.record.id} ({state.record.config.name}) {state.status}: {state.progress_text} ({counts})")
-    print(f"{'backbone':<14} {'lr':>8} {'freeze':>6} {'mean':>7} {'std':>7} {'n':>3}  layer")
+    print(f"{VALUE_TITLE}: mean ± std over each point's n finished runs; pruned and unfinished runs are left out")
+    print(f"{'backbone':<14} {'lr':>8} {'freeze':>6} {'index':>5} {'mean':>7} {'std':>7} {'n':>3} {'pruned':>6} "
+          f"{'unfinished':>10}  layer")
     for p in points.itertuples():
         mean = "-" if p.mean is None or p.mean != p.mean else f"{p.mean:.4f}"
         std = "-" if p.std is None or p.std != p.std else f"{p.std:.4f}"
-        print(f"{p.backbone:<14} {fmt(p.learning_rate, 2):>8} {p.freeze!s:>6} {mean:>7} {std:>7} {p.n:>3}  "
-              f"{p.layer if isinstance(p.layer, str) else ''}")
-    if state.best:
-        print(f"best: {state.best['id']} {state.best['name']} val acc {state.best['best_val_accuracy']:.4f}")
+        print(f"{p.backbone:<14} {fmt(p.learning_rate, 2):>8} {p.freeze!s:>6} {p.freeze_index:>5} {mean:>7} {std:>7} "
+              f"{p.n:>3} {p.n_pruned:>6} {p.n_unfinished:>10}  {p.layer if isinstance(p.layer, str) else ''}")
+    if chance is not None:
+        print(f"chance: {chance:.4f} ({round(1 / chance)} classes)")
+    print(result["text"])
     return 0
 
 

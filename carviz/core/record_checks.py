@@ -64,8 +64,9 @@ _LAUNCH_FIELDS = {"pid": _POSITIVE, "pid_create_time": _NUMBER, "backend": _TEXT
 _PROGRESS_FIELDS = {"phase": _TEXT, "epoch": _WHOLE, "epochs": _WHOLE, "step": _WHOLE, "steps_per_epoch": _WHOLE,
                     "images_per_second": _NUMBER, "eta_seconds": _NUMBER, "loss": _NUMBER, "accuracy": _NUMBER}
 _INFO_FIELDS = {"device": _OBJECT, "model": _OBJECT, "feature_cache": _OBJECT, "val_images": _WHOLE,
-                "train_images": _WHOLE, "resumes": (lambda v: isinstance(v, list), "an array")}
+                "train_images": _WHOLE, "test_images": _WHOLE, "resumes": (lambda v: isinstance(v, list), "an array")}
 _EVALUATION_FIELDS = {"accuracy": _NUMBER, "loss": _NUMBER, "images": _WHOLE}
+_EVALUATION_EXTRA_FIELDS = {"test": _OBJECT, "test_accuracy": _NUMBER}  # only when the run has a test split
 _CONFIG_KINDS = {str: _TEXT, bool: (lambda v: isinstance(v, bool), "true or false"),
                  int: (is_int, "an integer"), float: (is_number, "a number")}
 
@@ -135,6 +136,11 @@ def _split_problems(data: Any) -> list[str]:
         if not isinstance(value, list) or not all(ok(item) for item in value):
             problems.append(f"split.json: {key} is not a list of {what}" if key in data
                             else f"split.json has no {key}")
+    for key, ok, what in (("test_paths", lambda v: isinstance(v, str), "paths"),
+                          ("test_labels", is_int, "class numbers")):  # absent in a split.json older than test parts
+        value = data.get(key)
+        if key in data and (not isinstance(value, list) or not all(ok(item) for item in value)):
+            problems.append(f"split.json: {key} is not a list of {what}")
     return problems
 
 
@@ -145,7 +151,8 @@ RUN_FILES: dict[str, tuple[bool, type, Any]] = {
     LAUNCH_FILE: (False, dict, lambda data: _field_problems("launch.json", data, _LAUNCH_FIELDS)),
     PROGRESS_FILE: (False, dict, lambda data: _field_problems("progress.json", data, _PROGRESS_FIELDS)),
     INFO_FILE: (False, dict, lambda data: _field_problems("run.json", data, _INFO_FIELDS)),
-    EVALUATION_FILE: (False, dict, lambda data: _field_problems("evaluation.json", data, _EVALUATION_FIELDS,
+    EVALUATION_FILE: (False, dict, lambda data: _field_problems("evaluation.json", data,
+                                                                {**_EVALUATION_FIELDS, **_EVALUATION_EXTRA_FIELDS},
                                                                 required=tuple(_EVALUATION_FIELDS))),
     CLASSES_FILE: (False, list, _classes_problems),
     SPLIT_FILE: (False, dict, _split_problems),

@@ -9,6 +9,7 @@ CLASSES_FILE = "classes.json"
 SPLIT_FILE = "split.json"
 MODEL_FILE = "model.keras"
 CHECKPOINT_DIR = "checkpoint"
+BEST_WEIGHTS = "best-{epoch:04d}.weights.h5"  # in CHECKPOINT_DIR: the whole model's weights at the best epoch so far
 TENSORBOARD_DIR = "tensorboard"
 SWEEP_CONTEXT_FILE = "sweep_context.json"  # what a sweep's run needs to know of its sweep (pruning, peers)
 RESUME_REQUEST_FILE = "resume_request.json"  # how the user asked to resume (written by the UI/CLI, read by the job)

@@ -37,6 +37,7 @@ from carviz.core.run_files import (  # noqa: F401 - the layout's names are the s
     SPLIT_FILE,
     MODEL_FILE,
     CHECKPOINT_DIR,
+    BEST_WEIGHTS,
     TENSORBOARD_DIR,
     SWEEP_CONTEXT_FILE,
     RESUME_REQUEST_FILE,
@@ -50,9 +51,9 @@ from carviz.core.run_files import (  # noqa: F401 - the layout's names are the s
 from carviz.core.jobs.status import JobState, Status
 
 __all__ = [
-    "BROKEN", "METRIC_COLUMNS", "LRTest", "MetricsWriter", "Run", "RunState", "Status", "Store", "Sweep",
-    "atomic_write_json", "create_run", "display_status", "find_run", "list_runs", "metrics_problems", "new_id",
-    "now_iso", "read_json", "read_metrics", "summarize",
+    "BROKEN", "KEPT_LAST", "KEPT_RULE", "METRIC_COLUMNS", "LRTest", "MetricsWriter", "Run", "RunState", "Status",
+    "Store", "Sweep", "atomic_write_json", "create_run", "display_status", "find_run", "kept_label", "list_runs",
+    "metrics_problems", "new_id", "now_iso", "read_json", "read_metrics", "summarize",
 ]
 
 RunState = JobState  # a run's derived state is a job's
@@ -145,6 +146,37 @@ class Run(JobRecord):
             return None
         return path, epochs
 
+    def best_weights_path(self, epoch: int) -> Path:
+        """The file holding the whole model's weights after `epoch`, the best epoch so far (KeepBest writes it)."""
+        return self.file(CHECKPOINT_DIR) / BEST_WEIGHTS.format(epoch=epoch)
+
+    def checkpoint_best(self) -> tuple[Path, int, float] | None:
+        """(its weights file, the epoch, its val_accuracy): the best epoch up to the checkpoint, as the checkpoint
+        recorded it; None when there is no checkpoint, it recorded no best (made before carviz kept the best
+        epoch), or the file is gone."""
+        if self.checkpoint() is None:
+            return None
+        state = read_json_object(self.file(CHECKPOINT_DIR) / "state.json")
+        epoch, value = state.get("best_epoch"), state.get("best_val_accuracy")
+        if not is_int(epoch) or epoch < 1 or not is_number(value) or not self.best_weights_path(epoch).is_file():
+            return None
+        return self.best_weights_path(epoch), epoch, float(value)
+
+    def _best_files(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.file(CHECKPOINT_DIR).glob(BEST_WEIGHTS.replace("{epoch:04d}", "*")):
+            number = path.name.split("-", 1)[1].split(".", 1)[0]
+            if number.isdigit():
+                found.append((int(number), path))
+        return sorted(found)
+
+    def discard_best(self, after: int, keep: int | None = None) -> None:
+        """Remove best-weights files of epochs after `after` (left by an attempt that stopped before its next
+        checkpoint: a resume trains those epochs again) and, with `keep`, those of any other epoch before it."""
+        for epoch, path in self._best_files():
+            if epoch > after or (keep is not None and epoch != keep):
+                path.unlink(missing_ok=True)
+
     def request_resume(self, accept_dataset_changes: bool = False) -> None:
         """What the UI/CLI write before relaunching a run: how it may continue."""
         atomic_write_json(self.file(RESUME_REQUEST_FILE), {"accept_dataset_changes": bool(accept_dataset_changes),
@@ -190,12 +222,30 @@ class Run(JobRecord):
         """The finished model (Keras' .save), replaced atomically."""
         self._save_whole_model(model, self.model_path())
 
-    def save_checkpoint(self, model: Any, epochs_done: int) -> None:
-        """Whole model with optimizer state, replaced atomically, then the epoch it holds."""
+    def save_checkpoint(self, model: Any, epochs_done: int, best: tuple[int, float] | None = None) -> None:
+        """Whole model with optimizer state, replaced atomically, then the epoch it holds and the best epoch so far
+        (epoch, val_accuracy; its weights are in best_weights_path(epoch)), so a resumed run still knows it."""
         folder = self.file(CHECKPOINT_DIR)
         folder.mkdir(exist_ok=True)
         self._save_whole_model(model, folder / "last.keras")
-        atomic_write_json(folder / "state.json", {"epochs_done": epochs_done, "saved_at": now_iso()})
+        state: dict[str, Any] = {"epochs_done": epochs_done, "saved_at": now_iso()}
+        if best is not None:
+            state.update(best_epoch=int(best[0]), best_val_accuracy=float(best[1]))
+        atomic_write_json(folder / "state.json", state)
+        if best is not None:  # older bests are no longer needed once the checkpoint names this one
+            self.discard_best(after=epochs_done, keep=int(best[0]))
+
+    def save_best(self, model: Any, epoch: int) -> None:
+        """The whole model's weights after `epoch` (the best so far), replaced atomically."""
+        self.file(CHECKPOINT_DIR).mkdir(exist_ok=True)
+        destination = self.best_weights_path(epoch)
+        tmp = destination.with_name(f"tmp-{destination.name}")  # still *.weights.h5, as Keras requires
+        try:
+            model.save_weights(tmp)
+            os.replace(tmp, destination)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 class Sweep(JobRecord):
@@ -394,20 +444,50 @@ def _config_value(config: dict[str, Any], key: str) -> Any:
     return int(value) if key == "freeze" and isinstance(value, str) and value.isdigit() else value
 
 
+KEPT_RULE = "best val"  # what a run keeps: the epoch with the highest val_accuracy (ml/callbacks.py KeepBest)
+KEPT_LAST = "last"  # what runs trained before carviz kept the best epoch saved: the last epoch
+
+
+def _kept(evaluation: dict[str, Any], metrics: list[dict[str, Any]], best_epoch: Any,
+          best_value: Any) -> tuple[Any, Any, str]:
+    """(kept epoch, its val accuracy, the rule) of a run: from evaluation.json when the run finished (the saved
+    model, measured), else the best epoch so far (what the run would keep)."""
+    accuracy = evaluation.get("accuracy")
+    if is_number(accuracy) and is_int(evaluation.get("kept_epoch")):
+        rule = evaluation.get("kept")
+        return evaluation["kept_epoch"], accuracy, rule if isinstance(rule, str) and rule else KEPT_RULE
+    if is_number(accuracy):  # saved before carviz kept the best epoch: model.keras is the last epoch
+        last = metrics[-1].get("epoch") if metrics else None
+        return (last if is_int(last) else None), accuracy, KEPT_LAST
+    return best_epoch, best_value, KEPT_RULE
+
+
 def summarize(run: Run, config: dict[str, Any] | None = None,
-              metrics: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+              metrics: list[dict[str, Any]] | None = None, info: dict[str, Any] | None = None) -> dict[str, Any]:
     """One row for a runs table: config essentials, status, best/final metrics, duration, where it ran, and the
     record's problems ("broken": True when there are any; "status" stays the job's state, display_status(row)
-    is the word to show). Config values of the wrong type read as None. A caller that has read the config or
-    metrics already passes them in (each file is read once)."""
+    is the word to show). Config values of the wrong type read as None. A caller that has read the config,
+    metrics or run.json already passes them in (each file is read once).
+
+    The one number per run is the kept model's: kept_epoch, kept_val_accuracy and kept_rule ("best val": the
+    epoch with the highest val_accuracy, restored before the final evaluation and saved; "last" for runs saved
+    before that rule), test_accuracy when evaluation.json has a test split's result; kept_label(row) says it."""
     config = run.config_dict() if config is None else config
     state = run.state()
     metrics = run.metrics() if metrics is None else metrics
+    info = run.info() if info is None else info
     problems = run.problems(config, metrics, state)
     val_acc = [row["val_accuracy"] for row in metrics if is_number(row.get("val_accuracy"))]
     best_index = max(range(len(val_acc)), key=val_acc.__getitem__) if val_acc else None
     best_row = [row for row in metrics if is_number(row.get("val_accuracy"))][best_index] \
         if best_index is not None else None
+    evaluation = run.evaluation() or {}
+    kept_epoch, kept_value, kept_rule = _kept(evaluation, metrics, best_row["epoch"] if best_row else None,
+                                              val_acc[best_index] if best_index is not None else None)
+    test = evaluation.get("test")
+    test_accuracy = test.get("accuracy") if isinstance(test, dict) and is_number(test.get("accuracy")) else None
+    model = info.get("model") if isinstance(info.get("model"), dict) else {}
+    layers, classes = model.get("backbone_layers"), info.get("classes")
     return {
         "id": run.id,
         "name": _config_value(config, "name") or "",
@@ -426,6 +506,12 @@ def summarize(run: Run, config: dict[str, Any] | None = None,
         "best_epoch": best_row["epoch"] if best_row is not None else None,
         "final_val_accuracy": val_acc[-1] if val_acc else None,
         "final_val_loss": metrics[-1].get("val_loss") if metrics else None,
+        "kept_epoch": kept_epoch,
+        "kept_val_accuracy": kept_value,
+        "kept_rule": kept_rule,
+        "test_accuracy": test_accuracy,
+        "backbone_layers": layers if is_int(layers) and layers > 0 else None,
+        "num_classes": len(classes) if isinstance(classes, list) and classes else None,
         "seconds": sum(row.get("seconds") or 0 for row in metrics),
         "created_at": state.created_at,
         "error": state.error,
@@ -437,3 +523,16 @@ def summarize(run: Run, config: dict[str, Any] | None = None,
 def display_status(row: Mapping[str, Any]) -> Any:
     """The status word to show for a summarize() row: "broken" when its record has problems, else the job's."""
     return BROKEN if row.get("problems") else row.get("status")
+
+
+def kept_label(row: Mapping[str, Any]) -> str:
+    """Which model a summarize() row's number is about, e.g. "kept: epoch 7 (best val)"; "best val so far" while
+    the run trains, and "no model saved" for a run that ended without one; "" before its first epoch."""
+    epoch, rule, status = row.get("kept_epoch"), row.get("kept_rule") or KEPT_RULE, row.get("status")
+    if not is_int(epoch):
+        return ""
+    if status == Status.SUCCEEDED.value:
+        return f"kept: epoch {epoch} ({rule})"
+    if status in (Status.QUEUED.value, Status.RUNNING.value):
+        return f"kept: epoch {epoch} ({rule} so far)"
+    return f"{rule}: epoch {epoch} ({status}: no model saved)"

@@ -166,9 +166,9 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 
 def run_summary(run: Run) -> dict[str, Any]:
     """summarize() plus what a sweep chart needs: seed, trainable parameters, first trainable layer, wall time."""
-    config = run.config_dict()
-    row = summarize(run, config)
-    model = run.info().get("model")
+    config, info = run.config_dict(), run.info()
+    row = summarize(run, config, info=info)
+    model = info.get("model")
     model = model if isinstance(model, dict) else {}  # wrong-typed fields read as missing (row["problems"] says)
     status = run.raw_status()
     seed, pruned_at = config.get("seed"), status.get("pruned_at_epoch")
@@ -210,7 +210,9 @@ def estimate_eta(durations: Sequence[float], remaining_work: float, slots: int) 
 
 @dataclass(frozen=True)
 class SweepState:
-    """A sweep as read now: its record, one run_summary per run (launch order), counts, ETA and best run."""
+    """A sweep as read now: its record, one run_summary per run (launch order), counts, ETA and best run (the
+    finished run with the highest kept val accuracy; whether a configuration wins is views.plots.sweeps.verdict's
+    call)."""
 
     record: Sweep
     rows: list[dict[str, Any]]
@@ -243,8 +245,9 @@ def read_sweep(sweep_id: str, runs_root: Path | None = None, slots: int | None =
                  if row["status"] == Status.SUCCEEDED.value and (row["wall_seconds"] or row["seconds"])]
     remaining = sum(1 - min(1.0, (row["epochs_done"] or 0) / max(1, row["epochs"] or 1))
                     for row in rows if row["status"] in (Status.QUEUED.value, Status.RUNNING.value))
-    scored = [row for row in rows if isinstance(row.get("best_val_accuracy"), (int, float))]
-    best = max(scored, key=lambda row: row["best_val_accuracy"]) if scored else None
+    scored = [row for row in rows if row["status"] == Status.SUCCEEDED.value and not row.get("problems")
+              and isinstance(row.get("kept_val_accuracy"), (int, float))]  # pruned and unfinished runs: not a best
+    best = max(scored, key=lambda row: row["kept_val_accuracy"]) if scored else None
     status = sweep_status(statuses)
     eta = None
     if status != "stopped":
@@ -289,9 +292,9 @@ def resume_sweep(sweep_id: str, runs_root: Path | None = None) -> list[str]:
             if state.process == jobs.ProcessCheck.ALIVE:
                 continue  # a hung process still holds it: stop it first
             run.clear_stop_request()
+            run.clear_launch()  # first (its process is gone): queued beside the old launch would read as its end
             run.write_status(Status.QUEUED, pid=None, pid_create_time=None, error=None, ended_at=None,
                              resumed_at=jobs.now_iso())
-            run.clear_launch()  # its process is gone: the feeder launches it anew
             resumed.append(run.id)
         elif _never_launched(run):
             resumed.append(run.id)

@@ -8,7 +8,7 @@ import os
 import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -70,13 +70,19 @@ class DatasetScan:
 
 @dataclass(frozen=True)
 class Split:
-    """Training and validation files with integer labels (index into classes)."""
+    """Training, validation and (optional) test files with integer labels (index into classes).
+
+    The test part is held out of everything that trains or chooses (fit, early stopping, pruning, the LR range
+    test, the feature cache's training/validation rows); only the final evaluation and `carviz evaluate` read it.
+    """
 
     classes: list[str]
     train_paths: list[Path]
     train_labels: list[int]
     val_paths: list[Path]
     val_labels: list[int]
+    test_paths: list[Path] = field(default_factory=list)
+    test_labels: list[int] = field(default_factory=list)
 
     def to_json_dict(self, root: Path) -> dict[str, Any]:
         root = Path(root).resolve()
@@ -90,11 +96,14 @@ class Split:
             "train_labels": [int(x) for x in self.train_labels],
             "val_paths": rel(self.val_paths),
             "val_labels": [int(x) for x in self.val_labels],
+            "test_paths": rel(self.test_paths),
+            "test_labels": [int(x) for x in self.test_labels],
         }
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any], root: Path) -> "Split":
-        """Inverse of to_json_dict: relative paths are joined to root (and may not escape it)."""
+        """Inverse of to_json_dict: relative paths are joined to root (and may not escape it). A split.json written
+        before test parts existed has none."""
         root = Path(root).resolve()
         return cls(
             classes=list(data["classes"]),
@@ -102,6 +111,8 @@ class Split:
             train_labels=[int(x) for x in data["train_labels"]],
             val_paths=[safe_join(root, p) for p in data["val_paths"]],
             val_labels=[int(x) for x in data["val_labels"]],
+            test_paths=[safe_join(root, p) for p in data.get("test_paths") or []],
+            test_labels=[int(x) for x in data.get("test_labels") or []],
         )
 
 
@@ -321,17 +332,37 @@ def load_image_rgb(path: str | Path | BinaryIO, max_pixels: int | None = None) -
 # ---------------------------------------------------------------- split
 
 
-def split_files(scan: DatasetScan, validation_split: float = 0.2, seed: int = 123) -> Split:
-    """Train/validation split identical to image_dataset_from_directory(validation_split, seed, shuffle=True)."""
+def split_files(
+    scan: DatasetScan, validation_split: float = 0.2, seed: int = 123, test_fraction: float = 0.0
+) -> Split:
+    """Train/validation(/test) split. Without a test part it is identical to
+    image_dataset_from_directory(validation_split, seed, shuffle=True): same files, same order.
+
+    With test_fraction > 0 the test images are carved out first (pick_test_files: per class, chosen by a hash of
+    the seed and the file's name), then the rest is split as Keras splits it, with validation_split x all images
+    (both fractions are of the whole dataset: 0.2 and 0.1 leave 70 % for training).
+    """
     if not 0 <= validation_split < 1:
         raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+    if not 0 <= test_fraction < 1 or validation_split + test_fraction >= 1:
+        raise ValueError(f"test_fraction must be in [0, 1) with validation_split + test_fraction < 1, got "
+                         f"{test_fraction} (validation_split {validation_split})")
     paths, labels = scan.labelled_files()
+    total = len(paths)
+    test: set[Path] = set(pick_test_files(scan, test_fraction, seed)) if test_fraction > 0 else set()
+    if test:
+        kept = [i for i, path in enumerate(paths) if path not in test]
+        test_paths = [paths[i] for i in range(total) if paths[i] in test]  # in Keras' (class, name) order
+        test_labels = [labels[i] for i in range(total) if paths[i] in test]
+        paths, labels = [paths[i] for i in kept], [labels[i] for i in kept]
+    else:
+        test_paths, test_labels = [], []
     # Keras shuffles paths and labels with two RandomState(seed) instances: one permutation of both
     order = np.arange(len(paths))
     np.random.RandomState(seed).shuffle(order)
     shuffled_paths = [paths[i] for i in order]
     shuffled_labels = [labels[i] for i in order]
-    num_val = int(validation_split * len(paths))
+    num_val = min(int(validation_split * total), len(paths))  # == Keras' int(split * n) without a test part
     num_train = len(paths) - num_val
     return Split(
         classes=list(scan.classes),
@@ -339,7 +370,41 @@ def split_files(scan: DatasetScan, validation_split: float = 0.2, seed: int = 12
         train_labels=shuffled_labels[:num_train],
         val_paths=shuffled_paths[num_train:],
         val_labels=shuffled_labels[num_train:],
+        test_paths=test_paths,
+        test_labels=test_labels,
     )
+
+
+def _test_rank(seed: int, class_name: str, file_name: str) -> str:
+    # NFC, as the fingerprint: a copy of the folder made on macOS (NFD names) holds out the same images
+    key = unicodedata.normalize("NFC", f"{int(seed)}\0{class_name}\0{file_name}")
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def pick_test_files(scan: DatasetScan, test_fraction: float, seed: int = 123) -> list[Path]:
+    """The held-out test images: test_fraction of every class (stratified: largest remainders round the per-class
+    counts to int(test_fraction x all images), and a class always keeps one image for training), each class's
+    images with the lowest sha256(seed, class, file name). An image's rank depends only on the seed, its class and
+    its name (not on the listing or the other images), so a class that grows keeps most of its test images: a new
+    image enters the test part only by outranking one."""
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    counts = scan.counts()
+    total = sum(counts.values())
+    if test_fraction <= 0 or total == 0:
+        return []
+    exact = {name: test_fraction * n for name, n in counts.items()}
+    take = {name: int(value) for name, value in exact.items()}
+    by_remainder = sorted(counts, key=lambda name: (-(exact[name] - take[name]), scan.classes.index(name)))
+    for name in by_remainder[:max(0, int(test_fraction * total) - sum(take.values()))]:
+        take[name] += 1
+    chosen: list[Path] = []
+    for name in scan.classes:
+        files = scan.files.get(name, [])
+        count = min(take.get(name, 0), max(0, len(files) - 1))
+        ranked = sorted(files, key=lambda path: _test_rank(seed, name, path.name))
+        chosen.extend(sorted(ranked[:count]))
+    return chosen
 
 
 # ---------------------------------------------------------------- tf.data and augmentation (TensorFlow loaded lazily)
@@ -448,5 +513,6 @@ __all__ = [
     "make_pipeline",
     "open_image",
     "scan_dataset",
+    "pick_test_files",
     "split_files",
 ]

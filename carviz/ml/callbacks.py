@@ -1,7 +1,8 @@
 """The Keras callbacks that keep a run's record while fit() runs: one concept per class.
 
-MetricsCsv (a row per epoch), ProgressFile (live progress), WholeModelCheckpoint (resumable state), StopOnRequest
-(stop requests and signals), SweepPruning (stop a run that trails its sweep's other runs at a rung epoch).
+MetricsCsv (a row per epoch), KeepBest (the best-validation epoch's weights, restored at the end),
+WholeModelCheckpoint (resumable state), ProgressFile (live progress), StopOnRequest (stop requests and signals),
+SweepPruning (stop a run that trails its sweep's other runs at a rung epoch).
 """
 
 from __future__ import annotations
@@ -74,21 +75,67 @@ class MetricsCsv(keras.callbacks.Callback):
                  " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
 
 
+class KeepBest(keras.callbacks.Callback):
+    """The model a run keeps: the epoch with the highest val_accuracy (the first of equals). Whenever an epoch beats
+    the best so far, the whole model's weights go to the run's best-weights file; restore() loads them back after
+    fit(), before the final evaluation and save.
+
+    whole_model is the model whose weights are kept when fit() trains only part of it (the remainder on cached
+    features shares its layers, so restoring the whole model restores the remainder too). best is the best epoch
+    so far as (epoch, val_accuracy) when resuming; its weights file must exist. Goes before WholeModelCheckpoint,
+    which records the best epoch with each checkpoint."""
+
+    MONITOR = "val_accuracy"
+
+    def __init__(self, run: Run, whole_model: Any = None, best: tuple[int, float] | None = None) -> None:
+        super().__init__()
+        self.run = run
+        self.whole_model = whole_model
+        self.best_epoch, self.best_value = best if best is not None else (None, None)
+
+    @property
+    def best(self) -> tuple[int, float] | None:
+        return (self.best_epoch, self.best_value) if self.best_epoch is not None else None
+
+    def _whole(self) -> Any:
+        return self.whole_model if self.whole_model is not None else self.model
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = as_float((logs or {}).get(self.MONITOR))
+        if value is None or not math.isfinite(value):
+            return
+        if self.best_value is None or value > self.best_value:
+            self.run.save_best(self._whole(), epoch + 1)
+            self.best_epoch, self.best_value = epoch + 1, value
+
+    def restore(self) -> int | None:
+        """Load the best epoch's weights into the whole model; returns that epoch (None: no epoch had a value,
+        the model stays as it is)."""
+        if self.best_epoch is None:
+            return None
+        self._whole().load_weights(self.run.best_weights_path(self.best_epoch))
+        return self.best_epoch
+
+
 class WholeModelCheckpoint(keras.callbacks.Callback):
     """Saves the whole model with optimizer state every `every` epochs and after the last one, for resuming.
 
-    whole_model is what is saved when fit() trains only part of it (the remainder on cached features)."""
+    whole_model is what is saved when fit() trains only part of it (the remainder on cached features). keep_best's
+    best epoch so far is recorded with each checkpoint, so a resumed run still knows it."""
 
-    def __init__(self, run: Run, every: int, epochs: int, whole_model: Any = None) -> None:
+    def __init__(self, run: Run, every: int, epochs: int, whole_model: Any = None,
+                 keep_best: KeepBest | None = None) -> None:
         super().__init__()
         self.run = run
         self.every = every
         self.epochs = epochs
         self.whole_model = whole_model
+        self.keep_best = keep_best
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
-            self.run.save_checkpoint(self.whole_model if self.whole_model is not None else self.model, epoch + 1)
+            self.run.save_checkpoint(self.whole_model if self.whole_model is not None else self.model, epoch + 1,
+                                     best=self.keep_best.best if self.keep_best is not None else None)
 
 
 class ProgressFile(keras.callbacks.Callback):

@@ -1,7 +1,10 @@
-"""Evaluate a run on its validation split: confusion matrix, per-class accuracy, misclassified images."""
+"""Evaluate a run on its validation or test split, or on another dataset folder with the same class names:
+confusion matrix, per-class accuracy, misclassified images."""
 
 from __future__ import annotations
 
+import dataclasses
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,11 +15,12 @@ from carviz.core import settings
 from carviz.core.store import Run
 
 MAX_LISTED_MISSING = 10
+SPLITS = ("validation", "test")
 
 
 @dataclass(frozen=True)
 class Misclassified:
-    """A validation image the model got wrong."""
+    """An evaluated image the model got wrong."""
 
     path: Path
     true: str
@@ -27,7 +31,8 @@ class Misclassified:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A run's model on its validation split. confusion: rows = true class, columns = predicted."""
+    """A run's model on a set of images (its validation or test split, or another dataset folder).
+    confusion: rows = true class, columns = predicted."""
 
     run_id: str
     classes: list[str]
@@ -37,6 +42,22 @@ class Evaluation:
     class_counts: np.ndarray
     misclassified: list[Misclassified] = field(default_factory=list)
     images: int = 0
+    split: str = "validation"  # "validation", "test", or "dataset" (another folder)
+    dataset: str = ""  # the folder the images came from
+    absent_classes: list[str] = field(default_factory=list)  # the run's classes the folder has no images of
+    skipped_classes: list[str] = field(default_factory=list)  # the folder's classes the run does not know (skipped)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (what `carviz evaluate --json` prints)."""
+        return {
+            "run": self.run_id, "split": self.split, "dataset": self.dataset, "images": self.images,
+            "accuracy": None if np.isnan(self.accuracy) else self.accuracy, "classes": list(self.classes),
+            "confusion": self.confusion.tolist(), "per_class": self.per_class_rows(),
+            "absent_classes": list(self.absent_classes), "skipped_classes": list(self.skipped_classes),
+            "misclassified": [{"path": str(m.path), "true": m.true, "predicted": m.predicted,
+                               "confidence": m.confidence, "true_probability": m.true_probability}
+                              for m in self.misclassified],
+        }
 
     def per_class_rows(self) -> list[dict[str, Any]]:
         """A table of per-class results: images, correct, accuracy, most frequent wrong prediction."""
@@ -58,8 +79,21 @@ class Evaluation:
 
 def validation_files(run: Run) -> tuple[Path, list[str], list[Path], list[int]]:
     """(dataset root, classes, validation paths, labels) as the trainer recorded them in split.json."""
+    return split_files_of(run, "validation")
+
+
+def has_test_split(run: Run) -> bool:
+    """Whether the run recorded a non-empty test split."""
+    raw = run.split() or {}
+    return isinstance(raw.get("test_paths"), list) and bool(raw["test_paths"])
+
+
+def split_files_of(run: Run, split_name: str = "validation") -> tuple[Path, list[str], list[Path], list[int]]:
+    """(dataset root, classes, paths, labels) of the run's "validation" or "test" split, as recorded in split.json."""
     from carviz.data.datasets import Split
 
+    if split_name not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split_name!r}")
     raw = run.split()
     if raw is None:
         raise FileNotFoundError(f"run {run.id} has no recorded split (it never got as far as splitting its data)")
@@ -69,17 +103,73 @@ def validation_files(run: Run) -> tuple[Path, list[str], list[Path], list[int]]:
         raise FileNotFoundError(f"run {run.id}: its dataset folder {root} is gone")
     split = Split.from_json_dict(raw, root)
     classes = run.classes() or split.classes
+    if split_name == "test":
+        if not split.test_paths:
+            raise ValueError(f"run {run.id} has no test split (it was trained with test_fraction 0, or before test "
+                             "splits existed)")
+        return root, list(classes), split.test_paths, split.test_labels
     return root, list(classes), split.val_paths, split.val_labels
 
 
-def check_files(paths: list[Path]) -> None:
+def dataset_files(run: Run, dataset: str | Path, skip_extra: bool = False) -> tuple[Path, list[str], list[Path],
+                                                                                  list[int], list[str], list[str]]:
+    """(folder, the run's classes, paths, labels, absent classes, skipped classes) of another dataset folder, its
+    class folders matched to the run's classes by name (labels index the run's classes). Broken, tiny and duplicate
+    images are left out, as training leaves them out.
+
+    dataset: a name under data/ or an absolute path. A class folder the run does not know is refused (ValueError
+    listing them and the classes the folder lacks) unless skip_extra; classes the folder lacks are allowed (their
+    per-class accuracy is empty). The run's own dataset folder is refused: it holds the run's training images."""
+    from carviz.data.datasets import scan_dataset
+
+    folder = settings.resolve_dataset(str(dataset))
+    classes = run.classes()
+    if not classes:
+        raise FileNotFoundError(f"run {run.id} has no classes.json (it never got as far as splitting its data)")
+    own = run.info().get("dataset_path")
+    if isinstance(own, str) and own and Path(own).resolve() == folder.resolve():
+        raise ValueError(f"{folder} is run {run.id}'s own dataset, which holds its training images: evaluate its "
+                         "validation or test split instead")
+    scan = scan_dataset(folder)
+    launch_fingerprint = run.info().get("launch_fingerprint") or run.info().get("dataset_fingerprint")
+    if scan.fingerprint and scan.fingerprint == launch_fingerprint:
+        raise ValueError(f"{folder} holds the very images run {run.id} was trained on (same content fingerprint): "
+                         "evaluate its validation or test split instead")
+    index_of = {unicodedata.normalize("NFC", name): index for index, name in enumerate(classes)}  # macOS copies: NFD
+    matched: dict[int, list[Path]] = {}
+    extra = []
+    for name in scan.classes:
+        index = index_of.get(unicodedata.normalize("NFC", name))
+        if index is None:
+            extra.append(name)
+        else:
+            matched.setdefault(index, []).extend(scan.files.get(name, []))
+    absent = [name for index, name in enumerate(classes) if not matched.get(index)]
+    if (extra and not skip_extra) or len(absent) == len(classes):
+        parts = ([f"not classes of the run: {', '.join(extra)}"] if extra else []) + \
+                ([f"missing from the folder: {', '.join(absent)}"] if absent else [])
+        hint = " Skipping the classes the run does not know (--skip-extra-classes) evaluates the rest." \
+            if extra and len(absent) < len(classes) else ""
+        raise ValueError(f"the class folders of {folder} do not match run {run.id}'s classes by name: "
+                         f"{'; '.join(parts)}. The run knows {', '.join(classes)}; the folder has "
+                         f"{', '.join(scan.classes) or 'no class folders with images'}.{hint}")
+    paths: list[Path] = []
+    labels: list[int] = []
+    for index in range(len(classes)):
+        files = matched.get(index, [])
+        paths.extend(files)
+        labels.extend([index] * len(files))
+    return folder, list(classes), paths, labels, absent, extra
+
+
+def check_files(paths: list[Path], what: str = "validation") -> None:
     """FileNotFoundError listing the files that are missing (the dataset changed since training)."""
     missing = [p for p in paths if not p.is_file()]
     if missing:
         listed = "\n".join(f"  {p}" for p in missing[:MAX_LISTED_MISSING])
         more = f"\n  … and {len(missing) - MAX_LISTED_MISSING} more" if len(missing) > MAX_LISTED_MISSING else ""
         raise FileNotFoundError(
-            f"{len(missing)} of {len(paths)} validation images are missing (moved or deleted since training):\n"
+            f"{len(missing)} of {len(paths)} {what} images are missing (moved or deleted since training):\n"
             f"{listed}{more}"
         )
 
@@ -116,27 +206,42 @@ def summarize_predictions(run_id: str, classes: list[str], paths: list[Path], la
     )
 
 
-def evaluate_run(run: Run, batch_size: int = 64, predictor: Any | None = None) -> Evaluation:
-    """Run the model over the run's validation split through the training input pipeline.
+def evaluate_run(run: Run, batch_size: int = 64, predictor: Any | None = None, split: str = "validation",
+                 dataset: str | Path | None = None, skip_extra: bool = False) -> Evaluation:
+    """Run the model over the run's validation or test split (split), or over every usable image of another dataset
+    folder with the same class names (dataset: a name under data/ or an absolute path; see dataset_files), through
+    the training input pipeline.
 
     predictor: a carviz.ml.predict.Predictor already loaded for this run (else one is loaded here).
-    Raises FileNotFoundError (listing them) when validation images are gone.
+    Raises FileNotFoundError (listing them) when recorded images are gone, ValueError for a run without a test split
+    or a folder whose classes do not match.
     """
     from carviz.data.datasets import make_pipeline
     from carviz.ml.predict import load_model
 
-    _, classes, paths, labels = validation_files(run)
-    if not paths:
-        raise ValueError(f"run {run.id} has an empty validation split")
-    check_files(paths)
+    absent: list[str] = []
+    skipped: list[str] = []
+    if dataset is not None:
+        root, classes, paths, labels, absent, skipped = dataset_files(run, dataset, skip_extra)
+        what = "dataset"
+        if not paths:
+            raise ValueError(f"{root} has no usable images of run {run.id}'s classes")
+    else:
+        root, classes, paths, labels = split_files_of(run, split)
+        what = split
+        if not paths:
+            raise ValueError(f"run {run.id} has an empty {split} split")
+        check_files(paths, split)
     predictor = predictor or load_model(run)
     if list(predictor.classes) != list(classes):
-        raise ValueError(f"run {run.id}: the model's classes {predictor.classes} differ from split.json's {classes}")
+        raise ValueError(f"run {run.id}: the model's classes {predictor.classes} differ from the recorded {classes}")
     # the same tf.data pipeline as training's validation data, so the images are decoded and resized identically
     dataset = make_pipeline(paths, labels, len(classes), predictor.image_size, batch_size, training=False, cache=False)
     try:
         outputs = [predictor.predict_batch(np.asarray(images), batch_size) for images, _ in dataset]
     except Exception as exc:  # tf.errors.InvalidArgumentError etc.: a file changed into something undecodable
-        raise ValueError(f"run {run.id}: a validation image could not be decoded: {exc}") from exc
+        raise ValueError(f"run {run.id}: a {what} image could not be decoded: {exc}") from exc
     probabilities = np.concatenate(outputs) if outputs else np.zeros((0, len(classes)), dtype=np.float32)
-    return summarize_predictions(run.id, list(classes), list(paths), list(labels), probabilities)
+    evaluation = summarize_predictions(run.id, list(classes), list(paths), list(labels), probabilities)
+    return dataclasses.replace(evaluation, split=what, dataset=str(root), absent_classes=absent,
+                               skipped_classes=skipped)

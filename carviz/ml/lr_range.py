@@ -169,7 +169,8 @@ def lr_range_test(
     scan = datasets.scan_dataset(dataset_root)
     if len(scan.classes) < 2:
         raise ValueError(f"dataset {config.dataset!r} needs at least 2 classes with images, found {scan.counts()}")
-    split = datasets.split_files(scan, config.validation_split, config.seed)
+    # the training part of the run's split: never the validation or test images
+    split = datasets.split_files(scan, config.validation_split, config.split_seed, config.test_fraction)
     if not split.train_paths:
         raise ValueError(f"dataset {config.dataset!r} is too small to split ({scan.total()} usable images)")
 

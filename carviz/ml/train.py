@@ -54,7 +54,7 @@ def recorded_split_for_resume(run: Run, recorded: dict[str, Any], dataset_root: 
         raise ValueError(f"split.json is unreadable ({type(error).__name__}: {error}); the run cannot resume on "
                          f"its recorded split") from None
     usable = {path for files in scan.files.values() for path in files}
-    recorded_paths = set(split.train_paths) | set(split.val_paths)
+    recorded_paths = set(split.train_paths) | set(split.val_paths) | set(split.test_paths)
     gone = sorted(path for path in recorded_paths if path not in usable)
     new = sum(1 for path in usable if path not in recorded_paths)
     launch_fingerprint = run.info().get("launch_fingerprint") or run.info().get("dataset_fingerprint")
@@ -80,13 +80,14 @@ def recorded_split_for_resume(run: Run, recorded: dict[str, Any], dataset_root: 
     keep = lambda paths, labels: [(p, label) for p, label in zip(paths, labels) if p in usable]  # noqa: E731
     train = keep(split.train_paths, split.train_labels)
     val = keep(split.val_paths, split.val_labels)
+    test = keep(split.test_paths, split.test_labels)  # still held out: a test image never joins training
     if not train or not val:
         raise DatasetChanged(f"too few recorded images are left to resume ({len(train)} training, {len(val)} "
                              "validation)")
     if gone:
         log.warning("resuming without %d image(s) gone since launch, e.g. %s", len(gone), note["gone_examples"][:3])
     return Split(list(split.classes), [p for p, _ in train], [label for _, label in train], [p for p, _ in val],
-                 [label for _, label in val])
+                 [label for _, label in val], [p for p, _ in test], [label for _, label in test])
 
 
 def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None = None) -> Outcome:
@@ -106,7 +107,8 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
         raise ValueError(f"dataset {config.dataset!r} needs at least 2 classes with images, found {scan.counts()}")
     recorded_split = run.split()
     if recorded_split is None:  # the first start: split now, and record it for every later resume
-        split = datasets.split_files(scan, config.validation_split, config.seed)
+        # split_seed, not the run seed: runs that differ only in their seed train and validate on the same images
+        split = datasets.split_files(scan, config.validation_split, config.split_seed, config.test_fraction)
         if not split.train_paths or not split.val_paths:
             raise ValueError(f"dataset {config.dataset!r} is too small to split ({scan.total()} usable images)")
         run.write_classes(split.classes)
@@ -144,6 +146,7 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
         "class_counts": scan.counts(),
         "train_images": len(split.train_paths),
         "val_images": len(split.val_paths),
+        "test_images": len(split.test_paths),
         "skipped_images": [{"path": str(p.path), "kind": p.kind, "detail": p.detail} for p in scan.problems],
         "attempts": attempts,
     }
@@ -174,6 +177,7 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
     steps_per_epoch = math.ceil(len(split.train_paths) / config.batch_size)
 
     from carviz.ml.callbacks import (
+        KeepBest,
         MetricsCsv,
         ProgressFile,
         Pruned,
@@ -183,16 +187,18 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
         sweep_pruning_for,
     )
 
-    callbacks: list[Any] = [  # in this order: an epoch's row and checkpoint exist before pruning judges it
+    keep_best = KeepBest(run, whole_model=model, best=_best_so_far(run, model, initial_epoch))
+    callbacks: list[Any] = [  # in this order: an epoch's row, best weights and checkpoint exist before pruning
         MetricsCsv(run.metrics_writer(keep_through_epoch=initial_epoch), config.epochs),
-        WholeModelCheckpoint(run, config.checkpoint_every, config.epochs, whole_model=model),
+        keep_best,
+        WholeModelCheckpoint(run, config.checkpoint_every, config.epochs, whole_model=model, keep_best=keep_best),
         ProgressFile(run, steps_per_epoch, config.epochs, config.batch_size),
         StopOnRequest(context.should_stop),
         keras.callbacks.TensorBoard(log_dir=str(run.tensorboard_dir()), profile_batch=0),
     ]
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
-                                                       restore_best_weights=True))
+                                                       restore_best_weights=False))  # KeepBest decides what is kept
     if config.sweep:
         pruning = sweep_pruning_for(run)
         if pruning is not None:
@@ -212,12 +218,60 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
             return Outcome(Status.STOPPED)
 
     run.write_progress({"phase": "evaluating", "epoch": config.epochs, "epochs": config.epochs})
+    kept = _restore_kept(run, keep_best)  # the best-validation epoch's weights, in the whole model (and remainder)
     val_loss, val_accuracy = fit_model.evaluate(val_data, verbose=0)  # the remainder on cached features is exact
     run.save_model(model)
-    run.write_evaluation({"split": "validation", "images": len(split.val_paths), "loss": float(val_loss),
-                          "accuracy": float(val_accuracy)})
+    evaluation: dict[str, Any] = {"split": "validation", "images": len(split.val_paths), "loss": float(val_loss),
+                                  "accuracy": float(val_accuracy)}
+    evaluation.update(kept)
+    if split.test_paths:  # the held-out images, looked at once: the kept model, never used to choose anything
+        test_data = datasets.make_pipeline(split.test_paths, split.test_labels, len(split.classes), config.image_size,
+                                           config.batch_size, training=False, cache=False)
+        test_loss, test_accuracy = model.evaluate(test_data, verbose=0)  # the whole model on the images
+        evaluation["test"] = {"split": "test", "images": len(split.test_paths), "loss": float(test_loss),
+                              "accuracy": float(test_accuracy)}
+        evaluation["test_accuracy"] = float(test_accuracy)
+        log.info("test split: accuracy %.4f on %d images", test_accuracy, len(split.test_paths))
+    run.write_evaluation(evaluation)
     run.write_progress({"phase": "done", "epoch": config.epochs, "epochs": config.epochs})
     return Outcome(Status.SUCCEEDED)
+
+
+def _best_so_far(run: Run, model: Any, initial_epoch: int) -> tuple[int, float] | None:
+    """The best epoch up to the checkpoint this run resumes from, as (epoch, val_accuracy); None for a first start.
+    Best-weights files of epochs after the checkpoint (an attempt that stopped before its next checkpoint) go: those
+    epochs are trained again. A checkpoint that recorded no best (made before carviz kept the best epoch) offers its
+    own epoch, the only earlier weights there are."""
+    run.discard_best(after=initial_epoch)
+    if initial_epoch == 0:
+        return None
+    found = run.checkpoint_best()
+    if found is not None and found[1] <= initial_epoch:
+        return found[1], found[2]
+    value = next((row.get("val_accuracy") for row in run.metrics() if row.get("epoch") == initial_epoch), None)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    run.save_best(model, initial_epoch)
+    return initial_epoch, float(value)
+
+
+def _restore_kept(run: Run, keep_best: Any) -> dict[str, Any]:
+    """Restore the kept epoch's weights into the whole model and say which epoch that is and why: the fields for
+    evaluation.json, also recorded in run.json under "kept"."""
+    last = max((row["epoch"] for row in run.metrics() if isinstance(row.get("epoch"), int)), default=None)
+    epoch = keep_best.restore()
+    if epoch is not None:
+        kept = {"kept_epoch": epoch, "kept": "best val", "last_epoch": last,
+                "kept_reason": f"epoch {epoch} had the highest val_accuracy ({keep_best.best_value:.4f}; the first "
+                               f"of equals) of epochs 1-{last}; its weights were restored before this evaluation "
+                               "and saved as model.keras"}
+    else:
+        kept = {"kept_epoch": last, "kept": "last", "last_epoch": last,
+                "kept_reason": "no epoch recorded a val_accuracy: the last epoch's weights are kept"}
+    run.update_info(kept={key.removeprefix("kept_") if key != "kept" else "rule": value
+                          for key, value in kept.items()})
+    log.info("kept epoch %s (%s) of %s", kept["kept_epoch"], kept["kept"], last)
+    return kept
 
 
 def _cached_training(run: Run, model: Any, config: TrainConfig, freeze_index: int, precision: str,

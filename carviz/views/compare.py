@@ -7,11 +7,13 @@ from typing import Any
 
 import pandas as pd
 
-from carviz.core.store import Run, Status, display_status, summarize
+from carviz.core.store import Run, Status, display_status, kept_label, summarize
 
 ACTIVE_STATUSES = (Status.QUEUED.value, Status.RUNNING.value)
+# kept_val_accuracy / test_accuracy: the kept model's (the best-validation epoch; "kept" says which epoch)
 TABLE_COLUMNS = ("id", "name", "backbone", "learning_rate", "freeze", "status", "epochs_done", "epochs",
-                 "best_val_accuracy", "best_epoch", "seconds", "dataset", "weights", "head", "created_at", "problems")
+                 "kept_val_accuracy", "test_accuracy", "kept", "kept_epoch", "seconds", "dataset", "weights", "head",
+                 "created_at", "problems")
 METRIC_FIELDS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
 
@@ -32,14 +34,15 @@ def read_runs(runs: Iterable[Run]) -> tuple[list[dict[str, Any]], dict[str, list
 
 def runs_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The runs table: one row per summary, TABLE_COLUMNS in order; freeze as text (it may be an int or 'all');
-    status as shown ("broken" for a damaged record), problems as one text ("" for a sound run)."""
+    status as shown ("broken" for a damaged record), "kept" as kept_label says it, problems as one text ("" for a
+    sound run)."""
     frame = pd.DataFrame([{**{column: row.get(column) for column in TABLE_COLUMNS}, "status": display_status(row),
-                           "problems": "; ".join(row.get("problems") or ())} for row in rows],
-                         columns=list(TABLE_COLUMNS))
+                           "kept": kept_label(row), "problems": "; ".join(row.get("problems") or ())}
+                          for row in rows], columns=list(TABLE_COLUMNS))
     frame["freeze"] = frame["freeze"].map(lambda value: "" if value is None else str(value))
-    for column in ("learning_rate", "best_val_accuracy", "seconds"):
+    for column in ("learning_rate", "kept_val_accuracy", "test_accuracy", "seconds"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    for column in ("epochs_done", "epochs", "best_epoch"):
+    for column in ("epochs_done", "epochs", "kept_epoch"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     return frame
 
@@ -75,7 +78,8 @@ def any_active(rows: Iterable[Mapping[str, Any]]) -> bool:
 
 
 def best_final_table(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
-    """Best and final metrics per run: summaries in `rows`, metrics rows by run id in `metrics`."""
+    """The kept model's numbers (which epoch, its val accuracy, test accuracy), then best and final metrics per
+    run: summaries in `rows`, metrics rows by run id in `metrics`."""
     records = []
     for row in rows:
         history = list(metrics.get(row["id"], []))
@@ -88,6 +92,9 @@ def best_final_table(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Se
             "id": row["id"],
             "name": row.get("name", ""),
             "status": display_status(row),
+            "kept": kept_label(row),
+            "kept_val_accuracy": row.get("kept_val_accuracy"),
+            "test_accuracy": row.get("test_accuracy"),
             "epochs": len(history),
             "best_val_accuracy": best_acc[0],
             "best_val_accuracy_epoch": best_acc[1],
@@ -100,8 +107,9 @@ def best_final_table(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Se
             "seconds": sum(r.get("seconds") or 0 for r in history),
         })
     return pd.DataFrame.from_records(records, columns=[
-        "id", "name", "status", "epochs", "best_val_accuracy", "best_val_accuracy_epoch", "best_val_loss",
-        "best_val_loss_epoch", "final_accuracy", "final_val_accuracy", "final_loss", "final_val_loss", "seconds",
+        "id", "name", "status", "kept", "kept_val_accuracy", "test_accuracy", "epochs", "best_val_accuracy",
+        "best_val_accuracy_epoch", "best_val_loss", "best_val_loss_epoch", "final_accuracy", "final_val_accuracy",
+        "final_loss", "final_val_loss", "seconds",
     ])
 
 

@@ -59,7 +59,11 @@ def test_a_job_finishes_with_a_complete_run_record(home, wait_for):
     assert info["train_images"] + info["val_images"] == 64
     evaluation = run.evaluation()
     assert evaluation["images"] == info["val_images"]
-    assert evaluation["accuracy"] == pytest.approx(rows[-1]["val_accuracy"], abs=1e-6)
+    # the saved model is the best-validation epoch (the first of equals), restored before this evaluation
+    accuracies = [row["val_accuracy"] for row in rows]
+    assert evaluation["kept_epoch"] == accuracies.index(max(accuracies)) + 1 and evaluation["kept"] == "best val"
+    assert evaluation["accuracy"] == pytest.approx(max(accuracies), abs=1e-6)
+    assert info["kept"]["epoch"] == evaluation["kept_epoch"]
     assert run.progress()["phase"] == "done"
     assert "epoch 3/3" in run.file("job.log").read_text()
     assert run.raw_status()["backend"] == "local" and run.info()["device"]["backend"] == "local"

@@ -70,6 +70,10 @@ def test_default_selection_shows_the_latest_finished_runs(mixed_runs):
     assert len(charts) >= 2  # loss, accuracy (+ the freeze sweep: the two differ in freeze)
     best_final = at.dataframe[1].value
     assert set(best_final["id"]) == {mixed_runs["finished"].id, mixed_runs["finished_b"].id}
+    assert set(best_final["kept"]) == {"kept: epoch 5 (best val)"}  # which model each number is about
+    table = at.dataframe[0].value.set_index("id")
+    assert table.loc[mixed_runs["finished"].id, "kept"] == "kept: epoch 5 (best val)"
+    assert table.loc[mixed_runs["finished"].id, "kept_val_accuracy"] == pytest.approx(1 - 0.6 / 5)
     assert at.get("download_button")
 
 

@@ -57,7 +57,8 @@ def test_page_offers_only_the_trained_run_and_predicts_a_validation_image(traine
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert at.selectbox(key="predict_run").options == [f"tiny ({run.id[-6:]}) · small_cnn · val acc "
-                                                       f"{run.evaluation()['accuracy']:.1%}"]
+                                                       f"{run.evaluation()['accuracy']:.1%} "
+                                                       "(kept: epoch 1 (best val))"]
     assert not at.get("plotly_chart")  # nothing to classify yet
     sample = at.selectbox(key="predict_sample")
     assert len(sample.options) == run.info()["val_images"]
@@ -90,3 +91,61 @@ def test_the_pages_prediction_path_on_uploads(trained_home):
     results = predict_files(load_model(run), [good, bad], top_k=5)
     assert results[0].error is None and len(results[0].top) == 4
     assert results[1].top is None and results[1].error.startswith("page.jpg: not a usable image")
+
+
+@pytest.fixture
+def run_with_test_split(tiny_trained: tuple[Path, Path], carviz_home: Path) -> runs.Run:
+    """A copy of the session's tiny run in a fresh home whose recorded split holds its last 4 validation images out
+    as a test split (the model never trained on them either way), and another dataset with the same classes."""
+    import json
+    import shutil
+
+    from carviz.data.datasets import generate_demo_dataset
+
+    home, run_path = tiny_trained
+    shutil.copytree(home / "data" / "demo", carviz_home / "data" / "demo")
+    shutil.copytree(run_path, carviz_home / "runs" / run_path.name)
+    run = runs.Run(carviz_home / "runs" / run_path.name)
+    split = json.loads(run.file("split.json").read_text())
+    split["test_paths"], split["val_paths"] = split["val_paths"][-4:], split["val_paths"][:-4]
+    split["test_labels"], split["val_labels"] = split["val_labels"][-4:], split["val_labels"][:-4]
+    run.write_split(split)
+    run.update_info(dataset_path=str(carviz_home / "data" / "demo"))
+    generate_demo_dataset(carviz_home / "data" / "other", per_class=3, image_size=48, seed=99)
+    return run
+
+
+def test_page_evaluates_on_the_test_split_and_on_another_dataset(run_with_test_split):
+    from carviz.ml.evaluate import evaluate_run
+
+    run = run_with_test_split
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    target = at.radio(key="predict_eval_target")
+    assert target.options == ["Validation split", "Test split (held out)", "Another dataset"]
+    target.set_value("test").run()
+    at.button(key="predict_evaluate").click().run()
+    assert not at.exception and not at.error
+    assert at.metric[0].label == "Test accuracy"
+    assert at.metric[0].value == f"{evaluate_run(run, split='test').accuracy:.1%}"
+
+    at.radio(key="predict_eval_target").set_value("dataset").run()
+    assert at.selectbox(key="predict_eval_dataset").options == ["other"]  # never the run's own dataset
+    assert not at.metric and "Choose a dataset" in at.info[0].value
+    at.selectbox(key="predict_eval_dataset").select("other").run()
+    assert not at.exception and not at.error
+    assert at.metric[0].label == "Accuracy on other"
+    assert at.metric[0].value == f"{evaluate_run(run, dataset='other').accuracy:.1%}"
+
+
+def test_page_explains_a_dataset_whose_classes_do_not_match(run_with_test_split, carviz_home: Path):
+    import shutil
+
+    shutil.copytree(carviz_home / "data" / "other" / "suv", carviz_home / "data" / "other" / "tractor")
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.radio(key="predict_eval_target").set_value("dataset").run()
+    at.selectbox(key="predict_eval_dataset").select("other").run()
+    at.button(key="predict_evaluate").click().run()
+    assert not at.exception and "not classes of the run: tractor" in at.error[0].value
+    at.checkbox(key="predict_eval_skip_extra").check().run()
+    assert not at.exception and not at.error and at.metric[0].label == "Accuracy on other"
+    assert any("Left out (not classes of the run): tractor" in caption.value for caption in at.caption)

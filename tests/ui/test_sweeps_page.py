@@ -57,10 +57,18 @@ def test_a_finished_sweep_is_listed_and_charted(demo: Path) -> None:
     assert list(table["status"]) == ["done"]
     text = " ".join(m.value for m in at.markdown)
     assert "4 of 4 done" in text and "pruned" in text
-    assert any("Best so far" in c.value and "0.900" in c.value for c in at.caption)
+    # freeze 1: seeds 1 and 2 finished (0.7, 0.9); freeze 4: seed 1 pruned (left out), seed 2 finished (0.6)
+    verdict = ("no clear winner: small_cnn · lr 1e-03 · freeze 1 0.800 ± 0.141 (n=2) and small_cnn · lr 1e-03 · "
+               "freeze 4 0.600 ± 0.000 (n=1) are 0.200 apart, and with one finished run the spread is unknown")
+    assert list(table["verdict"]) == [verdict]  # the sweeps table says what sweep-show says
+    assert any(verdict.replace("_", "\\_") == c.value for c in at.caption)
+    assert any("Best finished run" in c.value and "0.900" in c.value and "kept: epoch 3 (best val)" in c.value
+               for c in at.caption)
     assert at.button(key="sw_stop").disabled and at.button(key="sw_resume").disabled
     charts = at.get("plotly_chart")
     assert len(charts) == 3  # freeze chart, time, parameters
+    points = at.dataframe[1].value  # the points table under the chart
+    assert points["n"].tolist() == [2, 1] and points["pruned"].tolist() == [0, 1]
 
 
 def test_launch_creates_the_record(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -208,7 +208,9 @@ def test_split_json_round_trip_and_validation(tmp_path: Path) -> None:
     assert (len(split.train_paths), len(split.val_paths)) == (8, 2)
 
     data = split.to_json_dict(root)
-    assert set(data) == {"classes", "train_paths", "train_labels", "val_paths", "val_labels"}
+    assert set(data) == {"classes", "train_paths", "train_labels", "val_paths", "val_labels", "test_paths",
+                         "test_labels"}
+    assert data["test_paths"] == data["test_labels"] == []
     assert all(not Path(p).is_absolute() and "/" in p for p in data["val_paths"])
     assert Split.from_json_dict(data, root) == split
     with pytest.raises(ValueError):

@@ -103,7 +103,7 @@ def test_a_job_on_another_host_is_judged_by_its_heartbeat(record: JobRecord) -> 
                                      '{"state": "running", "pid": -5}', "{not json", b"\xff\xfe"])
 def test_a_malformed_status_reads_as_a_state_not_a_crash(carviz_home: Path, content) -> None:
     store = Store()
-    good = store.create_run(TrainConfig(name="good"))
+    store.create_run(TrainConfig(name="good"))
     bad = store.create_run(TrainConfig(name="bad"))
     path = bad.file("status.json")
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -179,3 +179,32 @@ def test_the_slot_queue_is_first_come_first_served_from_the_launch(tmp_path: Pat
     for child in children:
         assert child.wait(timeout=60) == 0
     assert order.read_text().split() == ids
+
+
+def test_a_finished_job_is_reaped_not_left_a_zombie(carviz_home: Path) -> None:
+    import time
+
+    import psutil
+
+    from carviz.core.config import SweepConfig
+    from carviz.core.sweeps import start_feeder
+
+    sweep = Store().create_sweep(SweepConfig(name="empty", base=TrainConfig(dataset="demo", backbone="small_cnn",
+                                                                            weights="none", image_size=32),
+                                             backbones=("small_cnn",), learning_rates=(1e-3,), freeze_points=(1,)))
+    sweep.request_stop()  # the feeder job starts, sees the stop and ends at once
+    start_feeder(sweep)  # a local detached job, launched by this process
+    pid = sweep.launch_info()["pid"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not jobs.derive_state(sweep).status.is_terminal():
+        time.sleep(0.1)
+    assert sweep.raw_status()["state"] == "stopped"
+    while time.monotonic() < deadline:  # ended: the launcher (this process) must have collected it
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                time.sleep(0.1)
+                continue
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"job process {pid} is still a zombie (or still running) a minute after it ended")

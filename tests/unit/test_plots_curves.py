@@ -9,7 +9,16 @@ import pandas as pd
 import pytest
 
 from carviz.views import compare
-from carviz.views.plots.curves import PALETTE, config_hover, curves_figure, ema, run_colour, sweep_figure
+from carviz.views.plots.curves import (
+    PALETTE,
+    chance_level,
+    config_hover,
+    curves_figure,
+    ema,
+    freeze_position,
+    run_colour,
+    sweep_figure,
+)
 from carviz.views.plots.evaluation import confusion_figure, per_class_accuracy_figure, topk_figure
 
 
@@ -142,11 +151,47 @@ def test_best_final_table_and_long_metrics_csv():
 
 
 def test_sweep_figure_groups_by_colour_and_sorts_by_x():
-    data = [dict(summary(f"r{i}", "succeeded", best=b), freeze=f, learning_rate=lr)
+    data = [dict(summary(f"r{i}", "succeeded", best=b), freeze=f, learning_rate=lr, kept_val_accuracy=b)
             for i, (f, b, lr) in enumerate([(80, 0.7, 1e-3), (20, 0.8, 1e-3), (47, 0.9, 1e-4), ("all", 0.5, 1e-4)])]
     fig = sweep_figure(data, colour_by="learning_rate")
     assert len(fig.data) == 2
-    assert [list(t.x) for t in fig.data] == [[47.0], [20.0, 80.0]]  # "all" is not numeric: left out
+    assert [list(t.x) for t in fig.data] == [[47.0], [20.0, 80.0]]  # "all" without a layer count: left out
+    assert all(t.mode == "markers" for t in fig.data)  # no line joins runs that differ in more than their freeze
+
+
+def test_compare_freeze_chart_places_all_by_the_layer_count_and_draws_chance():
+    data = [dict(summary(f"r{i}", status, backbone=backbone, best=b), freeze=f, kept_val_accuracy=b,
+                 backbone_layers=layers, num_classes=4)
+            for i, (backbone, layers, f, b, status) in enumerate([
+                ("mobilenet", 86, 47, 0.9, "succeeded"), ("mobilenet", 86, "all", 0.6, "succeeded"),
+                ("densenet121", 427, "all", 0.7, "succeeded"), ("densenet121", 427, 144, 0.4, "pruned")])]
+    fig = sweep_figure(data, colour_by="backbone")
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["backbone mobilenet"].x) == [47, 87] and list(by_name["backbone densenet121"].x) == [144, 428]
+    assert list(by_name["backbone densenet121"].marker.symbol) == ["circle-open", "circle"]  # the pruned run: open
+    assert "pruned" in by_name["backbone densenet121"].text[0]
+    assert all(t.mode == "markers" for t in fig.data)
+    assert list(fig.layout.xaxis.tickvals) == [47, 87, 144, 428]
+    assert list(fig.layout.xaxis.ticktext) == ["47", "all (87)", "144", "all (428)"]
+    assert fig.layout.shapes[0].y0 == 0.25 and fig.layout.annotations[0].text == "chance 25%"
+    mixed = sweep_figure([data[0], {**data[1], "num_classes": 5}])  # classes disagree: no single chance level
+    assert not mixed.layout.shapes
+
+
+def test_freeze_positions_and_chance():
+    assert freeze_position(47) == 47 and freeze_position("12") == 12
+    assert freeze_position("all", 86) == 87 and freeze_position("all") is None and freeze_position(None, 3) is None
+    assert chance_level([{"num_classes": 4}, {"num_classes": None}]) == 0.25 and chance_level([]) is None
+
+
+def test_the_runs_table_says_which_model_its_number_is():
+    row = dict(summary("20260104-000000-bbbbbb", "succeeded", best=0.9), kept_epoch=7, kept_rule="best val",
+               kept_val_accuracy=0.9, test_accuracy=0.85)
+    table = compare.runs_table([row])
+    assert table.loc[0, "kept"] == "kept: epoch 7 (best val)" and table.loc[0, "kept_val_accuracy"] == 0.9
+    assert table.loc[0, "test_accuracy"] == 0.85 and table.loc[0, "kept_epoch"] == 7
+    best_final = compare.best_final_table([row], {row["id"]: rows(8)})
+    assert best_final.loc[0, "kept"] == "kept: epoch 7 (best val)" and best_final.loc[0, "test_accuracy"] == 0.85
 
 
 def test_evaluation_figures():

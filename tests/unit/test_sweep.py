@@ -16,7 +16,14 @@ import pytest
 from carviz.core import jobs, launch
 from carviz.core import sweeps as sweep
 from carviz.core.config import PRESETS, ConfigError, TrainConfig
-from carviz.views.plots.sweeps import freeze_figure, params_figure, selected_run_ids, sweep_points, time_figure
+from carviz.views.plots.sweeps import (
+    freeze_figure,
+    params_figure,
+    selected_run_ids,
+    sweep_points,
+    time_figure,
+    verdict,
+)
 from carviz.core.jobs.record import LAUNCH_FILE
 from carviz.core.store import METRICS_FILE, Run, Status, atomic_write_json, list_runs, now_iso
 from carviz.core.sweeps import PruneConfig, SweepConfig
@@ -166,7 +173,7 @@ def finish(run: Run, accuracies: list[float], status: Status = Status.SUCCEEDED,
 def test_state_counts_eta_best_stop_and_resume(carviz_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     record = sweep.create_sweep(grid(freeze_points=(1, 4), seeds=(1,)))  # 4 runs
     runs = record.runs()
-    finish(runs[0], [0.5, 0.7])
+    finish(runs[0], [0.5, 0.7, 0.6])
     finish(runs[1], [0.5, 0.9, 0.8], status=Status.PRUNED)
     runs[2].write_status(Status.STOPPED, ended_at=now_iso())
     runs[3].file(LAUNCH_FILE).write_text(json.dumps({"pid": os.getpid()}))  # launched, waiting for a slot
@@ -175,7 +182,7 @@ def test_state_counts_eta_best_stop_and_resume(carviz_home: Path, monkeypatch: p
     assert state.counts == {"succeeded": 1, "pruned": 1, "stopped": 1, "queued": 1}
     assert state.status == "queued"
     assert state.eta_seconds == pytest.approx(10.0 * 1 / 2)  # one queued run's work, 10 s per run, 2 slots
-    assert state.best["id"] == runs[1].id and state.best["best_val_accuracy"] == 0.9
+    assert state.best["id"] == runs[0].id and state.best["kept_val_accuracy"] == 0.7  # a pruned run is no best
 
     runs[3].file(LAUNCH_FILE).unlink()  # never launched, and no feeder alive to launch it: reads as stopped
     assert sweep.read_sweep(record.id).counts == {"succeeded": 1, "pruned": 1, "stopped": 2}
@@ -229,7 +236,7 @@ def test_sweep_status_word() -> None:
 def hand_rows() -> list[dict]:
     def row(i, lr, freeze, acc, seconds=10.0, params=1000, layer=None):
         return {"id": f"r{i}", "name": f"run {i}", "backbone": "mobilenet", "learning_rate": lr, "freeze": freeze,
-                "best_val_accuracy": acc, "seconds": seconds, "wall_seconds": None, "trainable_params": params,
+                "kept_val_accuracy": acc, "seconds": seconds, "wall_seconds": None, "trainable_params": params,
                 "layer": layer, "status": "succeeded"}
     return [
         row(1, 1e-4, 47, 0.80, layer="conv_pw_7"), row(2, 1e-4, 47, 0.90, layer="conv_pw_7"),
@@ -260,27 +267,121 @@ def test_sweep_points_mean_std_n() -> None:
 def test_freeze_figure_lines_bands_and_hover() -> None:
     points = sweep_points(hand_rows())
     fig = freeze_figure(points)
-    lines = [t for t in fig.data if not t.meta["band"]]
+    lines = [t for t in fig.data if t.meta["kind"] == "mean"]
     bands = [t for t in fig.data if t.meta["band"]]
     assert sorted(t.name for t in lines) == ["mobilenet · lr 1e-03", "mobilenet · lr 1e-04"]
     lr4 = next(t for t in lines if t.name.endswith("1e-04"))
     assert list(lr4.x) == [1, 47] and list(lr4.y) == pytest.approx([0.65, 0.85])
     assert lr4.customdata[1][0] == "r1,r2,r3" and lr4.customdata[1][1] == "conv_pw_7"
+    assert list(lr4.text) == ["n=2", "n=3"] and "text" in lr4.mode  # every point says n
     assert len(bands) == 1  # the 1e-3 line has no spread
     named = freeze_figure(points, layer_names={"mobilenet": [f"layer{i}" for i in range(1, 87)]})
     lr4 = next(t for t in named.data if t.name == "mobilenet · lr 1e-04")
-    assert lr4.customdata[0][1] == "layer1" and "layer47" in lr4.text[1]
+    assert lr4.customdata[0][1] == "layer1" and "layer47" in lr4.hovertext[1]
     assert len(freeze_figure(sweep_points([])).data) == 0
 
 
 def test_time_and_params_figures_and_selection() -> None:
     rows = hand_rows()
-    time_fig, params_fig = time_figure(rows), params_figure(rows)
+    time_fig, params_fig = time_figure(rows), params_figure(rows)  # the kept model's val accuracy, per run
     assert sum(len(t.x) for t in time_fig.data) == 6  # the run without accuracy is left out
     assert params_fig.layout.xaxis.type == "log"
     event = {"selection": {"points": [{"customdata": ["r1,r2", "x"]}, {"customdata": ["r2"]}, {"x": 1}]}}
     assert selected_run_ids(event) == ["r1", "r2"]
     assert selected_run_ids(None) == [] and selected_run_ids({"selection": {"points": []}}) == []
+
+
+def test_pruned_and_unfinished_runs_are_marked_and_left_out_of_the_mean() -> None:
+    rows = hand_rows()[:3]  # freeze 47: 0.80, 0.90, 0.85, all finished
+    rows += [{**rows[0], "id": "p1", "status": "pruned", "kept_val_accuracy": 0.30, "pruned_at_epoch": 2},
+             {**rows[0], "id": "u1", "status": "running", "kept_val_accuracy": 0.99},
+             {**rows[0], "id": "b1", "status": "succeeded", "problems": ["metrics.csv is torn"],
+              "kept_val_accuracy": 0.10}]
+    (point,) = sweep_points(rows).to_dict("records")
+    assert point["mean"] == pytest.approx(0.85) and point["std"] == pytest.approx(0.05) and point["n"] == 3
+    assert (point["n_pruned"], point["n_unfinished"]) == (1, 2)
+    assert {e["id"]: e["kind"] for e in point["excluded"]} == {"p1": "pruned", "u1": "unfinished",
+                                                               "b1": "unfinished"}
+    fig = freeze_figure(sweep_points(rows))
+    kinds = {t.meta["kind"]: t for t in fig.data}
+    assert list(kinds["pruned"].y) == [0.30] and kinds["pruned"].marker.symbol == "x-thin-open"
+    assert sorted(kinds["unfinished"].y) == [0.10, 0.99] and "not in the mean" in kinds["unfinished"].name
+    assert "pruned at epoch 2" in kinds["pruned"].hovertext[0]
+    assert list(kinds["mean"].y) == pytest.approx([0.85])
+    assert "1 pruned, 2 unfinished" in kinds["mean"].hovertext[0]
+    # A point whose runs were all pruned has no mean: only its markers.
+    only_pruned = sweep_points([{**rows[3], "freeze": 1}])
+    assert only_pruned["n"].tolist() == [0] and only_pruned["mean"].isna().all()
+    assert [t.meta["kind"] for t in freeze_figure(only_pruned).data] == ["pruned"]
+
+
+def test_all_sits_at_the_layer_count_plus_one_with_a_readable_axis_and_chance_drawn() -> None:
+    rows = [{**row, "backbone_layers": 86, "num_classes": 4} for row in hand_rows()]
+    points = sweep_points(rows)  # the layer count from the runs' own records
+    assert dict(zip(points["freeze"].astype(str), points["freeze_index"]))["all"] == 87
+    fig = freeze_figure(points, chance=0.25)
+    assert list(fig.layout.xaxis.tickvals) == [1, 47, 87]
+    assert list(fig.layout.xaxis.ticktext) == ["1", "47", "all (87)"]
+    (line,) = fig.layout.shapes
+    assert line.y0 == line.y1 == 0.25 and line.line.dash == "dot"
+    assert fig.layout.annotations[0].text == "chance 25%"
+    assert fig.layout.yaxis.title.text == "val accuracy (kept: best epoch)"
+    # many freeze points: thinned ticks, "all" always named
+    many = sweep_points([{**rows[0], "id": f"m{i}", "freeze": i} for i in range(1, 61)] + [rows[5]])
+    axis = freeze_figure(many).layout.xaxis
+    assert len(axis.tickvals) <= 17 and axis.ticktext[-1] == "all (87)"
+
+
+@pytest.mark.parametrize("values, clear, text", [
+    ({47: [0.80, 0.90, 0.85], 1: [0.60, 0.70]}, True, "winner: mobilenet · lr 1e-04 · freeze 47 0.850 ± 0.050 (n=3)"
+                                                      ", ahead of mobilenet · lr 1e-04 · freeze 1 0.650 ± 0.071 (n=2)"
+                                                      " by 0.200, more than the spread 0.071"),
+    ({47: [0.80, 0.90, 0.85], 1: [0.75, 0.85]}, False, "no clear winner: mobilenet · lr 1e-04 · freeze 47 0.850 ± "
+                                                       "0.050 (n=3) and mobilenet · lr 1e-04 · freeze 1 0.800 ± 0.071 "
+                                                       "(n=2) are 0.050 apart, within the spread 0.071"),
+    ({47: [0.90], 1: [0.50]}, False, "spread is unknown"),
+    ({47: [0.90, 0.91]}, False, "one configuration so far: mobilenet · lr 1e-04 · freeze 47 0.905 ± 0.007 (n=2)"),
+    ({}, False, "no finished runs yet"),
+])
+def test_the_winner_is_named_only_when_ahead_by_more_than_the_spread(values: dict, clear: bool, text: str) -> None:
+    rows = [{"id": f"{freeze}-{i}", "backbone": "mobilenet", "learning_rate": 1e-4, "freeze": freeze,
+             "kept_val_accuracy": value, "status": "succeeded"}
+            for freeze, accuracies in values.items() for i, value in enumerate(accuracies)]
+    rows.append({"id": "pruned", "backbone": "mobilenet", "learning_rate": 1e-4, "freeze": 4,
+                 "kept_val_accuracy": 0.99, "status": "pruned"})  # never a winner, whatever its value
+    result = verdict(sweep_points(rows))
+    assert result["clear"] is clear and text in result["text"], result["text"]
+    assert (result["winner"] is not None) is clear
+
+
+def test_cli_sweep_show_says_what_the_page_says(carviz_home: Path, capsys) -> None:
+    from carviz import cli
+    from carviz.views.plots.curves import chance_level
+
+    record = sweep.create_sweep(grid(backbones=("small_cnn",), learning_rates=(1e-3,), freeze_points=(2, "all"),
+                                     seeds=(1, 2, 3)))
+    runs = record.runs()  # freeze 2 × seeds 1-3, then all × seeds 1-3
+    for run, accuracies in zip(runs, ([0.5, 0.9, 0.8], [0.6, 0.8, 0.7], [0.7, 0.85, 0.8],
+                                             [0.3, 0.4, 0.35], [0.3, 0.35, 0.3], [0.2])):
+        finish(run, accuracies, status=Status.PRUNED if accuracies == [0.2] else Status.SUCCEEDED)
+        atomic_write_json(run.file("run.json"), {"model": {"backbone_layers": 9, "first_trainable": "x"},
+                                                 "classes": ["a", "b", "c", "d"]})
+    state = sweep.read_sweep(record.id)
+    points = sweep_points(state.rows)
+    assert points["freeze_index"].tolist() == [2, 10] and points["n"].tolist() == [3, 2]
+    assert chance_level(state.rows) == 0.25
+    expected = verdict(points)["text"]
+    assert expected.startswith("winner: small_cnn · lr 1e-03 · freeze 2 0.850 ± 0.050 (n=3)")
+    assert cli.main(["sweep-show", record.id]) == 0
+    out = capsys.readouterr().out
+    assert expected in out and "chance: 0.2500 (4 classes)" in out
+    assert "small_cnn         0.001    all    10  0.3750  0.0354   2      1          0" in out
+    assert cli.main(["sweep-show", record.id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["verdict"]["text"] == expected and shown["chance"] == 0.25
+    assert [p["n_pruned"] for p in shown["points"]] == [0, 1]
+    assert cli.main(["sweeps"]) == 0
+    assert expected in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- pruning
@@ -351,13 +452,14 @@ def test_cli_sweep_commands(carviz_home: Path, monkeypatch: pytest.MonkeyPatch, 
     record = sweep.find_sweep("cli grid")
     assert "12 runs launched" in out and feeders == [record.id]  # small_cnn: 3 convolutions × 2 lrs × 2 seeds
     assert record.config.points_for("small_cnn") == (2, 4, 6) and record.config.prune.rungs == (1, 2)
-    finish(record.runs()[0], [0.4, 0.75], params=100, layer="block1_conv")
-    finish(record.runs()[1], [0.2, 0.25], params=100, layer="block1_conv")
+    finish(record.runs()[0], [0.4, 0.75, 0.7], params=100, layer="block1_conv")  # all 3 epochs: not broken
+    finish(record.runs()[1], [0.2, 0.25, 0.1], params=100, layer="block1_conv")
     assert cli.main(["sweeps"]) == 0
     assert "2 of 12 done" in capsys.readouterr().out
     assert cli.main(["sweep-show", record.id[:12]]) == 0
     out = capsys.readouterr().out
-    assert "0.5000  0.3536   2  block1_conv" in out  # mean/std of 0.75 and 0.25
+    assert "0.5000  0.3536   2      0          0  block1_conv" in out  # mean/std of 0.75 and 0.25
+    assert "one configuration so far: small_cnn · lr 1e-03 · freeze 2" in out  # the others have no finished run
     assert cli.main(["sweep-stop", "cli grid"]) == 0
     assert "stop requested for 10 run(s)" in capsys.readouterr().out
     assert cli.main(["sweep", "--name", "bad", "--freeze", "0"]) == 2

@@ -116,23 +116,72 @@ def curves_figure(runs: Sequence[CurveRun], metric: str, smoothing: float = 0.0,
     return fig
 
 
-def sweep_figure(rows: Sequence[Mapping[str, Any]], x: str = "freeze", y: str = "best_val_accuracy",
+def freeze_position(freeze: Any, layer_count: Any = None) -> int | None:
+    """Where a freeze point sits on a freeze-index axis: the index itself, or for "all" the backbone's layer count
+    + 1 (training starts after the last layer); None when "all" has no known layer count (or freeze is not one)."""
+    if isinstance(freeze, str) and freeze.isdigit():
+        freeze = int(freeze)
+    if isinstance(freeze, int) and not isinstance(freeze, bool):
+        return freeze
+    if freeze == "all" and isinstance(layer_count, int) and not isinstance(layer_count, bool) and layer_count > 0:
+        return layer_count + 1
+    return None
+
+
+def freeze_axis(positions: Sequence[int], all_positions: Sequence[int] = (), max_ticks: int = 16) -> dict[str, Any]:
+    """x-axis settings for freeze indices: a tick at each numeric freeze point (thinned to about max_ticks) and at
+    each position of "all" (the layer count + 1, always kept, named "all (N)")."""
+    numeric = sorted({int(v) for v in positions})
+    alls = {int(v) for v in all_positions}
+    if len(numeric) > max_ticks:
+        numeric = numeric[::math.ceil(len(numeric) / max_ticks)]
+    values = sorted(set(numeric) | alls)
+    if not values:
+        return {}
+    text = [(f"{v} · all ({v})" if v in numeric else f"all ({v})") if v in alls else str(v) for v in values]
+    return dict(tickmode="array", tickvals=values, ticktext=text)
+
+
+def chance_level(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """1 / the number of classes, when the rows that know it (summaries' num_classes) agree; else None."""
+    counts = {row.get("num_classes") for row in rows if isinstance(row.get("num_classes"), int)
+              and not isinstance(row.get("num_classes"), bool) and row.get("num_classes") > 0}
+    return 1 / counts.pop() if len(counts) == 1 else None
+
+
+def sweep_figure(rows: Sequence[Mapping[str, Any]], y: str = "kept_val_accuracy",
                  colour_by: str = "learning_rate") -> go.Figure:
-    """Scatter of runs-table rows: `y` against `x` (e.g. best validation accuracy vs freeze index), one trace per
-    value of `colour_by`, lines joining points sorted by x. Rows with a non-numeric x or y are left out."""
-    groups: dict[str, list[tuple[float, float, str]]] = {}
+    """Runs-table rows (summaries) as points of `y` (the kept model's val accuracy) against freeze index, one
+    colour per value of `colour_by`; no lines: the runs may differ in more than their freeze point. "all" sits at
+    the backbone's layer count + 1 (run.json's model.backbone_layers; left out when unknown); a run that did not
+    succeed is an open marker; chance (1 / classes) is a dotted line when the runs agree on their classes."""
+    groups: dict[str, list[tuple[int, float, str, bool]]] = {}
+    alls: set[int] = set()
+    numeric: set[int] = set()
     for row in rows:
-        xv, yv = _number(row.get(x)), _number(row.get(y))
+        xv, yv = freeze_position(row.get("freeze"), row.get("backbone_layers")), _number(row.get(y))
         if xv is None or yv is None:
             continue
-        groups.setdefault(str(row.get(colour_by)), []).append((xv, yv, html.escape(str(row.get("name") or row.get("id")))))
+        (alls if row.get("freeze") == "all" else numeric).add(xv)
+        finished = row.get("status") == "succeeded" and not row.get("problems")
+        text = (f"{html.escape(str(row.get('name') or row.get('id')))}<br>freeze {html.escape(str(row.get('freeze')))}"
+                + ("" if finished else f" · {html.escape(str(row.get('status')))}"))
+        groups.setdefault(str(row.get(colour_by)), []).append((xv, yv, text, finished))
     fig = go.Figure()
     for index, (group, points) in enumerate(sorted(groups.items())):
         points.sort()
         fig.add_trace(go.Scatter(
-            x=[p[0] for p in points], y=[p[1] for p in points], text=[p[2] for p in points],
-            mode="lines+markers", name=f"{colour_by} {group}", line=dict(color=run_colour(index)),
-            hovertemplate="%{text}<br>" + x + " %{x}: %{y:.4g}<extra></extra>",
+            x=[p[0] for p in points], y=[p[1] for p in points], text=[p[2] for p in points], mode="markers",
+            name=f"{colour_by} {group}", marker=dict(color=run_colour(index), size=10,
+                                                     symbol=["circle" if p[3] else "circle-open" for p in points]),
+            hovertemplate="%{text}<br>freeze index %{x}: %{y:.4g}<extra></extra>",
         ))
-    fig.update_layout(xaxis_title=x, yaxis_title=y, margin=dict(l=10, r=10, t=30, b=10))
+    chance = chance_level(rows)
+    if chance is not None:
+        fig.add_hline(y=chance, line=dict(dash="dot", color="grey"), annotation_text=f"chance {chance:.0%}",
+                      annotation_position="bottom right")
+    fig.update_layout(xaxis_title="freeze index (all = every layer frozen)",
+                      yaxis_title="val accuracy (kept: best epoch)" if y == "kept_val_accuracy" else y,
+                      margin=dict(l=10, r=10, t=30, b=10))
+    fig.update_xaxes(**freeze_axis(sorted(numeric), sorted(alls)))
     return fig
