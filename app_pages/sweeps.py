@@ -8,9 +8,9 @@ import json
 import streamlit as st
 
 from carviz.core import jobs, settings
-from carviz.core import sweeps
+from carviz.core import recommend, sweeps
 from carviz.views.cache_report import run_line, sweep_note
-from carviz.core.config import BACKBONES, HEADS, PRESETS, ConfigError, TrainConfig
+from carviz.core.config import BACKBONES, HEADS, PRESETS, RECOMMENDED, ConfigError, TrainConfig
 from carviz.views.layer_select import parse_freeze
 from carviz.views.plots.curves import chance_level, curves_figure
 from carviz.views.plots.sweeps import (
@@ -43,6 +43,55 @@ def _numbers(text: str, kind: type) -> list:
     except ValueError:
         raise ConfigError(f"not a comma list of numbers: {text!r}") from None
 
+
+# ---------------------------------------------------------------- one click: the recommended sweep
+
+with st.container(border=True):
+    st.markdown("**Recommended sweep** — one click for a good model")
+    st.caption("carviz picks which layers to retrain from the backbone's blocks (a few late blocks, and none: 'all' "
+               "frozen), the learning rates from a short LR range test it runs first, 3 seeds each, stops runs that "
+               "trail early (pruning), reuses the frozen layers' output (feature cache) and holds 15 % of the "
+               "images out as a test split. When it is done this page names the run to use, with its test accuracy.")
+    r1, r2, r3 = st.columns([2, 2, 1])
+    rec_datasets = dataset_names() or [RECOMMENDED.dataset]
+    rec_dataset = r1.selectbox("Dataset", rec_datasets, key="sw_rec_dataset",
+                               index=rec_datasets.index("demo") if "demo" in rec_datasets else 0)
+    rec_backbone = r2.selectbox("Backbone", list(BACKBONES), index=list(BACKBONES).index(RECOMMENDED.backbone),
+                                key="sw_rec_backbone", help="mobilenet: small and quick; the others are larger")
+    r3.write("")  # aligns the button with the boxes
+    if r3.button("Recommended sweep", type="primary", key="sw_recommended"):
+        try:
+            plan = recommend.recommended_sweep(
+                rec_dataset, rec_backbone, layers_of(rec_backbone, RECOMMENDED.image_size, RECOMMENDED.alpha))
+            settings.resolve_dataset(plan.base.dataset)
+            test_id, fresh = launch_once("sw_last_recommended", plan.to_json(),
+                                         lambda: recommend.launch_recommended(plan).id)  # returns at once
+        except (ConfigError, FileNotFoundError, ValueError, jobs.ray_backend.RayUnavailable) as exc:
+            st.error(f"Not launched: {exc}")
+        else:
+            if fresh:
+                st.success(f"Started: LR range test `{test_id}` first; then the sweep **{plan.name}** "
+                           f"({plan.size()} runs) starts by itself and appears below.")
+            else:
+                st.warning(f"Already started a moment ago (LR range test `{test_id}`).")
+
+    @st.fragment(run_every=3)
+    def pending_recommendations() -> None:
+        """Recommended sweeps whose LR test has not launched them yet (read from the records: survives a restart)."""
+        waiting = [r for r in recommend.recommendations() if not r["sweep"]][:3]
+        seen = st.session_state.setdefault("sw_rec_waiting", set())
+        if any(r["sweep"] for r in recommend.recommendations() if r["test"] in seen):
+            seen.clear()
+            st.rerun()  # a sweep appeared: list it below
+        for r in waiting:
+            if r["status"] in ("queued", "running"):
+                seen.add(r["test"])
+                st.info(f"{r['name']}: LR range test `{r['test']}` {r['status']}; the sweep starts when it ends.")
+            else:
+                st.caption(f"{r['name']}: LR range test `{r['test']}` ended {r['status']} without a sweep"
+                           + (f": {r['error']}" if r["error"] else ""))
+
+    pending_recommendations()
 
 # ---------------------------------------------------------------- the form
 
@@ -150,9 +199,11 @@ def build_config() -> sweeps.SweepConfig:
 
 
 backends = jobs.available_backends()
-backend = st.selectbox("Run on", backends, key="sw_backend", disabled=len(backends) == 1,
-                       help="local: this machine, one run per slot (GPU). ray: the Ray cluster at "
-                            f"{settings.ray_address() or '$CARVIZ_RAY_ADDRESS'}; the feeder and every run go there.")
+backend = backends[0]
+if len(backends) > 1:  # offered once a Ray cluster is configured
+    backend = st.selectbox("Run on", backends, key="sw_backend",
+                           help="local: this machine, one run per slot (GPU). ray: the Ray cluster at "
+                                f"{settings.ray_address()}; the feeder and every run go there.")
 if st.button("Launch sweep", type="primary", key="sw_launch"):
     try:
         config = build_config()
@@ -257,6 +308,14 @@ def sweep_view(sweep_id: str) -> None:
     if state.best:
         st.caption(f"Best finished run: {state.best['name']} · val acc "
                    f"{format_metric(state.best['kept_val_accuracy'])} ({kept_label(state.best)})")
+    pick = recommend.recommended_run(state.rows, result) if state.status not in ("queued", "running") else None
+    if pick:
+        p1, p2 = st.columns([4, 1])
+        text = pick["text"].replace("_", "\\_")  # not markdown
+        p1.markdown(f"**{text[:1].upper()}{text[1:]}**")
+        if p2.button("Use in Predict", key="sw_use_in_predict"):
+            st.session_state["predict_run"] = pick["row"]["id"]
+            st.switch_page("app_pages/predict.py")
     if points.empty or (points["mean"].isna().all() and not points["excluded"].map(bool).any()):
         st.info("No validation accuracy yet: the chart appears after the first epochs.")
         return

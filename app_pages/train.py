@@ -126,10 +126,11 @@ with st.form("train_form", border=True):
         cache_note += " With augmentation on, runs train on images instead."
     st.caption(cache_note)
     backends = jobs.available_backends()
-    backend = st.selectbox("Run on", backends, key="train_backend", disabled=len(backends) == 1,
-                           help="local: this machine, one job per slot (GPU). ray: the Ray cluster at "
-                                f"{settings.ray_address() or '$CARVIZ_RAY_ADDRESS'} (CARVIZ_HOME must be on storage "
-                                "every node sees).")
+    backend = backends[0]
+    if len(backends) > 1:  # offered once a Ray cluster is configured
+        backend = st.selectbox("Run on", backends, key="train_backend",
+                               help=f"local: this machine, one job per slot (GPU). ray: the Ray cluster at "
+                                    f"{settings.ray_address()} (CARVIZ_HOME must be on storage every node sees).")
     launched = st.form_submit_button("Launch", type="primary")
 
 st.session_state[SAVED_FORM] = form_values
