@@ -8,7 +8,8 @@ import streamlit as st
 from carviz.core import jobs, launch, settings
 from carviz.core.config import BACKBONES, HEADS, OPTIMIZERS, PRECISIONS, PRESETS, ConfigError
 from carviz.views.cache_report import run_line
-from carviz.views.run_notes import resume_line
+from carviz.views.plots.curves import curves_figure
+from carviz.views.run_notes import live_value, progress_line, resume_line
 from carviz.core.store import BROKEN, Run, RunState, Status, kept_label, list_runs, summarize
 from app_pages._common import (
     WEIGHT_CHOICES,
@@ -184,10 +185,7 @@ def _job_card(run: Run, state: RunState) -> None:
             f"freeze {config.get('freeze')} · {where_ran(state, run.info())}"
             + (f"  \n{state.reason}" if state.reason else "")
         )
-        phase = progress.get("phase") if isinstance(progress.get("phase"), str) else status.value
-        text = f"{phase} · epoch {number(progress.get('epoch')) or len(metrics)}/{epochs}"
-        if number(progress.get("steps_per_epoch")):
-            text += f" · step {number(progress.get('step')) or 0}/{progress['steps_per_epoch']}"
+        text = progress_line(status.value, progress, len(metrics), epochs)
         bar.progress(progress_fraction(progress, BROKEN if problems else status.value, len(metrics), epochs),
                      text=text)
         last = metrics[-1] if metrics else {}
@@ -195,8 +193,8 @@ def _job_card(run: Run, state: RunState) -> None:
         live = status in (Status.QUEUED, Status.RUNNING)
         bar.caption(
             (f"{ips:.0f} img/s · ETA {format_seconds(progress.get('eta_seconds'))} · " if live and ips else "")
-            + f"loss {format_metric(progress.get('loss') if live else last.get('loss'))} · "
-            f"acc {format_metric(progress.get('accuracy') if live else last.get('accuracy'))} · "
+            + f"loss {format_metric(live_value(progress, last, 'loss') if live else last.get('loss'))} · "
+            f"acc {format_metric(live_value(progress, last, 'accuracy') if live else last.get('accuracy'))} · "
             f"val loss {format_metric(last.get('val_loss'))} · val acc {format_metric(last.get('val_accuracy'))}"
             + (f" (epoch {last['epoch']})" if number(last.get("epoch")) else "")
         )
@@ -205,6 +203,11 @@ def _job_card(run: Run, state: RunState) -> None:
             bar.caption(f"**{kept_label(row)}** · val acc {format_metric(row['kept_val_accuracy'])}"
                         + (f" · test acc {format_metric(row['test_accuracy'])}"
                            if row.get("test_accuracy") is not None else ""))
+        if live and metrics:  # a small live chart of the finished epochs
+            for column, metric in zip(st.columns(2), ("loss", "accuracy")):
+                figure = curves_figure([(name or run.id, config, metrics)], metric)
+                figure.update_layout(height=220, margin={"l": 10, "r": 10, "t": 30, "b": 10}, showlegend=False)
+                column.plotly_chart(figure, key=f"live_{metric}_{run.id}")
         if live:
             stopping = run.stop_requested()
             # Callbacks run before the fragment reruns, so the card already shows the new state.

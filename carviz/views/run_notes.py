@@ -27,3 +27,29 @@ def resume_line(info: Mapping[str, Any]) -> str | None:
     if last.get("accepted"):
         return f"Resumed on the split recorded at launch: {detail}."
     return f"Resume refused: since launch {detail}. Resume with 'accept dataset changes' to continue."
+
+
+def progress_line(status: str, progress: Mapping[str, Any], epochs_done: int, epochs: int) -> str:
+    """The progress bar's words, agreeing with the run's state: a finished, stopped or lost run says so (not its last
+    progress phase); a running one says its phase, epoch and, mid-epoch, its step."""
+    if status not in ("queued", "running"):
+        return f"{status} · {epochs_done}/{epochs} epochs"
+    phase = progress.get("phase") if isinstance(progress.get("phase"), str) else None
+    if phase is None:
+        return "waiting for a slot" if status == "queued" else "starting"
+    if phase == "training":
+        epoch = progress.get("epoch") if isinstance(progress.get("epoch"), int) else epochs_done + 1
+        text = f"training · epoch {epoch}/{epochs}"
+        step, steps = progress.get("step"), progress.get("steps_per_epoch")
+        if isinstance(step, int) and isinstance(steps, int) and 0 < step < steps:
+            text += f" · step {step}/{steps}"
+        return text
+    if phase == "computing features" and isinstance(progress.get("step"), int):
+        return f"computing features · batch {progress['step']}/{progress.get('steps_per_epoch') or '?'}"
+    return phase
+
+
+def live_value(progress: Mapping[str, Any], last_epoch: Mapping[str, Any], key: str) -> Any:
+    """A running run's current `key` (loss, accuracy): the live value when there is one, else the last epoch's."""
+    value = progress.get(key)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else last_epoch.get(key)

@@ -108,6 +108,8 @@ def test_every_job_state_is_shown(carviz_home: Path) -> None:
     assert "123 img/s" in text  # the live job's progress
     assert "kept: epoch 5 (best val)" in text and "kept: epoch 2 (best val so far)" in text  # which model, said
     assert any("boom in the data pipeline" in error.value for error in at.error)
+    charts = at.get("plotly_chart")  # the live job's card charts its finished epochs; finished cards do not
+    assert len(charts) == 2
     assert at.button(key=f"stop_{made['running'].id}")
     assert at.button(key=f"resume_{made['lost'].id}") and at.button(key=f"resume_{made['failed'].id}")
     with pytest.raises(KeyError):
