@@ -61,8 +61,9 @@ with st.container(border=True):
     r3.write("")  # aligns the button with the boxes
     if r3.button("Recommended sweep", type="primary", key="sw_recommended"):
         try:
-            plan = recommend.recommended_sweep(
-                rec_dataset, rec_backbone, layers_of(rec_backbone, RECOMMENDED.image_size, RECOMMENDED.alpha))
+            with st.spinner(f"Reading {rec_backbone}'s layers…"):
+                layers = layers_of(rec_backbone, RECOMMENDED.image_size, RECOMMENDED.alpha)
+            plan = recommend.recommended_sweep(rec_dataset, rec_backbone, layers)
             settings.resolve_dataset(plan.base.dataset)
             test_id, fresh = launch_once("sw_last_recommended", plan.to_json(),
                                          lambda: recommend.launch_recommended(plan).id)  # returns at once

@@ -24,7 +24,16 @@ from carviz.core.config import PRESETS, ConfigError, TrainConfig
 def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
 
     sweep = sub.add_parser("sweep", help="launch a grid of runs: backbones x learning rates x freeze points x seeds")
-    sweep.add_argument("--name", required=True, help="the sweep's display name (its runs are named after it)")
+    sweep.add_argument("--name", help="the sweep's display name (its runs are named after it); required unless "
+                                      "--recommended (default there: 'recommended · DATASET · BACKBONE')")
+    sweep.add_argument("--recommended", action="store_true",
+                       help="one click: freeze points from the backbone's blocks plus 'all', learning rates from a "
+                            "short LR range test (run first, here), seeds 1-3, pruning, the feature cache and a 15%% "
+                            "test split; takes --dataset, --backbone and optionally --epochs, --image-size, "
+                            "--batch-size, --weights")
+    sweep.add_argument("--backbone", default=None, help="with --recommended: the backbone (default mobilenet)")
+    sweep.add_argument("--lr-steps", type=int, default=None,
+                       help="with --recommended: steps of the LR range test (default 60)")
     base = sweep.add_mutually_exclusive_group()
     base.add_argument("--preset", choices=sorted(PRESETS), help="base config (default: demo quick)")
     base.add_argument("--config", type=Path, help="base config.json")
@@ -118,9 +127,52 @@ def follow_sweep(sweep_id: str, out=None, poll: float = 2.0) -> str:
         time.sleep(poll)
 
 
+def cmd_recommended(args: argparse.Namespace) -> int:
+    """sweep --recommended: plan the sweep, run the LR range test here (recorded like the page's), and the test
+    launches the sweep with its suggested learning rates."""
+    from carviz.core import recommend
+    from carviz.ml.backbones import list_layers
+    from carviz.ml.lr_range import run_lr_range_job
+
+    dataset = dataset_from_args(args)
+    if dataset is None:
+        raise ConfigError("sweep --recommended needs --dataset NAME (or --dataset-path FOLDER)")
+    backbone = args.backbone or (split(args.backbones) or ["mobilenet"])[0]
+    changes = {field: getattr(args, field) for field in ("epochs", "batch_size", "image_size", "weights", "head")
+               if getattr(args, field) is not None}
+    changes.update(split_changes_from_args(args))
+    image_size = changes.get("image_size", recommend.RECOMMENDED.image_size)
+    plan = recommend.recommended_sweep(dataset, backbone, list_layers(backbone, image_size), name=args.name or "",
+                                       **changes)
+    settings.resolve_dataset(plan.base.dataset)  # fail here, not in the background
+    test = recommend.create_recommended(plan, backend=args.backend, steps=args.lr_steps)
+    print(f"{plan.name}: freeze points {', '.join(str(p) for p in plan.freeze_points)}, seeds "
+          f"{', '.join(str(s) for s in plan.seeds)}; LR range test {test.id} first", flush=True)
+    result = run_lr_range_job(test.path)
+    sweep_id = recommend.planned_sweep_id(test)
+    if sweep_id is None:
+        print(f"LR range test {test.id} ended {test.state().status.value}: no sweep launched", file=sys.stderr)
+        return 1
+    from carviz.core.sweeps import read_record
+
+    record = read_record(sweep_id)
+    suggested = f"{result.suggested_lr:.3g}" if result.suggested_lr else "none (default pair)"
+    print(f"suggested learning rate {suggested}: learning rates "
+          f"{', '.join(f'{lr:g}' for lr in record.config.learning_rates)}", flush=True)
+    print(f"sweep {record.id}: {len(record.run_ids)} runs launched", flush=True)
+    if args.wait:
+        return 0 if follow_sweep(record.id) == "done" else 1
+    print(f"follow it with: python -m carviz sweep-show {record.id}")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from carviz.core.sweeps import launch_sweep
 
+    if args.recommended:
+        return cmd_recommended(args)
+    if not args.name:
+        raise ConfigError("sweep needs --name (or --recommended)")
     config = sweep_config_from_args(args)
     settings.resolve_dataset(config.base.dataset)  # fail here, not in every background job
     record = launch_sweep(config, backend=args.backend)
@@ -181,6 +233,11 @@ def cmd_sweep_show(args: argparse.Namespace) -> int:
     if chance is not None:
         print(f"chance: {chance:.4f} ({round(1 / chance)} classes)")
     print(result["text"])
+    from carviz.core.recommend import recommended_run
+
+    pick = recommended_run(state.rows, result)
+    if pick:
+        print(f"{pick['text']} · id {pick['row']['id']}")
     return 0
 
 

@@ -307,6 +307,10 @@ def lr_range_body(test: LRTest, context: JobContext) -> Outcome:
                          "lrs": lrs, "losses": losses})
     test.write_result(result.to_dict())
     stopped = result.stopped_early_reason == "stopped on request"
+    if not stopped:  # a recommended sweep's test: launch the planned sweep with the suggested learning rates
+        from carviz.core.recommend import launch_planned
+
+        launch_planned(test, result.suggested_lr)
     return Outcome(Status.STOPPED if stopped else Status.SUCCEEDED)
 
 
