@@ -230,31 +230,6 @@ with st.expander("Feature cache"):
 # ---------------------------------------------------------------- sweeps table, chart, selected run
 
 st.subheader("Sweeps")
-records = sweeps.list_sweeps()
-if not records:
-    st.info("No sweeps yet: define one above and launch it.")
-    st.stop()
-
-states = {record.id: sweeps.read_sweep(record.id) for record in records}
-st.dataframe(
-    [{"name": s.record.config.name, "id": s.record.id, "status": s.status, "progress": s.progress_text,
-      "ETA": format_seconds(s.eta_seconds) if s.status in ("queued", "running") else "",
-      "verdict": verdict(sweep_points(s.rows))["text"], "created": s.record.created_at,
-      "broken runs": sum(1 for row in s.rows if row.get("problems"))}
-     for s in states.values()],
-    hide_index=True, key="sw_table",
-)
-ids = list(states)
-if st.session_state.get(SELECTED) not in ids:
-    st.session_state[SELECTED] = ids[0]
-selected_id = st.selectbox("Sweep", ids, key=SELECTED,
-                           format_func=lambda i: f"{states[i].record.config.name} ({i}) · {states[i].progress_text}")
-b1, b2, _ = st.columns([1, 1, 4])
-if b1.button("Stop sweep", key="sw_stop", disabled=states[selected_id].status not in ("queued", "running")):
-    st.toast(f"Stop requested for {len(sweeps.stop_sweep(selected_id))} run(s).")
-if b2.button("Resume sweep", key="sw_resume", disabled=states[selected_id].status != "stopped"):
-    st.toast(f"Resumed {len(sweeps.resume_sweep(selected_id))} run(s).")
-
 
 def _run_name(run: Run) -> str:
     name = run.config_dict().get("name")
@@ -289,10 +264,8 @@ def run_details(run_ids: list[str]) -> None:
             st.code(json.dumps(run.config_dict(), indent=2, ensure_ascii=False), language="json")
 
 
-@st.fragment(run_every=3)
-def sweep_view(sweep_id: str) -> None:
-    """The selected sweep, re-read every few seconds: counts, chart, and the runs behind a clicked point."""
-    state = sweeps.read_sweep(sweep_id)
+def sweep_view(state: sweeps.SweepState) -> None:
+    """The selected sweep: counts, verdict, chart, and the runs behind a clicked point."""
     counts = " · ".join(f"{status_label(status)} {n}" for status, n in sorted(state.counts.items()))
     n_broken = sum(1 for row in state.rows if row.get("problems"))
     if n_broken:
@@ -341,4 +314,38 @@ def sweep_view(sweep_id: str) -> None:
         st.caption("Click a point to see its runs' curves and config.")
 
 
-sweep_view(selected_id)
+
+@st.fragment(run_every=3)
+def sweeps_area() -> None:
+    """The sweeps table, the selector, Stop/Resume and the selected sweep, re-read together every few seconds, so a
+    sweep that finishes reads done everywhere on the page (and its Stop button turns off) without a reload."""
+    records = sweeps.list_sweeps()
+    if not records:
+        st.info("No sweeps yet: define one above and launch it.")
+        return
+    states = {record.id: sweeps.read_sweep(record.id) for record in records}
+    st.dataframe(
+        [{"name": s.record.config.name, "id": s.record.id, "status": s.status, "progress": s.progress_text,
+          "ETA": format_seconds(s.eta_seconds) if s.status in ("queued", "running") else "",
+          "verdict": verdict(sweep_points(s.rows))["text"], "created": s.record.created_at,
+          "broken runs": sum(1 for row in s.rows if row.get("problems"))}
+         for s in states.values()],
+        hide_index=True, key="sw_table",
+    )
+    ids = list(states)
+    if st.session_state.get(SELECTED) not in ids:
+        st.session_state[SELECTED] = ids[0]
+    selected_id = st.selectbox("Sweep", ids, key=SELECTED, format_func=lambda i: f"{states[i].record.config.name} "
+                                                                                 f"({i}) · {states[i].progress_text}")
+    b1, b2, _ = st.columns([1, 1, 4])
+    state = states[selected_id]
+    if b1.button("Stop sweep", key="sw_stop", disabled=state.status not in ("queued", "running")):
+        st.toast(f"Stop requested for {len(sweeps.stop_sweep(selected_id))} run(s).")
+        state = sweeps.read_sweep(selected_id)  # show what the stop did, not what was read before it
+    if b2.button("Resume sweep", key="sw_resume", disabled=state.status != "stopped"):
+        st.toast(f"Resumed {len(sweeps.resume_sweep(selected_id))} run(s).")
+        state = sweeps.read_sweep(selected_id)
+    sweep_view(state)
+
+
+sweeps_area()
