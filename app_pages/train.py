@@ -173,7 +173,9 @@ def _job_card(run: Run, state: RunState) -> None:
     config = run.config_dict()
     metrics = run.metrics()
     progress = run.progress() or {}
-    problems = run.problems(config, metrics, state)  # a damaged record shows as broken, with what is wrong
+    info = run.info()
+    row = summarize(run, config, metrics, info, state)  # each file read once per refresh
+    problems = row["problems"]  # a damaged record shows as broken, with what is wrong
     epochs = int(number(config.get("epochs")) or number(progress.get("epochs")) or 1)
     name = config.get("name") if isinstance(config.get("name"), str) else ""
     with st.container(border=True):
@@ -182,7 +184,7 @@ def _job_card(run: Run, state: RunState) -> None:
         head.caption(
             (f"{status_label(BROKEN)} (job {status.value})" if problems else status_label(status.value))
             + f" · {config.get('backbone')} · lr {config.get('learning_rate')} · "
-            f"freeze {config.get('freeze')} · {where_ran(state, run.info())}"
+            f"freeze {config.get('freeze')} · {where_ran(state, info)}"
             + (f"  \n{state.reason}" if state.reason else "")
         )
         text = progress_line(status.value, progress, len(metrics), epochs)
@@ -198,7 +200,6 @@ def _job_card(run: Run, state: RunState) -> None:
             f"val loss {format_metric(last.get('val_loss'))} · val acc {format_metric(last.get('val_accuracy'))}"
             + (f" (epoch {last['epoch']})" if number(last.get("epoch")) else "")
         )
-        row = summarize(run, config, metrics)
         if kept_label(row):  # the one number of the run: its kept model's (the best-validation epoch)
             bar.caption(f"**{kept_label(row)}** · val acc {format_metric(row['kept_val_accuracy'])}"
                         + (f" · test acc {format_metric(row['test_accuracy'])}"
@@ -221,7 +222,6 @@ def _job_card(run: Run, state: RunState) -> None:
                                help="Continue on the split and classes recorded at launch, without the images "
                                     "gone since (new images are not added)")
         resume_error = st.session_state.get(RESUME_ERRORS, {}).get(run.id)
-        info = run.info()
         for note in (run_line(info), resume_line(info)):
             if note:
                 bar.caption(note)

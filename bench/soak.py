@@ -302,6 +302,10 @@ class Soak:
         run = self.pick(self.resumable)
         if run is None:
             return
+        from carviz.core.jobs import ProcessCheck
+
+        # A run whose recorded process still lives (SIGSTOPped, hung) must be refused by both: 0 launches expected.
+        expected = 0 if run.state().process == ProcessCheck.ALIVE else 1
         barrier = threading.Barrier(2)
         outcomes: list[str] = []
 
@@ -322,8 +326,8 @@ class Soak:
         self.counts["double resume"] += 1
         self.counts[f"double resume -> {launched} launched"] += 1
         self.note(f"double resume {run.id}: {sorted(outcomes)}")
-        if launched != 1:
-            self.violations.append(f"two resumes at once of {run.id} launched {launched} jobs")
+        if launched != expected:
+            self.violations.append(f"two resumes at once of {run.id} launched {launched} jobs (expected {expected})")
 
     ACTIONS = (("launch", 3.0), ("stop", 1.5), ("kill9", 1.5), ("sigstop", 1.5), ("resume", 3.0),
                ("double_resume", 1.0))

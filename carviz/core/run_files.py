@@ -16,7 +16,6 @@ RESUME_REQUEST_FILE = "resume_request.json"  # how the user asked to resume (wri
 # Under runs/:
 SWEEPS_DIR = ".sweeps"
 SWEEP_FILE = "sweep.json"
-FEEDER_LOG = "feeder.log"
 LR_TESTS_DIR = ".lr_range"
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"

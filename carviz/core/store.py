@@ -43,7 +43,6 @@ from carviz.core.run_files import (  # noqa: F401 - the layout's names are the s
     RESUME_REQUEST_FILE,
     SWEEPS_DIR,
     SWEEP_FILE,
-    FEEDER_LOG,
     LR_TESTS_DIR,
     PARAMS_FILE,
     RESULT_FILE,
@@ -463,17 +462,18 @@ def _kept(evaluation: dict[str, Any], metrics: list[dict[str, Any]], best_epoch:
 
 
 def summarize(run: Run, config: dict[str, Any] | None = None,
-              metrics: list[dict[str, Any]] | None = None, info: dict[str, Any] | None = None) -> dict[str, Any]:
+              metrics: list[dict[str, Any]] | None = None, info: dict[str, Any] | None = None,
+              state: JobState | None = None) -> dict[str, Any]:
     """One row for a runs table: config essentials, status, best/final metrics, duration, where it ran, and the
     record's problems ("broken": True when there are any; "status" stays the job's state, display_status(row)
     is the word to show). Config values of the wrong type read as None. A caller that has read the config,
-    metrics or run.json already passes them in (each file is read once).
+    metrics, run.json or the derived state already passes them in (each is read once).
 
     The one number per run is the kept model's: kept_epoch, kept_val_accuracy and kept_rule ("best val": the
     epoch with the highest val_accuracy, restored before the final evaluation and saved; "last" for runs saved
     before that rule), test_accuracy when evaluation.json has a test split's result; kept_label(row) says it."""
     config = run.config_dict() if config is None else config
-    state = run.state()
+    state = run.state() if state is None else state
     metrics = run.metrics() if metrics is None else metrics
     info = run.info() if info is None else info
     problems = run.problems(config, metrics, state)

@@ -23,6 +23,11 @@ from carviz.core.jobs.status import ProcessCheck, check_process, process_create_
 from carviz.core.store import Run, Status, create_run, list_runs
 from carviz.data.datasets import generate_demo_dataset
 
+try:
+    from .job_helpers import metric_epochs_on_disk, wait_terminal
+except ImportError:  # collected as a top-level module (rootdir-relative imports)
+    from job_helpers import metric_epochs_on_disk, wait_terminal
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,16 +43,6 @@ def home(job_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CARVIZ_SLOTS", "1")
     return job_home
 
-
-def wait_terminal(wait_for, run: Run, timeout: float = 180) -> Status:
-    wait_for(lambda: run.status().is_terminal(), timeout, f"{run.id} to end (log:\n{run.log_tail()})")
-    return run.status()
-
-
-def metric_epochs_on_disk(run: Run) -> list[int]:
-    """Epoch numbers exactly as written in metrics.csv (no reader-side de-duplication)."""
-    lines = run.file("metrics.csv").read_text().splitlines()[1:]
-    return [int(line.split(",")[0]) for line in lines if line]
 
 
 def partial_files(folder: Path) -> list[Path]:

@@ -29,6 +29,11 @@ try:
 except ImportError:  # collected as a top-level module (rootdir-relative imports)
     from ray_head import RayHead, listening_addresses, start_ray_head
 
+try:
+    from .job_helpers import metric_epochs_on_disk, wait_terminal
+except ImportError:  # collected as a top-level module (rootdir-relative imports)
+    from job_helpers import metric_epochs_on_disk, wait_terminal
+
 pytestmark = pytest.mark.slow
 
 TINY = TrainConfig(name="tiny", dataset="demo", backbone="small_cnn", weights="none", image_size=32, epochs=2,
@@ -69,16 +74,6 @@ def ray_status(run: Run) -> str:
     return ray_backend.status_name(ray_info(run))
 
 
-def wait_terminal(wait_for, run: Run, timeout: float = 120) -> Status:
-    wait_for(lambda: run.status().is_terminal(), timeout, f"{run.id} to end (log:\n{run.log_tail()})")
-    return run.status()
-
-
-def metric_epochs_on_disk(run: Run) -> list[int]:
-    """Epoch numbers exactly as written in metrics.csv (no reader-side de-duplication)."""
-    lines = run.file("metrics.csv").read_text().splitlines()[1:]
-    return [int(line.split(",")[0]) for line in lines if line]
-
 
 def tensorboard_epochs(run: Run) -> int:
     """Epochs in the run's TensorBoard log (a Ray job skips Python's teardown: its writers must have flushed)."""
@@ -104,8 +99,8 @@ def test_a_run_on_ray_has_the_same_record_as_a_local_run(home: Path, wait_for) -
     on_ray = launch.submit(TINY, backend="ray")
     on_here = launch.submit(TINY, backend="local")  # at the same time: the machine has 2 cores
     assert on_ray.launch_info()["resources"] == {"entrypoint_num_cpus": 1.0}
-    assert wait_terminal(wait_for, on_ray) == Status.SUCCEEDED, on_ray.log_tail()
-    assert wait_terminal(wait_for, on_here) == Status.SUCCEEDED, on_here.log_tail()
+    assert wait_terminal(wait_for, on_ray, 120) == Status.SUCCEEDED, on_ray.log_tail()
+    assert wait_terminal(wait_for, on_here, 120) == Status.SUCCEEDED, on_here.log_tail()
 
     assert record_files(on_ray) == record_files(on_here)
     for name in RUN_FILES:
@@ -192,7 +187,7 @@ def test_a_killed_ray_job_is_lost_and_resumes_with_every_epoch_once(home: Path, 
 
     launch.resume(run)
     assert run.launch_info()["backend"] == "ray", "resumed on its last backend"
-    assert wait_terminal(wait_for, run) == Status.SUCCEEDED, run.log_tail()
+    assert wait_terminal(wait_for, run, 120) == Status.SUCCEEDED, run.log_tail()
     assert metric_epochs_on_disk(run) == list(range(1, epochs + 1))
     attempts = run.info()["attempts"]
     # epoch 2's row was there, so epoch 1's checkpoint was too (the kill may land before epoch 2's checkpoint)
@@ -241,7 +236,7 @@ def test_a_job_that_cannot_see_its_record_fails_saying_so(home: Path, wait_for) 
     run = Store().create_run(TINY)
     run.file(CONFIG_FILE).rename(run.file("config.moved"))  # what a node without the shared CARVIZ_HOME sees
     launch.launch(run, backend="ray")
-    assert wait_terminal(wait_for, run) == Status.FAILED
+    assert wait_terminal(wait_for, run, 120) == Status.FAILED
     state = run.state()
     assert "cannot see its record" in state.error and str(run.path) in state.error, state.error
     assert state.reason.startswith("Ray job failed before it started: carviz: the training job on host")
