@@ -1,0 +1,36 @@
+"""One way to show a number: accuracy as a percentage, times as local wall-clock, everywhere (pages and CLI)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from carviz.core.jobs.record import parse_iso
+
+ACCURACY_DIGITS = 1  # "41.7 %": one decimal is finer than any run-to-run noise carviz can measure
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def format_accuracy(value: Any, digits: int = ACCURACY_DIGITS) -> str:
+    """An accuracy in 0..1 as a percentage ("41.7 %"); "–" for a missing or non-numeric value."""
+    return f"{value * 100:.{digits}f} %" if is_number(value) else "–"
+
+
+def format_time(value: Any, now: datetime | None = None) -> str:
+    """An ISO timestamp as local time: "14:05" today, "Nov 28 14:05" this year, else "2025-11-28 14:05";
+    "–" when it cannot be read."""
+    moment = parse_iso(value) if not isinstance(value, datetime) else value
+    if moment is None:
+        return "–"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    local = moment.astimezone()
+    today = (now or datetime.now(timezone.utc)).astimezone()
+    if local.date() == today.date():
+        return local.strftime("%H:%M")
+    if local.year == today.year:
+        return local.strftime("%b %d %H:%M")
+    return local.strftime("%Y-%m-%d %H:%M")
