@@ -18,13 +18,14 @@ try:
 except OSError as exc:  # a read-only data folder must not take the whole app down
     st.sidebar.warning(f"Could not create the demo dataset: {exc}")
 
-PAGES = {name: f"app_pages/{name}.py" for name in ("data", "layers", "train", "sweeps", "compare", "predict")}
+PAGES = {name: f"app_pages/{name}.py" for name in ("data", "layers", "train", "sweeps", "runs", "compare", "predict")}
 navigation = st.navigation(
     [
         st.Page(PAGES["data"], title="Data", icon=":material/photo_library:", default=True),
         st.Page(PAGES["layers"], title="Layers", icon=":material/layers:"),
         st.Page(PAGES["train"], title="Train", icon=":material/model_training:"),
         st.Page(PAGES["sweeps"], title="Sweeps", icon=":material/grid_on:"),
+        st.Page(PAGES["runs"], title="Runs", icon=":material/list_alt:"),
         st.Page(PAGES["compare"], title="Compare", icon=":material/compare:"),
         st.Page(PAGES["predict"], title="Predict", icon=":material/image_search:"),
     ]

@@ -22,8 +22,12 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     mode.add_argument("--foreground", action="store_true", help="train in this process instead")
     add_backend_flag(train)
 
-    runs = sub.add_parser("runs", help="list runs")
+    runs = sub.add_parser("runs", help="list runs (archived ones only with --archived)")
     runs.add_argument("--json", action="store_true")
+    runs.add_argument("--search", default="", help="only runs whose name, id, tags or note contain this text")
+    runs.add_argument("--tag", action="append", default=[], help="only runs with this tag (repeatable: all of them)")
+    runs.add_argument("--status", help="only runs in this state (e.g. succeeded, running, failed)")
+    runs.add_argument("--archived", action="store_true", help="include archived runs")
 
     show = sub.add_parser("show", help="a run's config, status and metrics")
     show.add_argument("run")
@@ -108,7 +112,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    rows = [summarize(run) for run in list_runs()]
+    from carviz.core.annotations import filter_rows
+
+    rows = filter_rows([summarize(run) for run in list_runs()], text=args.search, tags=args.tag,
+                       status=args.status, include_archived=args.archived)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0

@@ -13,8 +13,11 @@ BEST_WEIGHTS = "best-{epoch:04d}.weights.h5"  # in CHECKPOINT_DIR: the whole mod
 TENSORBOARD_DIR = "tensorboard"
 SWEEP_CONTEXT_FILE = "sweep_context.json"  # what a sweep's run needs to know of its sweep (pruning, peers)
 RESUME_REQUEST_FILE = "resume_request.json"  # how the user asked to resume (written by the UI/CLI, read by the job)
+ANNOTATIONS_FILE = "annotations.json"  # the user's: display name, tags, note, archived (never read by the job)
 # Under runs/:
 SWEEPS_DIR = ".sweeps"
+TRASH_DIR = ".trash"  # deleted runs, restorable until the trash is emptied
+TRASH_INFO_FILE = "trashed.json"
 SWEEP_FILE = "sweep.json"
 LR_TESTS_DIR = ".lr_range"
 PARAMS_FILE = "params.json"

@@ -27,6 +27,7 @@ from carviz.core.jobs.record import (
 )
 from carviz.core.jobs.state import derive_state
 from carviz.core.metrics_file import METRIC_COLUMNS, MetricsWriter, metrics_problems, read_metrics
+from carviz.core.annotations import ANNOTATION_FIELDS, check_annotations, clean_annotations
 from carviz.core.record_checks import BROKEN, CONFIG_FIELDS, RUN_FILES, is_int, is_number, json_file_problems
 from carviz.core.run_files import (  # noqa: F401 - the layout's names are the store's
     CONFIG_FILE,
@@ -41,6 +42,7 @@ from carviz.core.run_files import (  # noqa: F401 - the layout's names are the s
     TENSORBOARD_DIR,
     SWEEP_CONTEXT_FILE,
     RESUME_REQUEST_FILE,
+    ANNOTATIONS_FILE,
     SWEEPS_DIR,
     SWEEP_FILE,
     LR_TESTS_DIR,
@@ -93,6 +95,24 @@ class Run(JobRecord):
     def sweep_context(self) -> dict[str, Any]:
         """What the sweep wrote into this run: sweep id, pruning settings, peer run ids, the sweep's freeze points."""
         return read_json_object(self.file(SWEEP_CONTEXT_FILE))
+
+    def annotations(self) -> dict[str, Any]:
+        """The user's words on this run: {"name", "tags", "note", "archived"}, wrong-typed values dropped."""
+        return clean_annotations(read_json_object(self.file(ANNOTATIONS_FILE)))
+
+    def annotate(self, **changes: Any) -> dict[str, Any]:
+        """Merge changes (name, tags, note, archived) into the annotations; ValueError for a bad value."""
+        unknown = set(changes) - set(ANNOTATION_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown annotation field(s): {', '.join(sorted(unknown))}")
+        merged = {**self.annotations(), **check_annotations(changes)}
+        atomic_write_json(self.file(ANNOTATIONS_FILE), merged)
+        return merged
+
+    def display_name(self, config: dict[str, Any] | None = None) -> str:
+        """The name to show: the user's rename, else the config's name."""
+        config = self.config_dict() if config is None else config
+        return self.annotations().get("name") or _config_value(config, "name") or ""
 
     def resume_request(self) -> dict[str, Any]:
         """Options of the latest resume request (e.g. accept_dataset_changes); {} for a first start."""
@@ -306,12 +326,16 @@ def _valid_id(record_id: str) -> bool:
 
 def _unique_match(kind: str, ref: str, records: list[Any], name_of: Any) -> Any:
     exact = [r for r in records if r.id == ref]
-    matches = exact or [r for r in records if r.id.startswith(ref)] or [r for r in records if name_of(r) == ref]
+    matches = exact or [r for r in records if r.id.startswith(ref)] or [r for r in records if _named(name_of(r), ref)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
         raise LookupError(f"no {kind} matches {ref!r}")
     raise LookupError(f"{ref!r} matches {len(matches)} {kind}s: {', '.join(r.id for r in matches[:5])}")
+
+
+def _named(names: Any, ref: str) -> bool:
+    return ref in names if isinstance(names, tuple) else names == ref
 
 
 class Store:
@@ -354,8 +378,9 @@ class Store:
         return sorted(runs, key=lambda run: run.id, reverse=True)
 
     def find_run(self, ref: str) -> Run:
-        """A run by id, unique id prefix, or exact display name."""
-        return _unique_match("run", ref, self.list_runs(), lambda run: run.config_dict().get("name"))
+        """A run by id, unique id prefix, or exact name (the user's rename or the config's)."""
+        return _unique_match("run", ref, self.list_runs(),
+                             lambda run: (run.annotations().get("name"), run.config_dict().get("name")))
 
     # --- sweeps ---------------------------------------------------------------------
     def create_sweep(self, sweep: SweepConfig, backend: str = "local") -> Sweep:
@@ -488,9 +513,15 @@ def summarize(run: Run, config: dict[str, Any] | None = None,
     test_accuracy = test.get("accuracy") if isinstance(test, dict) and is_number(test.get("accuracy")) else None
     model = info.get("model") if isinstance(info.get("model"), dict) else {}
     layers, classes = model.get("backbone_layers"), info.get("classes")
+    annotations = run.annotations()
     return {
         "id": run.id,
-        "name": _config_value(config, "name") or "",
+        "name": annotations.get("name") or _config_value(config, "name") or "",
+        "display_name": annotations.get("name") or _config_value(config, "name") or "",
+        "config_name": _config_value(config, "name") or "",
+        "tags": annotations.get("tags", []),
+        "note": annotations.get("note", ""),
+        "archived": annotations.get("archived", False),
         "dataset": _config_value(config, "dataset"),
         "backbone": _config_value(config, "backbone"),
         "weights": _config_value(config, "weights"),

@@ -8,20 +8,10 @@ from typing import Any
 
 from carviz.ml import feature_cache
 from carviz.core.config import FREEZE_ALL, TrainConfig
-
-GIB = 1024**3
-MIB = 1024**2
+from carviz.views.formatting import GIB, MIB, format_size  # noqa: F401 (format_size stays importable from here)
 
 USED_NOTE = ("Feature cache on: the frozen layers run once per image, and later epochs and runs (same backbone, "
              "weights, size, head and data) train on their cached output.")
-
-
-def format_size(n_bytes: float) -> str:
-    """Bytes as a short binary size: '1.2 GiB', '340 MiB', '12 KiB', '0 B'."""
-    for unit, scale in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{int(n_bytes)} B"
 
 
 def totals_text(entries: Sequence[feature_cache.CacheEntry], max_bytes: int) -> str:

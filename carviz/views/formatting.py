@@ -7,6 +7,8 @@ from typing import Any
 
 from carviz.core.jobs.record import parse_iso
 
+GIB = 1024**3
+MIB = 1024**2
 ACCURACY_DIGITS = 1  # "41.7 %": one decimal is finer than any run-to-run noise carviz can measure
 
 
@@ -34,3 +36,11 @@ def format_time(value: Any, now: datetime | None = None) -> str:
     if local.year == today.year:
         return local.strftime("%b %d %H:%M")
     return local.strftime("%Y-%m-%d %H:%M")
+
+
+def format_size(n_bytes: float) -> str:
+    """Bytes as a short binary size: '1.2 GiB', '340 MiB', '12 KiB', '0 B'."""
+    for unit, scale in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{int(n_bytes)} B"
