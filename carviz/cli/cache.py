@@ -53,7 +53,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"{'key':<12} {'layer':<24} {'backbone':<14} {'alpha':>5} {'size':>5} {'head':<11} {'precision':<14} "
               f"{'images':>6} {'MiB':>9} {'dtype':<7}  last used")
     for row in cache_report.entry_rows(entries):
-        print(f"{row['key']:<12} {row['layer']!s:<24} {row['backbone']!s:<14} {row['alpha']!s:>5} "
+        view = row.get("augmented view")
+        layer = f"{row['layer']} view {view}" if view is not None else row["layer"]  # an augmented view's features
+        print(f"{row['key']:<12} {layer!s:<24} {row['backbone']!s:<14} {row['alpha']!s:>5} "
               f"{row['image size']!s:>5} {row['head']!s:<11} {row['precision']!s:<14} {row['images']!s:>6} "
               f"{row['size MiB']:>9.1f} {row['stored dtype']!s:<7}  {row['last used']:%Y-%m-%d %H:%M:%S}")
     return 0

@@ -34,6 +34,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", dest="learning_rate", type=float, default=None, help="same as --learning-rate")
     parser.add_argument("--freeze", type=freeze_arg, default=None)
     parser.add_argument("--augment", action="store_true", default=None, help="augment the training split")
+    parser.add_argument("--augment-views", type=int, default=None, metavar="K",
+                        help="with --augment and the feature cache: cache K augmented views of each training image "
+                             "and train epoch e on view (e-1) mod K (default 4; 0: augment the images every epoch)")
     parser.add_argument("--train-frozen-bn", action="store_true", help="frozen BatchNorm layers keep training")
     parser.add_argument("--freeze-all-bn", action="store_true",
                         help="BatchNorm layers of the trainable part are frozen too (the recommended preset does this)")
@@ -104,7 +107,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         changes["dataset"] = dataset
     for field in ("name", "backbone", "alpha", "weights", "image_size", "head", "dropout", "optimizer",
                   "learning_rate", "epochs", "batch_size", "validation_split", "seed", "early_stopping_patience",
-                  "precision", "checkpoint_every", "freeze"):
+                  "precision", "checkpoint_every", "freeze", "augment_views"):
         value = getattr(args, field, None)
         if value is not None:
             changes[field] = value

@@ -16,6 +16,7 @@ HEADS = ("recommended", "seed")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 FREEZE_ALL = "all"
+MAX_AUGMENT_VIEWS = 16
 
 
 class ConfigError(ValueError):
@@ -90,6 +91,9 @@ class TrainConfig:
     jit_compile: bool = False
     checkpoint_every: int = 1  # epochs between resumable checkpoints
     feature_cache: bool = True  # train on cached frozen-part outputs when that gives the same result (features.py)
+    # With augmentation and the cache on: K augmented views of each training image are cached at the cut and epoch e
+    # trains on view (e-1) mod K (augmented_views.py); 0 trains on freshly augmented images every epoch instead.
+    augment_views: int = 4
     sweep: str = ""  # id of the sweep this run belongs to (runs/.sweeps/<id>); "" for a lone run
 
     def __post_init__(self) -> None:
@@ -141,6 +145,10 @@ class TrainConfig:
             raise ConfigError(f"sweep must be a sweep id (text up to 100 characters), got {self.sweep!r}")
         if not isinstance(self.augmentation, Augmentation):
             raise ConfigError("augmentation must be an Augmentation")
+        if not isinstance(self.augment_views, int) or isinstance(self.augment_views, bool) \
+                or not 0 <= self.augment_views <= MAX_AUGMENT_VIEWS:
+            raise ConfigError(f"augment_views must be an integer in 0..{MAX_AUGMENT_VIEWS} (0: augment the images "
+                              f"every epoch, no cached views), got {self.augment_views!r}")
 
     def freeze_index(self, n_layers: int) -> int:
         """The seed-rule freeze index for a backbone of n_layers layers: 1..n_layers+1."""
@@ -163,6 +171,8 @@ class TrainConfig:
         values = dict(data)
         if "split_seed" not in values and "seed" in values:  # written before split_seed: the run seed split it
             values["split_seed"] = values["seed"]
+        if "augment_views" not in values:  # written before cached views existed: augmented runs trained on images
+            values["augment_views"] = 0
         if isinstance(values.get("augmentation"), dict):
             reject_unknown_keys(Augmentation, values["augmentation"], "augmentation")
             values["augmentation"] = Augmentation(**values["augmentation"])

@@ -40,8 +40,9 @@ def unavailable_reason(config: "TrainConfig") -> str | None:
 
     if not config.feature_cache:
         return "the feature cache is off for this run"
-    if config.augmentation.enabled:
-        return "augmentation is on: every epoch feeds new pixels, so the frozen part's output cannot be reused"
+    if config.augmentation.enabled and not config.augment_views:
+        return ("augmentation is on with 0 cached views: every epoch feeds new pixels, so the frozen part's output "
+                "cannot be reused")
     if config.freeze != FREEZE_ALL and int(config.freeze) <= 2:
         return "nothing before the first trainable layer is worth caching (freeze index ≤ 2)"
     if not config.freeze_batchnorm:
@@ -101,9 +102,11 @@ class FeatureSpec:
     def family(self) -> str:
         return _sha256_json(self._ingredients())
 
-    def key(self, position_name: str) -> str:
-        """sha256 hex of a canonical JSON of every ingredient plus the cut position's name."""
-        return _sha256_json({**self._ingredients(), "cut": position_name})
+    def key(self, position_name: str, augmented: dict[str, Any] | None = None) -> str:
+        """sha256 hex of a canonical JSON of every ingredient plus the cut position's name (and, for an augmented
+        view, what makes that view: augmentation settings, view index and seed, its rows)."""
+        extra = {"augmented": augmented} if augmented is not None else {}
+        return _sha256_json({**self._ingredients(), "cut": position_name, **extra})
 
 
 def cache_key(backbone: str, weights: str, alpha: float, image_size: int, head: str, cut_layer_name: str,

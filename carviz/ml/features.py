@@ -199,6 +199,7 @@ class CachedTraining:
     train_data: "tf.data.Dataset"
     val_data: "tf.data.Dataset"
     info: dict[str, Any]  # recorded in run.json: position, key, how the features were obtained, seconds, bytes
+    steps_per_epoch: int | None = None  # set when train_data repeats without end (augmented views: one per epoch)
 
 
 def cache_position(model: "keras.Model", freeze_index: int, layers: list["LayerInfo"] | None = None) -> int:
@@ -262,11 +263,7 @@ def prepare_cached_training(
     features, _ = found
     seconds = time.perf_counter() - started
 
-    remainder = submodel(model, position, None)
-    if not model.optimizer.built:  # build in the whole model's variable order, so its checkpoints load back
-        model.optimizer.build(model.trainable_variables)
-    remainder.compile(optimizer=model.optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
-                      jit_compile=config.jit_compile)
+    remainder = compiled_remainder(model, position, config)
     row_of = {path: row for row, path in enumerate(relative)}
     as_rows = lambda paths: [row_of[Path(p).resolve().relative_to(root).as_posix()] for p in paths]  # noqa: E731
     num_classes = len(split.classes)
@@ -279,6 +276,17 @@ def prepare_cached_training(
             "shape": list(features.shape[1:]), "dtype": str(features.dtype),
             "bytes": int(features.nbytes), "seconds": round(seconds, 3)}
     return CachedTraining(remainder, train_data, val_data, info)
+
+
+def compiled_remainder(model: "keras.Model", position: int, config: "TrainConfig") -> "keras.Model":
+    """The trainable remainder from `position`, compiled with the whole model's optimizer (so checkpoints of the
+    whole model carry its state)."""
+    remainder = submodel(model, position, None)
+    if not model.optimizer.built:  # build in the whole model's variable order, so its checkpoints load back
+        model.optimizer.build(model.trainable_variables)
+    remainder.compile(optimizer=model.optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
+                      jit_compile=config.jit_compile)
+    return remainder
 
 
 def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpec, position: int,

@@ -162,11 +162,13 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
     run.update_info(**info_fields)
 
     keras.utils.set_random_seed(config.seed + initial_epoch)  # before the pipelines: same shuffles either way
-    cached = _cached_training(run, model, config, freeze_index, precision, dataset_root, scan, split)
+    cached = _cached_training(run, model, config, freeze_index, precision, dataset_root, scan, split, initial_epoch)
     run.update_info(feature_cache=cached.info if isinstance(cached, features.CachedTraining)
                     else {"used": False, "reason": cached})
+    fit_steps = None  # the pipeline's own length, except for cached augmented views (they repeat without end)
     if isinstance(cached, features.CachedTraining):
         fit_model, train_data, val_data = cached.remainder, cached.train_data, cached.val_data
+        fit_steps = cached.steps_per_epoch
     else:
         fit_model = model
         train_data = datasets.make_pipeline(split.train_paths, split.train_labels, len(split.classes),
@@ -208,7 +210,7 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
     if initial_epoch < config.epochs:
         try:
             fit_model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
-                          callbacks=callbacks, verbose=2)
+                          steps_per_epoch=fit_steps, callbacks=callbacks, verbose=2)
         except Pruned as pruned:  # before StopRequested: Pruned is one
             log.info("pruned by the sweep at epoch %d (val_accuracy %s)", pruned.epoch, pruned.value)
             run.write_progress({"phase": "pruned", "epoch": pruned.epoch, "epochs": config.epochs})
@@ -275,8 +277,10 @@ def _restore_kept(run: Run, keep_best: Any) -> dict[str, Any]:
 
 
 def _cached_training(run: Run, model: Any, config: TrainConfig, freeze_index: int, precision: str,
-                     dataset_root: Path, scan: Any, split: Any) -> "features.CachedTraining | str":
-    """The cached-features setup for this run, or the reason (logged) why it trains on images."""
+                     dataset_root: Path, scan: Any, split: Any,
+                     initial_epoch: int = 0) -> "features.CachedTraining | str":
+    """The cached-features setup for this run (with augmentation: cached augmented views, one per epoch in turn,
+    starting at initial_epoch's), or the reason (logged) why it trains on images."""
     reason = features.unavailable_reason(config)
     if reason is None:
         def on_progress(done: int, total: int) -> None:
@@ -285,15 +289,23 @@ def _cached_training(run: Run, model: Any, config: TrainConfig, freeze_index: in
         all_paths, all_labels = scan.labelled_files()
         cache_settings = features.load_settings()
         try:
-            cached = features.prepare_cached_training(
-                model, config, freeze_index, precision, dataset_root, all_paths, all_labels, scan.fingerprint, split,
-                features.FeatureCache(features.cache_root(), cache_settings.max_bytes), cache_settings.dtype,
-                on_progress, also_positions=_sweep_positions(run, model, config))
+            arguments = (model, config, freeze_index, precision, dataset_root, all_paths, all_labels, scan.fingerprint,
+                         split, features.FeatureCache(features.cache_root(), cache_settings.max_bytes),
+                         cache_settings.dtype, on_progress)
+            also = _sweep_positions(run, model, config)
+            if config.augmentation.enabled:
+                from carviz.ml.augmented_views import prepare_augmented_training
+
+                cached = prepare_augmented_training(*arguments, also_positions=also, initial_epoch=initial_epoch)
+            else:
+                cached = features.prepare_cached_training(*arguments, also_positions=also)
         except (features.CacheFull, ValueError, OSError) as error:  # e.g. a full disk: train on images instead
             reason = f"{type(error).__name__}: {error}" if isinstance(error, OSError) else str(error)
         else:
-            log.info("training on cached %s features (%s, %.1f s, %.1f MiB)", cached.info["layer"],
-                     cached.info["source"], cached.info["seconds"], cached.info["bytes"] / 2**20)
+            views = cached.info.get("augmented_views")
+            log.info("training on cached %s features (%s, %.1f s, %.1f MiB%s)", cached.info["layer"],
+                     cached.info["source"], cached.info["seconds"], cached.info["bytes"] / 2**20,
+                     f", {views} augmented views" if views else "")
             return cached
     log.info("training on images: %s", reason)
     return reason

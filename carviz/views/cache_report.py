@@ -8,10 +8,13 @@ from typing import Any
 
 from carviz.ml import feature_cache
 from carviz.core.config import FREEZE_ALL, TrainConfig
-from carviz.views.formatting import GIB, MIB, format_size  # noqa: F401 (format_size stays importable from here)
+from carviz.views.formatting import MIB, format_size  # noqa: F401 (format_size stays importable from here)
 
 USED_NOTE = ("Feature cache on: the frozen layers run once per image, and later epochs and runs (same backbone, "
              "weights, size, head and data) train on their cached output.")
+AUGMENTED_NOTE = ("Feature cache on with {views} augmented views: each training image is augmented {views} times and "
+                  "its frozen layers' output cached; epoch e trains on view (e-1) mod {views}, validation on "
+                  "unaugmented features.")
 
 
 def totals_text(entries: Sequence[feature_cache.CacheEntry], max_bytes: int) -> str:
@@ -28,6 +31,7 @@ def entry_rows(entries: Iterable[feature_cache.CacheEntry]) -> list[dict[str, An
         meta = entry.meta
         rows.append({
             "layer": meta.get("layer"),
+            "augmented view": meta.get("view"),  # None: the plain (unaugmented) features
             "backbone": meta.get("backbone"),
             "alpha": meta.get("alpha"),
             "image size": meta.get("image_size"),
@@ -62,7 +66,9 @@ def clear_cache() -> int:
 def config_note(config: TrainConfig) -> str:
     """One line for a config: whether its run will train on cached features, and if not, why."""
     reason = feature_cache.unavailable_reason(config)
-    return USED_NOTE if reason is None else f"Feature cache not used: {reason}"
+    if reason is not None:
+        return f"Feature cache not used: {reason}"
+    return AUGMENTED_NOTE.format(views=config.augment_views) if config.augmentation.enabled else USED_NOTE
 
 
 def sweep_note(base: TrainConfig, freeze_points: Sequence[int | str]) -> str:
@@ -74,7 +80,8 @@ def sweep_note(base: TrainConfig, freeze_points: Sequence[int | str]) -> str:
         by_reason.setdefault(feature_cache.unavailable_reason(base.replace(freeze=point)), []).append(str(point))
     if len(by_reason) == 1:
         return config_note(base.replace(freeze=freeze_points[0]))
-    parts = [f"used by the runs with freeze {', '.join(by_reason.pop(None))}"] if None in by_reason else []
+    views = f" (with {base.augment_views} augmented views)" if base.augmentation.enabled else ""
+    parts = [f"used by the runs with freeze {', '.join(by_reason.pop(None))}{views}"] if None in by_reason else []
     parts += [f"not used with freeze {', '.join(points)}: {reason}" for reason, points in by_reason.items()]
     return "Feature cache " + "; ".join(parts)
 
@@ -89,4 +96,9 @@ def run_line(info: Mapping[str, Any]) -> str | None:
         return f"Trained on images: {record.get('reason') or 'no reason recorded'}"
     seconds = record.get("seconds")
     timing = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+    views = record.get("augmented_views")
+    if isinstance(views, int) and not isinstance(views, bool) and views > 0:
+        return (f"Trained on cached {record.get('layer') or '?'} features with {views} augmented views, one per "
+                f"epoch in turn (features: {record.get('source') or '?'}; views: {record.get('views_source') or '?'}"
+                f"{timing})")
     return f"Trained on cached {record.get('layer') or '?'} features ({record.get('source') or '?'}{timing})"

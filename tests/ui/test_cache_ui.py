@@ -50,21 +50,29 @@ def test_train_caption_and_checkbox_follow_the_form(demo: Path, monkeypatch: pyt
 
     at.text_input(key="tf_freeze").input("all")
     at.button(key=LAUNCH).click().run()
+    assert any("Frozen random backbone" in w.value for w in at.warning)  # small_cnn from scratch, all frozen
+    at.button(key=LAUNCH).click().run()  # the second click launches it as it is
     assert "Feature cache on: the frozen layers run once per image" in captions(at)
     assert "Feature cache not used" not in captions(at)
 
     at.checkbox(key="tf_aug_enabled").check()  # form widgets apply on submit, as in the browser
     at.button(key=LAUNCH).click().run()
     assert not at.exception
-    assert "Feature cache not used: augmentation is on" in captions(at)
+    assert "Feature cache on with 4 augmented views" in captions(at)
+    assert "Feature cache not used" not in captions(at)
+
+    at.number_input(key="tf_aug_views").set_value(0)  # 0 views: augmented images every epoch, no cache
+    at.button(key=LAUNCH).click().run()
+    assert "Feature cache not used: augmentation is on with 0 cached views" in captions(at)
     assert "Feature cache on" not in captions(at)
 
     at.checkbox(key="tf_aug_enabled").uncheck()
     at.checkbox(key="tf_feature_cache").uncheck()
     at.button(key=LAUNCH).click().run()
     assert "Feature cache not used: the feature cache is off for this run" in captions(at)
-    assert [run.config().feature_cache for run in submitted] == [True, True, False]
-    assert [run.config().augmentation.enabled for run in submitted] == [False, True, False]
+    assert [run.config().feature_cache for run in submitted] == [True, True, True, False]
+    assert [run.config().augmentation.enabled for run in submitted] == [False, True, True, False]
+    assert [run.config().augment_views for run in submitted] == [4, 4, 0, 0]
 
 
 def test_sweeps_caption_and_launch_carry_augmentation(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,7 +83,7 @@ def test_sweeps_caption_and_launch_carry_augmentation(demo: Path, monkeypatch: p
             "trainable layer") in captions(at)  # the default points are "1, all"
 
     at.checkbox(key="sw_augment").check().run()
-    assert "Feature cache not used: augmentation is on" in captions(at)
+    assert "Feature cache used by the runs with freeze all (with 4 augmented views)" in captions(at)
     at.button(key="sw_launch").click().run()
     assert not at.exception and not at.error
     [record] = sweep.list_sweeps()

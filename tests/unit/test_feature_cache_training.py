@@ -92,7 +92,7 @@ def test_later_runs_reuse_the_cache_and_deeper_cuts_start_from_shallower_ones(de
 
 
 @pytest.mark.parametrize("change, reason", [
-    ({"augmentation": Augmentation(enabled=True)}, "augmentation is on"),
+    ({"augmentation": Augmentation(enabled=True), "augment_views": 0}, "augmentation is on with 0 cached views"),
     ({"freeze_batchnorm": False}, "BatchNormalization"),
     ({"freeze": 1}, "nothing before the first trainable layer"),
 ])
