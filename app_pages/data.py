@@ -35,10 +35,13 @@ from carviz.core.config import Augmentation, ConfigError
 from carviz.data.datasets import MAX_PIXELS, ImageLoadError, load_image_rgb
 from carviz.data.importer import (MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, ImportFailed, import_folder,
                                   list_trash, restore_images, trash_images)
-from carviz.views.plots.data import class_counts_figure
+from carviz.views.plots.data import class_counts_chart
 from app_pages._common import STATUS_ICONS, DEMO_DATASET, dataset_names, refresh_scan, scan, thumbnail_of
+from app_pages._browse import preview_toggle, sample_grid, use_in_train_button
+from app_pages._frame import start_here
+from app_pages._imports import (import_result, recent_imports, reset_import_form, trash_grid, upload_type_error,
+                                zip_key)
 
-SAMPLES_PER_CLASS = 6
 PREVIEW_SIDE = 192  # augment small copies: the preview batch is processed as float32
 NEW_DATASET = "(new dataset…)"
 REVIEW_PER_PAGE = 24
@@ -135,11 +138,11 @@ def _import(kind: str) -> None:
     try:
         name = _chosen_dataset("imp")
         if kind == "zip":
-            upload = ss.get("imp_zip")
+            upload = ss.get(zip_key())
             if upload is None:
                 raise ImportFailed("choose a .zip file first")
             source = upload.name
-            report = import_upload(upload, name)
+            report = import_upload(upload, name, source=source)
         else:
             folder = str(ss.get("imp_folder") or "").strip()
             if not folder:
@@ -150,6 +153,7 @@ def _import(kind: str) -> None:
         _say("import", "error", f"Import failed: {exc}")
         return
     ss["imp_report"] = (source, name, report)
+    reset_import_form()  # an empty uploader: a second click cannot import the same files again
     refresh_scan()
     _show_dataset(name, "imp")
 
@@ -289,23 +293,29 @@ def collect_section(names: list[str], root: Path | None) -> None:
     crawl_status(root)
 
 
-def import_section(names: list[str]) -> None:
+def import_section(names: list[str], root: Path | None) -> None:
     st.caption("A zip of class folders (`class/image.jpg`, optionally inside one top folder), up to "
                f"{MAX_TOTAL_BYTES >> 20:,} MB. Paths leaving the dataset, links, non-images and files past the caps "
                f"({MAX_FILES:,} files, {MAX_FILE_BYTES >> 20} MB and {MAX_PIXELS / 1e6:g} megapixels each, "
-               f"{MAX_TOTAL_BYTES >> 30} GB in all) are dropped and listed; nothing is overwritten.")
+               f"{MAX_TOTAL_BYTES >> 30} GB in all) are dropped and listed; nothing is overwritten, images "
+               "the dataset already holds are skipped, and an import can be undone.")
     _target_box("imp", names, "Into dataset")
-    st.file_uploader("Zip of class folders", type=["zip"], key="imp_zip")
+    # Any type is taken, so that a wrong one is named in a message (the uploader's own type filter shows an icon)
+    rejected = upload_type_error(st.file_uploader("Zip of class folders", key=zip_key()))
     st.button("Import zip", key="imp_zip_go", on_click=_import, args=("zip",),
-              disabled=ss.get("imp_zip") is None)
+              disabled=ss.get(zip_key()) is None or rejected)
     st.text_input("…or add a folder of class folders (a path on this machine)", key="imp_folder")
     st.button("Add folder", key="imp_folder_go", on_click=_import, args=("folder",))
     _show_message("import")
+    target = ss.get("imp_target") or NEW_DATASET
+    recent_imports(_root(target) if target != NEW_DATASET else root)  # the latest imports, each with Undo
     shown = ss.get("imp_report")
     if not shown:
         return
     source, name, report = shown
-    (st.success if report.added else st.warning)(f"`{source}` → `{name}`: {report_summary(report)}")
+    kind = st.success if report.added else st.info if report.skipped and not report.dropped else st.warning
+    kind(f"`{source}` → `{name}`: {report_summary(report)}")
+    import_result(report, _root(name))
     if report.added:
         st.dataframe(pd.DataFrame(sorted(report.by_class().items()), columns=["class", "added"]),
                      hide_index=True, key="imp_added")
@@ -357,9 +367,7 @@ def review_section(root: Path | None) -> None:
     if not trash:
         st.caption("The trash is empty.")
         return
-    for entry in trash[:TRASH_SHOWN]:
-        when = f" · {entry.trashed_at[:16].replace('T', ' ')}" if entry.trashed_at else ""
-        st.checkbox(f"{entry.original}{when}", key=_restore_key(root, entry))
+    trash_grid(trash[:TRASH_SHOWN], lambda entry: _restore_key(root, entry), REVIEW_COLUMNS)
     if len(trash) > TRASH_SHOWN:
         st.caption(f"… and {len(trash) - TRASH_SHOWN} more (Restore all includes them).")
     chosen = sum(1 for e in trash[:TRASH_SHOWN] if ss.get(_restore_key(root, e)))
@@ -372,6 +380,7 @@ def review_section(root: Path | None) -> None:
 # ---------------------------------------------------------------- the page
 
 st.title("Data")
+start_here()
 names = dataset_names()
 root = None
 if names:
@@ -384,7 +393,7 @@ browse_tab, collect_tab, import_tab, review_tab = st.tabs(["Browse", "Collect im
 with collect_tab:
     collect_section(names, root)
 with import_tab:
-    import_section(names)
+    import_section(names, root)
 with review_tab:
     review_section(root)
 
@@ -409,17 +418,10 @@ with browse_tab:  # drawn last: its early st.stop()s must not hide the other tab
     if result.total() == 0:
         st.warning("No usable images in this dataset yet.")
 
-    st.plotly_chart(class_counts_figure(counts), key="data_counts")
+    st.altair_chart(class_counts_chart(counts), key="data_counts")  # Vega-Lite: no empty box while Plotly loads
 
     st.subheader("Samples")
-    for name in result.classes:
-        files = result.files.get(name, [])
-        st.markdown(f"**{name}** · {len(files)} images")
-        if files:
-            st.image([str(path) for path in files[:SAMPLES_PER_CLASS]], width=110,
-                     caption=[path.name for path in files[:SAMPLES_PER_CLASS]])
-        else:
-            st.caption("no usable images")
+    sample_grid(result)
 
     st.subheader("Health report")
     if result.problems:
@@ -438,9 +440,10 @@ with browse_tab:  # drawn last: its early st.stop()s must not hide the other tab
         st.success("Every image decodes, none is tiny, no duplicates.")
 
     st.subheader("Augmentation preview")
-    st.caption("The same Keras layers training applies to the training split (rotation, shifts, zoom, flip).")
+    st.caption("The same Keras layers training applies to the training split (rotation, shifts, zoom, flip). These "
+               "sliders only preview: **Use these in Train** copies them into the Train form.")
     usable = [name for name in result.classes if result.files.get(name)]
-    if not st.toggle("Show the preview", value=True, key="aug_show", help="Its first use loads Keras (seconds)"):
+    if not preview_toggle():
         st.stop()
     if not usable:
         st.info("No images to preview.")
@@ -456,6 +459,7 @@ with browse_tab:  # drawn last: its early st.stop()s must not hide the other tab
         zoom = st.slider("Zoom (± fraction)", 0.0, 0.9, 0.2, 0.05, key="aug_zoom")
         flip = st.checkbox("Horizontal flip", True, key="aug_flip")
         seed = st.number_input("Seed", 0, 10_000, 0, key="aug_seed")
+        use_in_train_button()
     with right:
         try:
             image = load_image_rgb(picked)

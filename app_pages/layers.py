@@ -8,12 +8,15 @@ import streamlit as st
 from carviz.ml.backbones import BACKBONES
 from carviz.core.config import FREEZE_ALL
 from carviz.views.layer_select import (
+    LAYER_COLUMNS,
     LAYER_FILTERS,
     clamp_freeze,
     filter_layers,
     first_trainable,
     freeze_from_selection,
     frozen_trainable_params,
+    layer_rows,
+    table_height,
 )
 from carviz.views.plots.layers import layer_strip_figure
 from app_pages._common import layers_of
@@ -57,27 +60,15 @@ shown = filter_layers(layers, mode, query)
 table, summary = st.columns([3, 2])
 with table:
     st.caption(f"{len(shown)} of {n_layers} layers shown")
-    frame = pd.DataFrame(
-        [
-            {
-                "#": layer.index,
-                "name": layer.name,
-                "type": layer.type,
-                "output shape": layer.output_shape,
-                "params": layer.params,
-                "conv": "●" if layer.is_conv else "",
-                "block": layer.block,
-                "boundary": ("start " if layer.block_start else "") + ("end" if layer.block_end else ""),
-                "cut point": "✂" if layer.is_cut_point else "",
-            }
-            for layer in shown
-        ],
-        columns=["#", "name", "type", "output shape", "params", "conv", "block", "boundary", "cut point"],
-    )
+    frame = pd.DataFrame(layer_rows(shown), columns=list(LAYER_COLUMNS))
     # The key names the view: a new backbone or filter starts with no selection instead of a stale row.
     table_key = f"layers_table:{backbone}:{image_size}:{alpha}:{mode}:{query}"
-    event = st.dataframe(frame, hide_index=True, height=460, key=table_key, on_select="rerun",
-                         selection_mode="single-row")
+    small = st.column_config.TextColumn(width="small")
+    event = st.dataframe(frame, hide_index=True, height=table_height(len(frame)), key=table_key, on_select="rerun",
+                         selection_mode="single-row",
+                         column_config={"#": st.column_config.NumberColumn(width="small"), "block": small,
+                                        "boundary": small, "cut point": small, "conv": small,
+                                        "params": st.column_config.NumberColumn(width="small", format="localized")})
     rows = list(event.selection.rows)
     applied_key = table_key + ":applied"
     if rows != st.session_state.get(applied_key):  # a new click (not the same selection seen on a later rerun)
@@ -100,7 +91,9 @@ with summary:
         st.markdown(f"First trainable layer: **#{first.index} `{first.name}`** ({first.type})")
     for index, name in spec.seed_freeze_points.items():
         st.caption(f"Seed study's best point for {spec.label}: {index} (`{name}`)")
-    if st.button("Use in Train", type="primary", key="layers_use"):
+    if st.button("Use in Train", type="primary", key="layers_use",
+                 help="Opens Train on the recommended preset (ImageNet weights, the recommended head) with this "
+                      "backbone, input size and freeze point; the dataset stays as the form had it"):
         st.session_state["train_prefill"] = {
             "backbone": backbone,
             "alpha": alpha,

@@ -1,4 +1,4 @@
-"""Command group: data — demo data, layer listings, crawl, import, trash and restore."""
+"""Command group: data — demo data, layer listings, crawl, import (and undo-import), trash and restore."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any, Callable
 from carviz.cli.common import dataset_arg, freeze_arg
 from carviz.core import settings
 from carviz.core.config import FREEZE_ALL
+from carviz.views.formatting import format_time
 
 
 def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -53,6 +54,11 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     imp.add_argument("dataset", help=dataset_help)
     imp.add_argument("source", type=Path, help="a .zip file or a folder of class folders")
 
+    undo = sub.add_parser("undo-import", help="remove what an import added (files changed since are kept); without "
+                                              "IMPORT, list the dataset's imports")
+    undo.add_argument("dataset", help=dataset_help)
+    undo.add_argument("import_id", nargs="?", metavar="IMPORT", help="an import id, as `import` printed it")
+
     trash = sub.add_parser("trash", help="move images of a class to the dataset's trash (left out of training)")
     trash.add_argument("dataset", help=dataset_help)
     trash.add_argument("class_name", metavar="CLASS")
@@ -63,7 +69,8 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     restore.add_argument("files", nargs="*", metavar="CLASS/FILE", help="as listed by `restore --list`")
     restore.add_argument("--list", action="store_true", help="only list the trash")
     return {"demo-data": cmd_demo_data, "layers": cmd_layers, "crawl": cmd_crawl, "crawl-status": cmd_crawl_status,
-            "crawl-stop": cmd_crawl_stop, "import": cmd_import, "trash": cmd_trash, "restore": cmd_restore}
+            "crawl-stop": cmd_crawl_stop, "import": cmd_import, "undo-import": cmd_undo_import, "trash": cmd_trash,
+            "restore": cmd_restore}
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -189,10 +196,15 @@ def _print_report(report, dataset: Path) -> None:
     from carviz.data.collect import report_summary
 
     print(f"{dataset}: {report_summary(report)}")
+    for member, reason in report.skipped:
+        print(f"  skipped {member}: {reason}")
     for member, reason in report.dropped:
         print(f"  dropped {member}: {reason}")
     for member, note in report.notes:
         print(f"  note {member}: {note}")
+    if report.import_id:
+        print(f"import {report.import_id}; undo it with: python -m carviz undo-import {dataset.name} "
+              f"{report.import_id}")
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -215,6 +227,27 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_undo_import(args: argparse.Namespace) -> int:
+    from carviz.data.import_log import list_imports, undo_import
+
+    dataset = dataset_arg(args.dataset)
+    if not args.import_id:
+        records = list_imports(dataset)
+        for record in records:
+            state = f"undone {record.undone_at}" if record.undone_at else "undo-able"
+            print(f"{record.id}  {record.created_at}  {len(record.files)} image(s) from {record.source}  "
+                  f"({record.skipped} skipped; {state})")
+        print(f"{len(records)} import(s) into {dataset.name}")
+        return 0
+    report = undo_import(dataset, args.import_id)
+    for rel in report.removed:
+        print(f"removed {rel}")
+    for rel, why in report.kept:
+        print(f"kept {rel}: {why}")
+    print(report.summary())
+    return 0
+
+
 def cmd_trash(args: argparse.Namespace) -> int:
     from carviz.data.importer import trash_images
 
@@ -234,7 +267,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     entries = list_trash(dataset)
     if args.list:
         for entry in entries:
-            print(f"{entry.class_name}/{entry.file_name}  (from {entry.original}, {entry.trashed_at or 'time unknown'})")
+            when = format_time(entry.trashed_at) if entry.trashed_at else "time unknown"
+            print(f"{entry.class_name}/{entry.file_name}  (from {entry.original}, {when})")
         print(f"{len(entries)} image(s) in the trash")
         return 0
     restored = restore_images(dataset, args.files or entries)

@@ -152,16 +152,32 @@ def crawl_headline(state: CrawlState) -> str:
 
 
 def report_summary(report: ImportReport) -> str:
-    """`Added 12 images (cats 5, dogs 7); dropped 2.` for a message line."""
+    """`Added 12 images (cats 5, dogs 7); 3 already present, skipped; dropped 2.` for a message line."""
     counts = report.by_class()
     added = f"Added {len(report.added)} image{'s' if len(report.added) != 1 else ''}"
     if counts:
         added += " (" + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) + ")"
+    if report.skipped:
+        added += f"; {len(report.skipped)} already present, skipped"
     return added + f"; dropped {len(report.dropped)}" + (f"; {len(report.notes)} note(s)" if report.notes else "") + "."
 
 
+UPLOAD_TYPES = (".zip",)  # what the importer takes as an upload (a folder is given by its path)
+
+
+def upload_problem(file_name: str) -> str | None:
+    """Why an uploaded file cannot be imported, naming it and the accepted types; None when its type is accepted."""
+    if file_name.lower().endswith(UPLOAD_TYPES):
+        return None
+    return (f"`{file_name}` cannot be imported: the importer takes a {' or '.join(UPLOAD_TYPES)} file of class "
+            f"folders (`class/image.jpg`). Zip the folder of class folders, or give its path below.")
+
+
 def import_upload(stream: IO[bytes] | bytes, dataset: str | Path, **caps: Any) -> ImportReport:
-    """Import an uploaded zip: copied to a temporary file first (seekable, not held in memory), then import_zip."""
+    """Import an uploaded zip: copied to a temporary file first (seekable, not held in memory), then import_zip
+    (recorded under the upload's name when it has one)."""
+    if "source" not in caps and isinstance(getattr(stream, "name", None), str):
+        caps["source"] = stream.name
     source: IO[bytes] = io.BytesIO(stream) if isinstance(stream, bytes) else stream
     if hasattr(source, "seek"):
         source.seek(0)

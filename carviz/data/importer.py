@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 
 from carviz.core import settings
 from carviz.data.datasets import IMAGE_EXTENSIONS, ImageLoadError, ImageTooLarge, open_image
+from carviz.data.import_log import ContentIndex, record_import
 
 # Kept byte for byte, with the suffix the dataset scanner lists (MPO: phone JPEGs); anything else
 # that decodes (GIF, TIFF, ...) is converted to JPEG.
@@ -114,11 +115,15 @@ def place_no_clobber(tmp: Path, dest_dir: Path, name: str) -> Path:
 
 @dataclass
 class ImportReport:
-    """What an import added and what it dropped (member name, reason); notes for renamed/converted files."""
+    """What an import added, skipped (its content already in the dataset: member, "already present as class/file")
+    and dropped (member, reason); notes for renamed/converted files; import_id names its record (undo_import) when it
+    added anything."""
 
     added: list[Path] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    import_id: str = ""
 
     def by_class(self) -> dict[str, int]:
         """Images added per class."""
@@ -179,8 +184,10 @@ def _strip_wrapper(entries: list[_Entry]) -> list[_Entry]:
     return entries
 
 
-def _import_entries(entries: list[_Entry], dataset_dir: Path, caps: _Caps, report: ImportReport) -> ImportReport:
+def _import_entries(entries: list[_Entry], dataset_dir: Path, caps: _Caps, report: ImportReport,
+                    source: str) -> ImportReport:
     dataset_dir.mkdir(parents=True, exist_ok=True)
+    index = ContentIndex(dataset_dir)  # what is there already: the same content is never added twice
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=dataset_dir))  # hidden, same filesystem
     aborted: str | None = None
     try:
@@ -219,12 +226,18 @@ def _import_entries(entries: list[_Entry], dataset_dir: Path, caps: _Caps, repor
                 tmp.unlink(missing_ok=True)
                 report.dropped.append((entry.member, f"unreadable: {exc}"))
                 continue
-            added = _finish_file(tmp, dataset_dir, class_name, file_name, entry.member, caps, report)
+            added = _finish_file(tmp, dataset_dir, class_name, file_name, entry.member, caps, report, index)
             if added is not None:
                 caps.files += 1
                 report.added.append(added)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if index.added:  # recorded even when interrupted, so whatever was added can be undone
+            try:
+                report.import_id = record_import(dataset_dir, source, index, len(report.skipped),
+                                                 len(report.dropped)).id
+            except OSError as exc:  # e.g. a full disk: the images stay, the import cannot be undone
+                report.notes.append(("(import record)", f"not written, so this import cannot be undone: {exc}"))
     return report
 
 
@@ -247,7 +260,8 @@ def _copy_capped(opener: Callable[[], IO[bytes]], dest: Path, caps: _Caps) -> No
 
 
 def _finish_file(
-    tmp: Path, dataset_dir: Path, class_name: str, file_name: str, member: str, caps: _Caps, report: ImportReport
+    tmp: Path, dataset_dir: Path, class_name: str, file_name: str, member: str, caps: _Caps, report: ImportReport,
+    index: ContentIndex,
 ) -> Path | None:
     try:
         image = decode_image(tmp, caps.max_pixels)
@@ -269,9 +283,15 @@ def _finish_file(
         tmp = converted
         file_name = stem + ".jpg"
         report.notes.append((member, f"converted from {fmt or 'unknown format'} to JPEG"))
+    sha1, present = index.match(tmp)  # the bytes as they would be stored (after any conversion)
+    if present is not None:
+        tmp.unlink(missing_ok=True)
+        report.skipped.append((member, f"already present as {present}"))
+        return None
     class_dir = settings.safe_join(dataset_dir, class_name)
     class_dir.mkdir(exist_ok=True)
     final = place_no_clobber(tmp, class_dir, file_name)
+    index.add(final, sha1)
     if final.name != file_name:
         report.notes.append((member, f"saved as {final.name} (name taken)"))
     return final
@@ -308,12 +328,14 @@ def import_zip(
     max_total_bytes: int = MAX_TOTAL_BYTES,
     max_file_bytes: int = MAX_FILE_BYTES,
     max_pixels: int | None = None,  # None: datasets.MAX_PIXELS, the scanner's limit
+    source: str = "",  # how the import's record names what was imported (default: the zip's file name)
 ) -> ImportReport:
     """Import a zip of class folders (class/file.ext, optionally wrapped in one top folder) into a dataset.
 
     Dropped, with the reason in the report: absolute paths, '..', links and other non-regular
     entries, files outside a class folder or deeper than one level, bad names, entries past the
-    size caps (measured while decompressing), files that do not decode as images. Never overwrites.
+    size caps (measured while decompressing), files that do not decode as images. Skipped, and listed: files whose
+    content the dataset already holds (so importing twice adds nothing). Never overwrites; records what it added.
     """
     dataset = dataset_path(dataset_dir) if isinstance(dataset_dir, str) else Path(dataset_dir).resolve()
     report = ImportReport()
@@ -353,7 +375,8 @@ def import_zip(
                 continue
             entries.append(_Entry(name, parts, lambda info=info: archive.open(info), info.file_size))
         caps = _Caps(max_files, max_total_bytes, max_file_bytes, max_pixels)
-        return _import_entries(entries, dataset, caps, report)
+        name = source or (Path(zip_file).name if isinstance(zip_file, (str, Path)) else "zip")
+        return _import_entries(entries, dataset, caps, report, name)
 
 
 def import_folder(
@@ -363,6 +386,7 @@ def import_folder(
     max_total_bytes: int = MAX_TOTAL_BYTES,
     max_file_bytes: int = MAX_FILE_BYTES,
     max_pixels: int | None = None,  # None: datasets.MAX_PIXELS, the scanner's limit
+    source: str = "",  # how the import's record names it (default: the folder's path)
 ) -> ImportReport:
     """Copy a folder of class folders into a dataset under the same rules as import_zip (links never followed)."""
     src = Path(src_dir).resolve()
@@ -389,7 +413,7 @@ def import_folder(
             path = src / rel
             entries.append(_Entry(name, rel.parts, lambda path=path: _open_no_follow(path), None))
     caps = _Caps(max_files, max_total_bytes, max_file_bytes, max_pixels)
-    return _import_entries(entries, dataset, caps, report)
+    return _import_entries(entries, dataset, caps, report, source or str(src))
 
 
 def _walk_no_links(root: Path) -> Iterator[tuple[Path, str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from carviz.core.config import FREEZE_ALL, ConfigError
+from carviz.core.config import FREEZE_ALL, RECOMMENDED, ConfigError, TrainConfig
 
 if TYPE_CHECKING:  # backbones imports keras lazily, but LayerInfo is only needed for hints here
     from carviz.ml.backbones import LayerInfo
@@ -29,6 +29,38 @@ def filter_layers(layers: Sequence["LayerInfo"], mode: str = "all layers", query
         for layer in layers
         if keep(layer) and (not needle or needle in layer.name.lower() or needle in layer.type.lower())
     ]
+
+
+# What the table shows, left to right: where a layer sits (block, boundary, cut point) comes right after its name,
+# so it is on screen beside the table's summary column; shape and params, the widest, come last.
+LAYER_COLUMNS = ("#", "name", "block", "boundary", "cut point", "conv", "type", "params", "output shape")
+ROW_PX = 35  # st.dataframe's row height (and its header's)
+MAX_TABLE_PX = 460
+
+
+def layer_rows(layers_shown: Sequence["LayerInfo"]) -> list[dict[str, object]]:
+    """One table row per layer shown, keys in LAYER_COLUMNS order (boundary: "start", "end" or "start end")."""
+    return [
+        {
+            "#": layer.index,
+            "name": layer.name,
+            "block": layer.block,
+            "boundary": " ".join(word for word, flag in (("start", layer.block_start), ("end", layer.block_end))
+                                 if flag),
+            "cut point": "✂" if layer.is_cut_point else "",
+            "conv": "●" if layer.is_conv else "",
+            "type": layer.type,
+            "params": layer.params,
+            "output shape": layer.output_shape,
+        }
+        for layer in layers_shown
+    ]
+
+
+def table_height(n_rows: int) -> int:
+    """Pixels for a table of n_rows: every row without blank space below a short (filtered) table, a scroll past
+    MAX_TABLE_PX."""
+    return min(MAX_TABLE_PX, ROW_PX * (max(n_rows, 1) + 1) + 3)
 
 
 def freeze_from_selection(layers_shown: Sequence["LayerInfo"], selected_rows: Sequence[int]) -> int | None:
@@ -83,3 +115,24 @@ def parse_freeze(text: str | int) -> int | str:
     if value < 1:
         raise ConfigError(f"freeze must be a layer number >= 1 or 'all', got {text!r}")
     return value
+
+
+def carried_config(backbone: str, alpha: float, image_size: int, freeze: int | str, dataset: str) -> TrainConfig:
+    """What Layers' "Use in Train" sets: a transfer run on the recommended preset (ImageNet weights, the recommended
+    head; weights 'none' for small_cnn, which has none) with the chosen backbone, size and freeze point, on `dataset`,
+    named after what it is (never after the preset the form held)."""
+    return RECOMMENDED.replace(
+        name=f"{backbone} freeze {freeze}", dataset=dataset or RECOMMENDED.dataset, backbone=backbone,
+        alpha=float(alpha), image_size=int(image_size), freeze=parse_freeze(freeze),
+        weights="none" if backbone == "small_cnn" else "imagenet",
+    )
+
+
+def carry_note(config: TrainConfig) -> str:
+    """The Train page's line saying what the carry from Layers set and what it kept."""
+    weights = ("ImageNet weights" if config.weights == "imagenet" else
+               f"weights {config.weights!r} ({config.backbone} has no ImageNet weights)")
+    return (f"From Layers: {config.backbone} (alpha {config.alpha:g}) at {config.image_size} px, freeze "
+            f"{config.freeze}, on the recommended preset: {weights}, the {config.head} head, lr "
+            f"{config.learning_rate:g}, {config.epochs} epochs, batch {config.batch_size}; dataset "
+            f"`{config.dataset}` kept; named \"{config.name}\". Change anything before launching.")

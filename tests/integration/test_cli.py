@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -100,6 +101,7 @@ def test_import_trash_and_restore(carviz_home: Path, tmp_path: Path, capsys) -> 
 
     code, out, _ = run_cli(capsys, "restore", "pets", "--list")
     assert code == 0 and "cats/a.jpg  (from cats/a.jpg" in out and "2 image(s) in the trash" in out
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", out)  # local times, not raw ISO timestamps
     code, out, _ = run_cli(capsys, "restore", "pets", "cats/b.jpg")
     assert code == 0 and "restored cats/b.jpg" in out and (pets / "cats" / "b.jpg").is_file()
     code, _, err = run_cli(capsys, "restore", "pets", "cats/nope.jpg")

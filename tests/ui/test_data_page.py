@@ -75,3 +75,41 @@ def test_empty_and_classless_data_folders_say_so(carviz_home: Path, monkeypatch)
     at = run_page_alone()
     assert not at.exception
     assert any("No usable images" in warning.value for warning in at.warning)
+
+
+def test_augmentation_preview_settings_reach_the_train_form(carviz_home: Path) -> None:
+    tiny_demo(carviz_home, per_class=3)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("app_pages/train.py").run()  # the Train form seen once: it reloads its values from then on
+    assert at.checkbox(key="tf_aug_enabled").value is False  # demo quick trains without augmentation
+    name = at.text_input(key="tf_name").value
+    at = open_data(at, preview=True)
+    assert not at.exception
+    assert any("only preview" in c.value for c in at.caption)  # the sliders say they are not training settings
+    at.slider(key="aug_rotation").set_value(45)
+    at.slider(key="aug_zoom").set_value(0.35)
+    at.checkbox(key="aug_flip").uncheck()
+    at.button(key="aug_use_in_train").click().run()
+    assert not at.exception
+    assert any("Copied to the Train form" in s.value for s in at.success)
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception
+    assert at.checkbox(key="tf_aug_enabled").value is True
+    assert at.slider(key="tf_aug_rotation").value == 45.0 and at.slider(key="tf_aug_zoom").value == 0.35
+    assert at.slider(key="tf_aug_width_shift").value == 0.2 and at.checkbox(key="tf_aug_flip").value is False
+    assert at.text_input(key="tf_name").value == name  # the rest of the form is as it was
+
+
+def test_the_preview_is_off_on_a_first_visit_and_stays_on_once_asked_for(carviz_home: Path) -> None:
+    tiny_demo(carviz_home, per_class=3)
+    at = AppTest.from_file(APP, default_timeout=120).run()  # a first visit: nothing set beforehand
+    assert not at.exception
+    assert at.toggle(key="aug_show").value is False  # the preview (Keras) waits to be asked for
+    assert [c for image in at.image for c in image.captions] == [f"{k}_00{i}.jpg" for k in
+                                                                 ("bus", "sedan", "sports car", "suv") for i in range(3)]
+    assert len(at.get("vega_lite_chart")) == 1  # the class chart (Vega-Lite), drawn with the first screen
+    at.toggle(key="aug_show").set_value(True).run()
+    assert not at.exception and "#8" in [c for image in at.image for c in image.captions]
+    at.switch_page("app_pages/train.py").run()
+    at.switch_page("app_pages/data.py").run()
+    assert at.toggle(key="aug_show").value is True  # remembered across pages

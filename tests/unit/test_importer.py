@@ -14,6 +14,7 @@ from PIL import Image
 
 from carviz.data import importer
 from carviz.data.importer import ImportFailed, import_folder, import_zip, safe_class_name
+from carviz.data.import_log import IMPORTS_DIR
 
 
 def _image(fmt: str = "JPEG", size: tuple[int, int] = (40, 30), colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
@@ -33,7 +34,9 @@ def _zip(path: Path, members: list[tuple[str | zipfile.ZipInfo, bytes]]) -> Path
 
 
 def _all_files(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+    """Every file under root but the import records (.imports/<id>.json)."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")
+            if (p.is_file() or p.is_symlink()) and IMPORTS_DIR not in p.relative_to(root).parts}
 
 
 def _reasons(report: importer.ImportReport) -> dict[str, str]:
@@ -162,12 +165,12 @@ def test_zip_wrapper_folder_korean_names_and_name_clash(tmp_path):
     (dataset / "기아").mkdir(parents=True)
     (dataset / "기아" / "a.jpg").write_bytes(b"existing")
     archive = _zip(tmp_path / "wrapped.zip", [
-        ("export/기아/a.jpg", JPG),  # clashes with the file already there
-        (unicodedata.normalize("NFD", "export/기아/b.jpg"), JPG),  # decomposed Hangul, same class
+        ("export/기아/a.jpg", JPG),  # its name clashes with the file already there, its content does not
+        (unicodedata.normalize("NFD", "export/기아/b.jpg"), _image(colour=(1, 2, 3))),  # decomposed Hangul
         ("export/현대/c.webp", _image("WEBP")),
         ("export/현대/f.gif", _image("GIF")),  # the dataset scanner lists no .gif: converted
-        ("export/현대/g.tif", _image("TIFF")),
-        ("export/현대/d.jpeg", JPG),
+        ("export/현대/g.tif", _image("TIFF", colour=(7, 8, 9))),
+        ("export/현대/d.jpeg", _image(colour=(4, 5, 6))),
         ("export/현대/e.dat", PNG),  # PNG data, wrong suffix: renamed
     ])
     report = import_zip(archive, dataset)
