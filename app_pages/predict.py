@@ -9,6 +9,7 @@ import streamlit as st
 
 from carviz.views import compare
 from carviz.core import settings
+from carviz.views.formatting import format_accuracy, is_number
 from carviz.views.plots.evaluation import confusion_figure, per_class_accuracy_figure, topk_figure
 from carviz.core.store import Run, Status, Store, kept_label, list_runs
 from app_pages._common import _folder_signature, dataset_names
@@ -79,8 +80,8 @@ def describe(run_id: str) -> str:
     """The run, its kept model's val accuracy (and test accuracy) and which epoch that model is."""
     row = summaries[run_id]
     accuracy, test = row.get("kept_val_accuracy"), row.get("test_accuracy")
-    score = f" · val acc {accuracy:.1%}" if isinstance(accuracy, (int, float)) else ""
-    score += f" · test acc {test:.1%}" if isinstance(test, (int, float)) else ""
+    score = f" · val acc {format_accuracy(accuracy)}" if is_number(accuracy) else ""
+    score += f" · test acc {format_accuracy(test)}" if is_number(test) else ""
     label = kept_label(row)
     return f"{compare.run_label(row)} · {row.get('backbone')}{score}" + (f" ({label})" if label else "")
 
@@ -162,7 +163,8 @@ with evaluate_tab:
         if evaluation is not None:
             label = {"validation": "Validation accuracy", "test": "Test accuracy"}.get(target,
                                                                                      f"Accuracy on {other}")
-            st.metric(label, f"{evaluation.accuracy:.1%}", help=f"{evaluation.images} images")
+            st.metric(label, format_accuracy(evaluation.accuracy),
+                      help=f"{evaluation.images} images, the model Predict uses (the run's kept model) evaluated now")
             if evaluation.skipped_classes:
                 st.caption(f"Left out (not classes of the run): {', '.join(evaluation.skipped_classes)}")
             if evaluation.absent_classes:
@@ -173,8 +175,9 @@ with evaluate_tab:
             per_class_col, table_col = st.columns(2)
             per_class_col.plotly_chart(per_class_accuracy_figure(evaluation.classes, evaluation.per_class_accuracy,
                                                                  evaluation.class_counts), key="predict_per_class")
-            table_col.dataframe(evaluation.per_class_rows(), hide_index=True,
-                                column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
+            table_col.dataframe([{**row, "accuracy": row["accuracy"] * 100 if is_number(row["accuracy"]) else None}
+                                 for row in evaluation.per_class_rows()], hide_index=True,
+                                column_config={"accuracy": st.column_config.NumberColumn(format="%.1f %%")})
             wrong = evaluation.misclassified
             st.subheader(f"Misclassified images ({len(wrong)})")
             if wrong:

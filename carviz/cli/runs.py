@@ -11,6 +11,7 @@ from typing import Any, Callable
 from carviz.cli.common import add_backend_flag, add_config_flags, add_dataset_flags, config_from_args, \
     dataset_from_args, fmt
 from carviz.core import settings
+from carviz.views.formatting import format_accuracy, is_number
 from carviz.core.store import BROKEN, Run, Status, display_status, find_run, kept_label, list_runs, summarize
 
 
@@ -92,11 +93,21 @@ def follow(run: Run, out=sys.stdout, poll: float = 1.0) -> Status:
         time.sleep(poll)
 
 
+def warn_frozen_random(config: Any) -> None:
+    """A 'warning:' line on stderr when the run freezes a random backbone; launching goes on."""
+    from carviz.core.advice import frozen_random_backbone_warning
+
+    warning = frozen_random_backbone_warning(config)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from carviz.core import launch
     from carviz.core.store import create_run
 
     config = config_from_args(args)
+    warn_frozen_random(config)
     settings.resolve_dataset(config.dataset)  # fail here, not in the background, when it is missing
     if args.foreground:
         from carviz.ml.train import main as train_main
@@ -123,13 +134,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs in {settings.runs_dir()}")
         return 0
     # val acc / test: the kept model's (see kept_label: the best-validation epoch, restored and saved)
-    print(f"{'id':<23} {'status':<10} {'backbone':<14} {'lr':>8} {'freeze':>6} {'epochs':>7} {'val acc':>7} "
-          f"{'test':>6}  name  [kept model]")
+    print(f"{'id':<23} {'status':<10} {'backbone':<14} {'lr':>8} {'freeze':>6} {'epochs':>7} {'val acc':>8} "
+          f"{'test acc':>8}  name  [kept model: its val acc]")
     for row in rows:
         label = kept_label(row)
         print(f"{row['id']:<23} {display_status(row):<10} {row['backbone']!s:<14} {fmt(row['learning_rate'], 2):>8} "
               f"{row['freeze']!s:>6} {row['epochs_done']:>3}/{row['epochs']!s:<3} "
-              f"{_accuracy(row['kept_val_accuracy']):>7} {_accuracy(row['test_accuracy']):>6}  {row['name']}"
+              f"{_accuracy(row['kept_val_accuracy']):>8} {_accuracy(row['test_accuracy']):>8}  {row['name']}"
               + (f"  [{label}]" if label else ""))
         if row["problems"]:  # a damaged record is listed with what is wrong; the others list as usual
             print(f"{'':<23} {BROKEN} ({row['status']}): " + "; ".join(row["problems"]))
@@ -137,7 +148,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _accuracy(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+    """An accuracy as every page shows one ("41.7 %"); "–" when missing, a wrong-typed value as it is (the run's
+    problems say what is wrong)."""
+    return format_accuracy(value) if value is None or is_number(value) else fmt(value)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -178,8 +191,8 @@ def cmd_show(args: argparse.Namespace) -> int:
                                                                "batch_size") if k in config))
     for row in detail["metrics"]:
         print("  epoch {epoch:>3}  loss {l}  acc {a}  val_loss {vl}  val_acc {va}  {s}s".format(
-            epoch=row["epoch"], l=fmt(row.get("loss")), a=fmt(row.get("accuracy")), vl=fmt(row.get("val_loss")),
-            va=fmt(row.get("val_accuracy")), s=fmt(row.get("seconds"), 3)))
+            epoch=row["epoch"], l=fmt(row.get("loss")), a=_accuracy(row.get("accuracy")), vl=fmt(row.get("val_loss")),
+            va=_accuracy(row.get("val_accuracy")), s=fmt(row.get("seconds"), 3)))
     for note in (run_line(detail["info"]), resume_line(detail["info"])):
         if note:
             print(note)
@@ -189,13 +202,13 @@ def cmd_show(args: argparse.Namespace) -> int:
             return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else fmt(value)
 
         row = summarize(run, config, metrics, detail["info"])
-        print(f"{kept_label(row)} of {len(metrics)}: val accuracy {four(evaluation.get('accuracy'))} on "
+        print(f"{kept_label(row)} of {len(metrics)}: val accuracy {_accuracy(evaluation.get('accuracy'))} on "
               f"{fmt(evaluation.get('images'))} images, loss {four(evaluation.get('loss'))}")
         if isinstance(evaluation.get("kept_reason"), str):
             print(f"  {evaluation['kept_reason']}")
         test = evaluation.get("test")
         if isinstance(test, dict):
-            print(f"test accuracy {four(test.get('accuracy'))} on {fmt(test.get('images'))} images, "
+            print(f"test accuracy {_accuracy(test.get('accuracy'))} on {fmt(test.get('images'))} images, "
                   f"loss {four(test.get('loss'))} (the kept model, on images never trained on nor chosen by)")
     return 0
 
@@ -218,6 +231,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     from carviz.ml import lr_range
 
     config = config_from_args(args)
+    warn_frozen_random(config)
     settings.resolve_dataset(config.dataset)
     lr_range.check_range(args.min_lr, args.max_lr, args.steps)
     if args.background:
@@ -270,7 +284,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(evaluation.to_json_dict(), indent=2, ensure_ascii=False, default=str))
         return 0
     what = f"dataset {evaluation.dataset}" if dataset is not None else f"{evaluation.split} split"
-    print(f"run {run.id} on the {what}: accuracy {fmt(evaluation.accuracy)} on {evaluation.images} images, "
+    print(f"run {run.id} on the {what}: accuracy {_accuracy(evaluation.accuracy)} on {evaluation.images} images, "
           f"{len(evaluation.misclassified)} misclassified")
     if evaluation.skipped_classes:
         print(f"skipped class folders the run does not know: {', '.join(evaluation.skipped_classes)}")
@@ -279,6 +293,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     width = max(len("class"), *(len(name) for name in evaluation.classes))
     print(f"{'class':<{width}} {'images':>7} {'correct':>7} {'accuracy':>8}  most confused with")
     for row in evaluation.per_class_rows():
-        print(f"{row['class']:<{width}} {row['images']:>7} {row['correct']:>7} {fmt(row['accuracy'], 3):>8}  "
+        print(f"{row['class']:<{width}} {row['images']:>7} {row['correct']:>7} {_accuracy(row['accuracy']):>8}  "
               f"{row['most_confused_with']}")
     return 0

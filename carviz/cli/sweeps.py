@@ -107,6 +107,15 @@ def sweep_config_from_args(args: argparse.Namespace) -> Any:
                        vary_split=bool(getattr(args, "vary_split", False)))
 
 
+def warn_frozen_random(config: Any) -> None:
+    """A 'warning:' line on stderr for the sweep's runs that freeze a random backbone; launching goes on."""
+    from carviz.core.advice import sweep_frozen_random_warning
+
+    warning = sweep_frozen_random_warning(config)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+
+
 def follow_sweep(sweep_id: str, out=None, poll: float = 2.0) -> str:
     """Print a line whenever the sweep's progress changes, until no run is queued or running; returns its status."""
     from carviz.core.sweeps import read_sweep
@@ -144,6 +153,7 @@ def cmd_recommended(args: argparse.Namespace) -> int:
     image_size = changes.get("image_size", recommend.RECOMMENDED.image_size)
     plan = recommend.recommended_sweep(dataset, backbone, list_layers(backbone, image_size), name=args.name or "",
                                        **changes)
+    warn_frozen_random(plan)
     settings.resolve_dataset(plan.base.dataset)  # fail here, not in the background
     test = recommend.create_recommended(plan, backend=args.backend, steps=args.lr_steps)
     print(f"{plan.name}: freeze points {', '.join(str(p) for p in plan.freeze_points)}, seeds "
@@ -174,6 +184,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.name:
         raise ConfigError("sweep needs --name (or --recommended)")
     config = sweep_config_from_args(args)
+    warn_frozen_random(config)
     settings.resolve_dataset(config.base.dataset)  # fail here, not in every background job
     record = launch_sweep(config, backend=args.backend)
     print(f"sweep {record.id}: {len(record.run_ids)} runs launched", flush=True)
@@ -210,6 +221,7 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
 def cmd_sweep_show(args: argparse.Namespace) -> int:
     from carviz.core.sweeps import find_sweep, read_sweep
     from carviz.views.plots.curves import chance_level
+    from carviz.views.formatting import format_accuracy
     from carviz.views.plots.sweeps import VALUE_TITLE, sweep_points, verdict
 
     state = read_sweep(find_sweep(args.sweep).id)
@@ -222,16 +234,17 @@ def cmd_sweep_show(args: argparse.Namespace) -> int:
         return 0
     counts = ", ".join(f"{n} {status}" for status, n in sorted(state.counts.items()))
     print(f"sweep {state.record.id} ({state.record.config.name}) {state.status}: {state.progress_text} ({counts})")
-    print(f"{VALUE_TITLE}: mean ± std over each point's n finished runs; pruned and unfinished runs are left out")
+    print(f"{VALUE_TITLE}: mean ± std (in percentage points) over each point's n finished runs; pruned and "
+          "unfinished runs are left out")
     print(f"{'backbone':<14} {'lr':>8} {'freeze':>6} {'index':>5} {'mean':>7} {'std':>7} {'n':>3} {'pruned':>6} "
           f"{'unfinished':>10}  layer")
-    for p in points.itertuples():
-        mean = "-" if p.mean is None or p.mean != p.mean else f"{p.mean:.4f}"
-        std = "-" if p.std is None or p.std != p.std else f"{p.std:.4f}"
+    for p in points.itertuples():  # the mean as every page shows an accuracy; the std in percentage points
+        mean = format_accuracy(p.mean)
+        std = "–" if p.std is None or p.std != p.std else f"{p.std * 100:.1f}"
         print(f"{p.backbone:<14} {fmt(p.learning_rate, 2):>8} {p.freeze!s:>6} {p.freeze_index:>5} {mean:>7} {std:>7} "
               f"{p.n:>3} {p.n_pruned:>6} {p.n_unfinished:>10}  {p.layer if isinstance(p.layer, str) else ''}")
     if chance is not None:
-        print(f"chance: {chance:.4f} ({round(1 / chance)} classes)")
+        print(f"chance: {format_accuracy(chance)} ({round(1 / chance)} classes)")
     print(result["text"])
     from carviz.core.recommend import recommended_run
 

@@ -189,8 +189,14 @@ def recommended_run(rows: Sequence[Mapping[str, Any]], result: Mapping[str, Any]
         return None
     best = max(finished, key=lambda r: r["kept_val_accuracy"])
     test = best.get("test_accuracy")
-    test_text = f"test accuracy {test:.3f}" if isinstance(test, (int, float)) else "no test accuracy"
+    test_text = f"test accuracy {_percent(test)}" if isinstance(test, (int, float)) else "no test accuracy"
     why = "the clear winner's best seed" if winner else "no clear winner: the best single run"
     return {"row": best, "clear": bool(winner),
             "text": f"recommended run: {best.get('name') or best.get('id')} · {test_text} "
-                    f"(val {best['kept_val_accuracy']:.3f}; {why})"}
+                    f"(val accuracy of the kept model {_percent(best['kept_val_accuracy'])}; {why})"}
+
+
+def _percent(accuracy: float) -> str:
+    """An accuracy as every page and the CLI show one (views.formatting.format_accuracy; core does not import
+    views): "85.0 %"."""
+    return f"{accuracy * 100:.1f} %"

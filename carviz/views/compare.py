@@ -1,4 +1,4 @@
-"""Data for the Compare page: runs table, filters, default selection, best/final metrics, long-format metrics CSV."""
+"""Data for the Compare page: runs table and search, run colours, kept/best/final metrics, sweep check, metrics CSV."""
 
 from __future__ import annotations
 
@@ -8,13 +8,23 @@ from typing import Any
 import pandas as pd
 
 from carviz.core.store import Run, Status, display_status, kept_label, summarize
+from carviz.views.formatting import format_accuracy
+from carviz.views.plots.curves import run_colour
 
 ACTIVE_STATUSES = (Status.QUEUED.value, Status.RUNNING.value)
 # kept_val_accuracy / test_accuracy: the kept model's (the best-validation epoch; "kept" says which epoch)
 TABLE_COLUMNS = ("id", "name", "backbone", "learning_rate", "freeze", "status", "epochs_done", "epochs",
                  "kept_val_accuracy", "test_accuracy", "kept", "kept_epoch", "seconds", "dataset", "weights", "head",
-                 "created_at", "problems")
+                 "created_at", "problems", "tags", "note", "archived")
+ACCURACY_COLUMNS = ("kept_val_accuracy", "test_accuracy")
+# the runs table as the page shows it: column -> header (the rest of TABLE_COLUMNS stay in the data, not on screen)
+RUNS_TABLE_HEADERS = {"name": "Name", "status": "Status", "dataset": "Dataset", "backbone": "Backbone",
+                      "learning_rate": "LR", "freeze": "Freeze", "epochs_done": "Epochs",
+                      "kept_val_accuracy": "Val acc (kept)", "test_accuracy": "Test acc", "kept": "Kept model",
+                      "seconds": "Time (s)", "tags": "Tags", "note": "Note", "problems": "Problems"}
+OPTIONAL_COLUMNS = ("test_accuracy", "tags", "note", "problems")  # shown only when some run has one
 METRIC_FIELDS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+QUERY_KEY = "runs"  # Compare?runs=<id>,<id> preselects those runs
 
 
 def summaries(runs: Iterable[Run]) -> list[dict[str, Any]]:
@@ -37,7 +47,10 @@ def runs_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     status as shown ("broken" for a damaged record), "kept" as kept_label says it, problems as one text ("" for a
     sound run)."""
     frame = pd.DataFrame([{**{column: row.get(column) for column in TABLE_COLUMNS}, "status": display_status(row),
-                           "kept": kept_label(row), "problems": "; ".join(row.get("problems") or ())}
+                           "name": row.get("display_name") or row.get("name") or row.get("id"),
+                           "kept": short_kept_label(row), "problems": "; ".join(row.get("problems") or ()),
+                           "tags": ", ".join(str(tag) for tag in row.get("tags") or ()),
+                           "note": str(row.get("note") or ""), "archived": bool(row.get("archived"))}
                           for row in rows], columns=list(TABLE_COLUMNS))
     frame["freeze"] = frame["freeze"].map(lambda value: "" if value is None else str(value))
     for column in ("learning_rate", "kept_val_accuracy", "test_accuracy", "seconds"):
@@ -48,10 +61,13 @@ def runs_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def filter_table(frame: pd.DataFrame, statuses: Iterable[str] = (), backbones: Iterable[str] = (),
-                 text: str = "") -> pd.DataFrame:
-    """Rows whose status and backbone are among those given (empty: any) and whose name or id contains text
-    (case-insensitive); the index is reset so row positions match what st.dataframe reports."""
+                 text: str = "", show_archived: bool = False) -> pd.DataFrame:
+    """Rows whose status and backbone are among those given (empty: any), whose name, id, tags or note contain
+    text (case-insensitive), archived ones only with show_archived; the index is reset so row positions match what
+    st.dataframe reports."""
     mask = pd.Series(True, index=frame.index)
+    if not show_archived:
+        mask &= ~frame["archived"].fillna(False).astype(bool)
     statuses, backbones = list(statuses), list(backbones)
     if statuses:
         mask &= frame["status"].isin(statuses)
@@ -59,7 +75,9 @@ def filter_table(frame: pd.DataFrame, statuses: Iterable[str] = (), backbones: I
         mask &= frame["backbone"].isin(backbones)
     needle = text.strip().casefold()
     if needle:
-        haystack = frame["name"].fillna("").astype(str) + " " + frame["id"].astype(str)
+        haystack = frame["name"].fillna("").astype(str)
+        for column in ("id", "tags", "note"):
+            haystack = haystack + "\n" + frame[column].fillna("").astype(str)
         mask &= haystack.str.casefold().str.contains(needle, regex=False)
     return frame[mask].reset_index(drop=True)
 
@@ -142,7 +160,110 @@ def broken_note(rows: Iterable[Mapping[str, Any]], consequence: str = "shown as 
 
 
 def run_label(row: Mapping[str, Any]) -> str:
-    """Legend label of a run: its name, else its id; the id's random tail disambiguates equal names."""
-    name = str(row.get("name") or "").strip()
+    """Legend label of a run: its name (the user's rename first), else its id; the id's random tail disambiguates
+    equal names."""
+    name = str(row.get("display_name") or row.get("name") or "").strip()
     run_id = str(row["id"])
     return f"{name} ({run_id[-6:]})" if name else run_id
+
+
+def percent_table(frame: pd.DataFrame, columns: Iterable[str] = ACCURACY_COLUMNS) -> pd.DataFrame:
+    """A copy with the accuracy columns in percent (0.417 -> 41.7), for a NumberColumn formatted "%.1f %%": the
+    cell reads "41.7 %" as format_accuracy writes it and still sorts as a number."""
+    shown = frame.copy()
+    for column in columns:
+        shown[column] = pd.to_numeric(shown[column], errors="coerce") * 100
+    return shown
+
+
+def run_colours(run_ids: Iterable[str]) -> dict[str, str]:
+    """One colour per run, by creation order over every run given (ids start with their creation time): a run
+    keeps its colour whichever runs are selected or filtered, and a new run does not change the older ones'."""
+    return {run_id: run_colour(index) for index, run_id in enumerate(sorted(set(run_ids)))}
+
+
+def preselected(value: str | Sequence[str] | None, run_ids: Sequence[str]) -> list[str]:
+    """The runs a `?runs=<id>,<id>` query value names (ids or unique id prefixes, comma-separated), in its order,
+    each once; unknown or ambiguous names are left out."""
+    parts = [value] if isinstance(value, str) else list(value or [])
+    chosen: list[str] = []
+    for part in ",".join(parts).split(","):
+        ref = part.strip()
+        if not ref:
+            continue
+        matches = [ref] if ref in run_ids else [run_id for run_id in run_ids if run_id.startswith(ref)]
+        if len(matches) == 1 and matches[0] not in chosen:
+            chosen.append(matches[0])
+    return chosen
+
+
+def compare_query(run_ids: Iterable[str]) -> dict[str, str]:
+    """Query parameters that open Compare with these runs selected (st.page_link / st.switch_page query_params)."""
+    return {QUERY_KEY: ",".join(run_ids)}
+
+
+def common_sweep(runs: Iterable[Run]) -> str | None:
+    """The sweep id every one of two or more runs was launched by (their sweep context), else None: only runs of
+    one sweep share a grid, so only they are drawn against their freeze point."""
+    ids = [run.sweep_context().get("sweep_id") for run in runs]
+    if len(ids) < 2 or not isinstance(ids[0], str) or not ids[0]:
+        return None
+    return ids[0] if all(sweep_id == ids[0] for sweep_id in ids) else None
+
+
+METRICS_TABLE_HEADERS = {"run": "Run", "kept": "Kept model", "kept_val_accuracy": "Val acc (kept)",
+                         "test_accuracy": "Test acc", "best_val_accuracy": "Best val acc (epoch)",
+                         "final_val_accuracy": "Final val acc", "final_accuracy": "Final train acc",
+                         "best_val_loss": "Best val loss (epoch)", "epochs": "Epochs", "seconds": "Time (s)"}
+EMPTY = "–"
+
+
+def short_kept_label(row: Mapping[str, Any]) -> str:
+    """kept_label without its "kept: " (the column is headed "Kept model"): "epoch 7 (best val)"."""
+    return kept_label(row).removeprefix("kept: ")
+
+
+def visible_columns(frame: pd.DataFrame, columns: Iterable[str],
+                    optional: Iterable[str] = OPTIONAL_COLUMNS) -> list[str]:
+    """`columns` less the optional ones no row has a value in (empty, None, NaN or "–"), so a table fits the page."""
+    optional = set(optional)
+    shown = []
+    for column in columns:
+        if column in optional and column in frame:
+            values = frame[column]
+            if not (values.notna() & ~values.astype(str).isin(("", EMPTY))).any():
+                continue
+        shown.append(column)
+    return shown
+
+
+def _at_epoch(text: str, epoch: Any) -> str:
+    if text == EMPTY or not isinstance(epoch, (int, float)) or epoch != epoch:
+        return text
+    return f"{text} ({int(epoch)})"
+
+
+def _loss(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        else EMPTY
+
+
+def metrics_view(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
+    """best_final_table as the page shows it: one row per run (id kept, hidden on the page), accuracies as
+    format_accuracy writes them, the best values with their epoch in brackets, columns as METRICS_TABLE_HEADERS
+    names them (the CSV download has every metric of every epoch)."""
+    table = best_final_table(rows, metrics)
+    labels = {row["id"]: run_label(row) for row in rows}
+    records = []
+    for item in table.to_dict("records"):
+        records.append({
+            "id": item["id"], "run": labels.get(item["id"], item["id"]), "kept": item["kept"].removeprefix("kept: "),
+            "kept_val_accuracy": format_accuracy(item["kept_val_accuracy"]),
+            "test_accuracy": format_accuracy(item["test_accuracy"]),
+            "best_val_accuracy": _at_epoch(format_accuracy(item["best_val_accuracy"]), item["best_val_accuracy_epoch"]),
+            "final_val_accuracy": format_accuracy(item["final_val_accuracy"]),
+            "final_accuracy": format_accuracy(item["final_accuracy"]),
+            "best_val_loss": _at_epoch(_loss(item["best_val_loss"]), item["best_val_loss_epoch"]),
+            "epochs": item["epochs"], "seconds": round(item["seconds"]),
+        })
+    return pd.DataFrame.from_records(records, columns=["id", *METRICS_TABLE_HEADERS])

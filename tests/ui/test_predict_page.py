@@ -2,6 +2,7 @@
 
 import io
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from carviz.ml.predict import load_model, predict_files
 from carviz.core.jobs.record import HEARTBEAT_FILE
 from carviz.core.jobs.status import process_create_time
 from carviz.core.store import Status, create_run, now_iso
+from carviz.views.formatting import format_accuracy
 
 pytestmark = pytest.mark.slow  # uses the tiny model trained once per session (tests/conftest.py)
 
@@ -57,7 +59,7 @@ def test_page_offers_only_the_trained_run_and_predicts_a_validation_image(traine
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert at.selectbox(key="predict_run").options == [f"tiny ({run.id[-6:]}) · small_cnn · val acc "
-                                                       f"{run.evaluation()['accuracy']:.1%} "
+                                                       f"{format_accuracy(run.evaluation()['accuracy'])} "
                                                        "(kept: epoch 1 (best val))"]
     assert not at.get("plotly_chart")  # nothing to classify yet
     sample = at.selectbox(key="predict_sample")
@@ -72,7 +74,8 @@ def test_page_evaluates_the_run(trained_home):
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     at.button(key="predict_evaluate").click().run()
     assert not at.exception and not at.error
-    assert at.metric[0].value == f"{run.evaluation()['accuracy']:.1%}"
+    assert at.metric[0].value == format_accuracy(run.evaluation()["accuracy"])
+    assert re.fullmatch(r"\d{1,3}\.\d %", at.metric[0].value)  # "41.7 %": one way to show an accuracy
     assert len(at.get("plotly_chart")) >= 2  # confusion matrix + per-class accuracy
     assert any("Misclassified images" in header.value for header in at.subheader)
     at.toggle(key="predict_normalize").set_value(True).run()
@@ -126,7 +129,7 @@ def test_page_evaluates_on_the_test_split_and_on_another_dataset(run_with_test_s
     at.button(key="predict_evaluate").click().run()
     assert not at.exception and not at.error
     assert at.metric[0].label == "Test accuracy"
-    assert at.metric[0].value == f"{evaluate_run(run, split='test').accuracy:.1%}"
+    assert at.metric[0].value == format_accuracy(evaluate_run(run, split="test").accuracy)
 
     at.radio(key="predict_eval_target").set_value("dataset").run()
     assert at.selectbox(key="predict_eval_dataset").options == ["other"]  # never the run's own dataset
@@ -134,7 +137,7 @@ def test_page_evaluates_on_the_test_split_and_on_another_dataset(run_with_test_s
     at.selectbox(key="predict_eval_dataset").select("other").run()
     assert not at.exception and not at.error
     assert at.metric[0].label == "Accuracy on other"
-    assert at.metric[0].value == f"{evaluate_run(run, dataset='other').accuracy:.1%}"
+    assert at.metric[0].value == format_accuracy(evaluate_run(run, dataset="other").accuracy)
 
 
 def test_page_explains_a_dataset_whose_classes_do_not_match(run_with_test_split, carviz_home: Path):

@@ -190,10 +190,10 @@ def test_cli_runs_and_show_say_the_kept_number(carviz_home: Path, capsys: pytest
     assert cli.main(["runs"]) == 0
     out = capsys.readouterr().out
     assert "val acc" in out.splitlines()[0] and "test" in out.splitlines()[0]
-    assert "0.750" in out and "0.700" in out and "kept: epoch 2 (best val)" in out
+    assert "75.0 %" in out and "70.0 %" in out and "kept: epoch 2 (best val)" in out
     assert cli.main(["show", run.id]) == 0
     out = capsys.readouterr().out
-    assert "kept: epoch 2 (best val) of 3" in out and "val accuracy 0.7500 on 8 images" in out
-    assert "test accuracy 0.7000 on 10 images" in out
+    assert "kept: epoch 2 (best val) of 3" in out and "val accuracy 75.0 % on 8 images" in out
+    assert "test accuracy 70.0 % on 10 images" in out
     assert cli.main(["runs", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["kept_epoch"] == 2

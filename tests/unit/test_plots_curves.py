@@ -17,7 +17,6 @@ from carviz.views.plots.curves import (
     ema,
     freeze_position,
     run_colour,
-    sweep_figure,
 )
 from carviz.views.plots.evaluation import confusion_figure, per_class_accuracy_figure, topk_figure
 
@@ -53,6 +52,32 @@ def test_each_run_has_its_own_colour_shared_by_its_train_and_validation_traces()
         colours[trace.meta["run"]].add(trace.line.color)
     assert colours == {0: {PALETTE[0]}, 1: {PALETTE[1]}}
     assert run_colour(len(PALETTE)) == PALETTE[0]  # cycles rather than failing
+    given = curves_figure(RUNS, "accuracy", colours=["#111111", "#222222"])  # e.g. compare.run_colours
+    assert {t.meta["run"]: t.line.color for t in given.data} == {0: "#111111", 1: "#222222"}
+
+
+def test_accuracy_charts_draw_chance_and_show_percent():
+    fig = curves_figure(RUNS, "accuracy", chance=0.25)
+    assert [(shape.y0, shape.line.dash) for shape in fig.layout.shapes] == [(0.25, "dash")]
+    assert fig.layout.annotations[0].text == "chance 25.0 %"
+    assert fig.layout.yaxis.tickformat == ".0%"
+    assert list(fig.data[1].customdata[4]) == [5, "88.0 %"]  # the hover: epoch and the value as tables show it
+    assert not curves_figure(RUNS, "accuracy").layout.shapes  # chance unknown: no line
+    assert not curves_figure(RUNS, "loss", chance=0.25).layout.shapes  # a loss has no chance level
+
+
+def test_runs_of_different_length_align_by_fraction_or_zoom_to_some_epochs():
+    fig = curves_figure(RUNS, "loss", x_axis="fraction")  # RUNS: 5 of no planned epochs, 3
+    assert list(fig.data[0].x) == [0.2, 0.4, 0.6, 0.8, 1.0] and list(fig.data[2].x)[-1] == 1.0
+    planned = curves_figure([("half", {"epochs": 10}, rows(5))], "loss", x_axis="fraction")
+    assert list(planned.data[0].x)[-1] == 0.5  # a run stopped halfway ends halfway
+    assert list(planned.data[0].customdata[-1])[0] == 5  # the hover still names the epoch
+    zoomed = curves_figure(RUNS, "loss", smoothing=0.5, epoch_range=(2, 3))
+    assert all(list(t.x) == [2, 3] for t in zoomed.data)
+    full = curves_figure(RUNS, "loss", smoothing=0.5)
+    assert list(zoomed.data[1].y) == list(full.data[1].y)[1:3]  # the EMA runs over the whole run, then is cut
+    with pytest.raises(ValueError):
+        curves_figure(RUNS, "loss", x_axis="time")
 
 
 def test_hover_shows_the_run_config_escaped():
@@ -150,34 +175,6 @@ def test_best_final_table_and_long_metrics_csv():
     assert compare.run_label({"id": "r1", "name": ""}) == "r1"
 
 
-def test_sweep_figure_groups_by_colour_and_sorts_by_x():
-    data = [dict(summary(f"r{i}", "succeeded", best=b), freeze=f, learning_rate=lr, kept_val_accuracy=b)
-            for i, (f, b, lr) in enumerate([(80, 0.7, 1e-3), (20, 0.8, 1e-3), (47, 0.9, 1e-4), ("all", 0.5, 1e-4)])]
-    fig = sweep_figure(data, colour_by="learning_rate")
-    assert len(fig.data) == 2
-    assert [list(t.x) for t in fig.data] == [[47.0], [20.0, 80.0]]  # "all" without a layer count: left out
-    assert all(t.mode == "markers" for t in fig.data)  # no line joins runs that differ in more than their freeze
-
-
-def test_compare_freeze_chart_places_all_by_the_layer_count_and_draws_chance():
-    data = [dict(summary(f"r{i}", status, backbone=backbone, best=b), freeze=f, kept_val_accuracy=b,
-                 backbone_layers=layers, num_classes=4)
-            for i, (backbone, layers, f, b, status) in enumerate([
-                ("mobilenet", 86, 47, 0.9, "succeeded"), ("mobilenet", 86, "all", 0.6, "succeeded"),
-                ("densenet121", 427, "all", 0.7, "succeeded"), ("densenet121", 427, 144, 0.4, "pruned")])]
-    fig = sweep_figure(data, colour_by="backbone")
-    by_name = {t.name: t for t in fig.data}
-    assert list(by_name["backbone mobilenet"].x) == [47, 87] and list(by_name["backbone densenet121"].x) == [144, 428]
-    assert list(by_name["backbone densenet121"].marker.symbol) == ["circle-open", "circle"]  # the pruned run: open
-    assert "pruned" in by_name["backbone densenet121"].text[0]
-    assert all(t.mode == "markers" for t in fig.data)
-    assert list(fig.layout.xaxis.tickvals) == [47, 87, 144, 428]
-    assert list(fig.layout.xaxis.ticktext) == ["47", "all (87)", "144", "all (428)"]
-    assert fig.layout.shapes[0].y0 == 0.25 and fig.layout.annotations[0].text == "chance 25%"
-    mixed = sweep_figure([data[0], {**data[1], "num_classes": 5}])  # classes disagree: no single chance level
-    assert not mixed.layout.shapes
-
-
 def test_freeze_positions_and_chance():
     assert freeze_position(47) == 47 and freeze_position("12") == 12
     assert freeze_position("all", 86) == 87 and freeze_position("all") is None and freeze_position(None, 3) is None
@@ -188,7 +185,7 @@ def test_the_runs_table_says_which_model_its_number_is():
     row = dict(summary("20260104-000000-bbbbbb", "succeeded", best=0.9), kept_epoch=7, kept_rule="best val",
                kept_val_accuracy=0.9, test_accuracy=0.85)
     table = compare.runs_table([row])
-    assert table.loc[0, "kept"] == "kept: epoch 7 (best val)" and table.loc[0, "kept_val_accuracy"] == 0.9
+    assert table.loc[0, "kept"] == "epoch 7 (best val)" and table.loc[0, "kept_val_accuracy"] == 0.9
     assert table.loc[0, "test_accuracy"] == 0.85 and table.loc[0, "kept_epoch"] == 7
     best_final = compare.best_final_table([row], {row["id"]: rows(8)})
     assert best_final.loc[0, "kept"] == "kept: epoch 7 (best val)" and best_final.loc[0, "test_accuracy"] == 0.85
@@ -203,7 +200,8 @@ def test_evaluation_figures():
     with pytest.raises(ValueError):
         confusion_figure(matrix, ["a", "b"])
     bars = per_class_accuracy_figure(["a", "b", "c"], [0.75, 1.0, float("nan")], [4, 2, 0])
-    assert list(bars.data[0].x) == [0.75, 1.0, None] and "of 4" in bars.data[0].text[0]
+    assert list(bars.data[0].x) == [0.75, 1.0, None] and bars.data[0].text[0] == "75.0 % of 4"
+    assert bars.layout.shapes[0].x0 == pytest.approx(1 / 3) and bars.layout.annotations[0].text == "chance 33.3 %"
     top = topk_figure([("bus", 0.7), ("suv", 0.2)], title="x.jpg")
     assert list(top.data[0].y) == ["bus", "suv"] and top.layout.yaxis.autorange == "reversed"
 

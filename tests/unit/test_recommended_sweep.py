@@ -101,7 +101,7 @@ def test_recommended_run_is_the_winners_best_seed_or_the_best_run() -> None:
                                                                                      status="pruned")]
     pick = recommend.recommended_run(rows, verdict(sweep_points(rows)))
     assert pick["clear"] and pick["row"]["id"] == "a2"  # chosen by validation, never by test accuracy
-    assert "test accuracy 0.850" in pick["text"]
+    assert "test accuracy 85.0 %" in pick["text"]
     close = [_row("a1", 4, 1, 0.90, 0.8), _row("b1", "all", 1, 0.89, None)]
     pick = recommend.recommended_run(close, verdict(sweep_points(close)))
     assert not pick["clear"] and pick["row"]["id"] == "a1" and "no clear winner" in pick["text"]
@@ -178,7 +178,7 @@ def test_finished_sweep_names_the_recommended_run_and_offers_it_to_predict(carvi
     assert not at.exception, at.exception
     best = record.runs()[1]
     line = " ".join(m.value for m in at.markdown if "Recommended run" in m.value)
-    assert "test accuracy 0.850" in line and "clear winner" in line, line
+    assert "test accuracy 85.0 %" in line and "clear winner" in line, line
     at.button(key="sw_use_in_predict").click().run()
     assert not at.exception, at.exception
     assert at.session_state["predict_run"] == best.id

@@ -324,7 +324,7 @@ def test_all_sits_at_the_layer_count_plus_one_with_a_readable_axis_and_chance_dr
     assert list(fig.layout.xaxis.ticktext) == ["1", "47", "all (87)"]
     (line,) = fig.layout.shapes
     assert line.y0 == line.y1 == 0.25 and line.line.dash == "dot"
-    assert fig.layout.annotations[0].text == "chance 25%"
+    assert fig.layout.annotations[0].text == "chance 25.0 %"
     assert fig.layout.yaxis.title.text == "val accuracy (kept: best epoch)"
     # many freeze points: thinned ticks, "all" always named
     many = sweep_points([{**rows[0], "id": f"m{i}", "freeze": i} for i in range(1, 61)] + [rows[5]])
@@ -333,14 +333,14 @@ def test_all_sits_at_the_layer_count_plus_one_with_a_readable_axis_and_chance_dr
 
 
 @pytest.mark.parametrize("values, clear, text", [
-    ({47: [0.80, 0.90, 0.85], 1: [0.60, 0.70]}, True, "winner: mobilenet · lr 1e-04 · freeze 47 0.850 ± 0.050 (n=3)"
-                                                      ", ahead of mobilenet · lr 1e-04 · freeze 1 0.650 ± 0.071 (n=2)"
-                                                      " by 0.200, more than the spread 0.071"),
-    ({47: [0.80, 0.90, 0.85], 1: [0.75, 0.85]}, False, "no clear winner: mobilenet · lr 1e-04 · freeze 47 0.850 ± "
-                                                       "0.050 (n=3) and mobilenet · lr 1e-04 · freeze 1 0.800 ± 0.071 "
-                                                       "(n=2) are 0.050 apart, within the spread 0.071"),
+    ({47: [0.80, 0.90, 0.85], 1: [0.60, 0.70]}, True, "winner: mobilenet · lr 1e-04 · freeze 47 85.0 ± 5.0 % (n=3)"
+                                                      ", ahead of mobilenet · lr 1e-04 · freeze 1 65.0 ± 7.1 % (n=2)"
+                                                      " by 20.0 points, more than the spread 7.1 points"),
+    ({47: [0.80, 0.90, 0.85], 1: [0.75, 0.85]}, False, "no clear winner: mobilenet · lr 1e-04 · freeze 47 85.0 ± "
+                                                       "5.0 % (n=3) and mobilenet · lr 1e-04 · freeze 1 80.0 ± 7.1 % "
+                                                       "(n=2) are 5.0 points apart, within the spread 7.1 points"),
     ({47: [0.90], 1: [0.50]}, False, "spread is unknown"),
-    ({47: [0.90, 0.91]}, False, "one configuration so far: mobilenet · lr 1e-04 · freeze 47 0.905 ± 0.007 (n=2)"),
+    ({47: [0.90, 0.91]}, False, "one configuration so far: mobilenet · lr 1e-04 · freeze 47 90.5 ± 0.7 % (n=2)"),
     ({}, False, "no finished runs yet"),
 ])
 def test_the_winner_is_named_only_when_ahead_by_more_than_the_spread(values: dict, clear: bool, text: str) -> None:
@@ -371,11 +371,11 @@ def test_cli_sweep_show_says_what_the_page_says(carviz_home: Path, capsys) -> No
     assert points["freeze_index"].tolist() == [2, 10] and points["n"].tolist() == [3, 2]
     assert chance_level(state.rows) == 0.25
     expected = verdict(points)["text"]
-    assert expected.startswith("winner: small_cnn · lr 1e-03 · freeze 2 0.850 ± 0.050 (n=3)")
+    assert expected.startswith("winner: small_cnn · lr 1e-03 · freeze 2 85.0 ± 5.0 % (n=3)")
     assert cli.main(["sweep-show", record.id]) == 0
     out = capsys.readouterr().out
-    assert expected in out and "chance: 0.2500 (4 classes)" in out
-    assert "small_cnn         0.001    all    10  0.3750  0.0354   2      1          0" in out
+    assert expected in out and "chance: 25.0 % (4 classes)" in out
+    assert "small_cnn         0.001    all    10  37.5 %     3.5   2      1          0" in out
     assert cli.main(["sweep-show", record.id, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["verdict"]["text"] == expected and shown["chance"] == 0.25
@@ -458,7 +458,7 @@ def test_cli_sweep_commands(carviz_home: Path, monkeypatch: pytest.MonkeyPatch, 
     assert "2 of 12 done" in capsys.readouterr().out
     assert cli.main(["sweep-show", record.id[:12]]) == 0
     out = capsys.readouterr().out
-    assert "0.5000  0.3536   2      0          0  block1_conv" in out  # mean/std of 0.75 and 0.25
+    assert "50.0 %    35.4   2      0          0  block1_conv" in out  # mean/std of 0.75 and 0.25
     assert "one configuration so far: small_cnn · lr 1e-03 · freeze 2" in out  # the others have no finished run
     assert cli.main(["sweep-stop", "cli grid"]) == 0
     assert "stop requested for 10 run(s)" in capsys.readouterr().out

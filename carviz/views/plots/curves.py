@@ -1,4 +1,4 @@
-"""Training-curve figures: loss/accuracy vs epoch for several runs, optional EMA smoothing (pure functions)."""
+"""Training-curve figures: loss/accuracy vs epoch (or fraction of the run) for several runs, EMA smoothing, chance."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from typing import Any
 import plotly.colors
 import plotly.graph_objects as go
 
+from carviz.views.formatting import format_accuracy
+
 METRICS = ("loss", "accuracy")
 TRAIN_DASH = "dash"
 VAL_DASH = "solid"
 RAW_OPACITY = 0.3
+X_AXES = ("epoch", "fraction")
 PALETTE: tuple[str, ...] = tuple(plotly.colors.qualitative.Plotly) + tuple(plotly.colors.qualitative.Dark24)
 HOVER_CONFIG_KEYS = ("name", "backbone", "weights", "learning_rate", "freeze", "head", "optimizer", "batch_size",
                      "image_size", "epochs", "dataset")
@@ -66,53 +69,98 @@ def config_hover(config: Mapping[str, Any]) -> str:
     return "<br>".join(lines)
 
 
-def curves_figure(runs: Sequence[CurveRun], metric: str, smoothing: float = 0.0, title: str | None = None) -> go.Figure:
+def _planned_epochs(config: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> float:
+    """The run's planned epochs (its config's), else the last epoch it recorded (1 when neither is known)."""
+    planned = _number(config.get("epochs"))
+    last = max((_number(row.get("epoch")) or 0 for row in rows), default=0)
+    return max(planned or 0, last, 1)
+
+
+def _masked(series: Sequence[Any], keep: Sequence[bool]) -> list[Any]:
+    return [value for value, kept in zip(series, keep) if kept]
+
+
+def _format_loss(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def add_chance_line(fig: go.Figure, chance: float | None, dash: str = "dash") -> go.Figure:
+    """A grey horizontal line at chance level (1 / classes) labelled "chance 25.0 %"; nothing when chance is None."""
+    if chance is not None:
+        fig.add_hline(y=chance, line=dict(dash=dash, color="grey", width=1),
+                      annotation_text=f"chance {format_accuracy(chance)}", annotation_position="bottom right")
+    return fig
+
+
+def curves_figure(runs: Sequence[CurveRun], metric: str, smoothing: float = 0.0, title: str | None = None, *,
+                  colours: Sequence[str] | None = None, x_axis: str = "epoch",
+                  epoch_range: tuple[float, float] | None = None, chance: float | None = None) -> go.Figure:
     """Train (dashed) and validation (solid) `metric` vs epoch, one colour per run, config in the hover.
 
+    colours: one per run (e.g. compare.run_colours, stable when the selection changes); default: by position.
+    x_axis "epoch", or "fraction": epoch / the run's planned epochs, so runs of 8 and 90 epochs align.
+    epoch_range (first, last): only those epochs are drawn (the y axis then fits them).
+    chance: for accuracy, a dashed grey line at 1 / classes labelled "chance".
     With smoothing > 0 each series is an EMA line drawn over its raw points as faint markers.
     Traces per run: 2 without smoothing (train, val), 4 with (raw markers first, then the lines).
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if x_axis not in X_AXES:
+        raise ValueError(f"x_axis must be one of {X_AXES}, got {x_axis!r}")
+    show = format_accuracy if metric == "accuracy" else _format_loss
     traces: list[dict[str, Any]] = []  # plain dicts: the figure validates them once (go.Scatter + add_trace: twice)
     for index, (label, config, rows) in enumerate(runs):
-        colour = run_colour(index)
+        colour = colours[index] if colours is not None and index < len(colours) else run_colour(index)
         epochs = [row.get("epoch") for row in rows]
+        keep = [epoch_range is None or (_number(e) is not None and epoch_range[0] <= e <= epoch_range[1])
+                for e in epochs]
+        planned = _planned_epochs(config, rows)
+        xs = [e / planned if x_axis == "fraction" and _number(e) is not None else e for e in epochs]
         hover_config = config_hover(config)
         safe_label = html.escape(label)
         for split, key, dash in (("train", metric, TRAIN_DASH), ("validation", f"val_{metric}", VAL_DASH)):
             values = [_number(row.get(key)) for row in rows]
             # everything non-numeric goes through `text` (one string for the whole trace: cheap to validate),
-            # so user text is never parsed as a template
+            # so user text is never parsed as a template; customdata: [epoch, the value as every table shows it]
             text = f"<b>{safe_label}</b> · {split}<br>{hover_config}"
-            template = "%{text}<br>epoch %{x}: %{y:.4g}<extra></extra>"
+            template = "%{text}<br>epoch %{customdata[0]}: %{customdata[1]}<extra></extra>"
             group = f"run{index}"
+            custom = _masked([[e, show(v)] for e, v in zip(epochs, values)], keep)
             if smoothing > 0:
                 traces.append(dict(
-                    type="scatter", x=epochs, y=values, mode="markers", name=f"{label} · {split} (raw)",
+                    type="scatter", x=_masked(xs, keep), y=_masked(values, keep), mode="markers",
+                    name=f"{label} · {split} (raw)",
                     marker=dict(color=colour, size=5, opacity=RAW_OPACITY), legendgroup=group, showlegend=False,
-                    text=text, hovertemplate=template, meta={"run": index, "split": split, "raw": True},
+                    text=text, customdata=custom, hovertemplate=template,
+                    meta={"run": index, "split": split, "raw": True},
                 ))
-                line_values = ema(values, smoothing)
+                line_values = ema(values, smoothing)  # over the whole run, then cut: a zoom does not restart it
             else:
                 line_values = values
             traces.append(dict(
-                type="scatter", x=epochs, y=line_values, mode="lines+markers" if smoothing == 0 else "lines",
+                type="scatter", x=_masked(xs, keep), y=_masked(line_values, keep),
+                mode="lines+markers" if smoothing == 0 else "lines",
                 name=f"{label} · {split}", line=dict(color=colour, dash=dash, width=2), marker=dict(size=5),
                 legendgroup=group, connectgaps=True, text=text, hovertemplate=template,
+                customdata=custom if smoothing == 0 else
+                _masked([[e, show(v)] for e, v in zip(epochs, line_values)], keep),
                 meta={"run": index, "split": split, "raw": False},
             ))
     fig = go.Figure(data=traces)
     fig.update_layout(
         title=title or metric.replace("_", " ").capitalize(),
-        xaxis_title="epoch",
+        xaxis_title="epoch" if x_axis == "epoch" else "fraction of the run (epoch / planned epochs)",
         yaxis_title=metric,
         hovermode="closest",
         legend=dict(orientation="h", yanchor="top", y=-0.2),
         margin=dict(l=10, r=10, t=50, b=10),
     )
+    if x_axis == "fraction":
+        fig.update_xaxes(tickformat=".0%", range=[0, 1.02])
     if metric == "accuracy":
-        fig.update_yaxes(rangemode="tozero")
+        fig.update_yaxes(rangemode="tozero", tickformat=".0%")
+        add_chance_line(fig, chance)
     return fig
 
 
@@ -147,41 +195,3 @@ def chance_level(rows: Sequence[Mapping[str, Any]]) -> float | None:
     counts = {row.get("num_classes") for row in rows if isinstance(row.get("num_classes"), int)
               and not isinstance(row.get("num_classes"), bool) and row.get("num_classes") > 0}
     return 1 / counts.pop() if len(counts) == 1 else None
-
-
-def sweep_figure(rows: Sequence[Mapping[str, Any]], y: str = "kept_val_accuracy",
-                 colour_by: str = "learning_rate") -> go.Figure:
-    """Runs-table rows (summaries) as points of `y` (the kept model's val accuracy) against freeze index, one
-    colour per value of `colour_by`; no lines: the runs may differ in more than their freeze point. "all" sits at
-    the backbone's layer count + 1 (run.json's model.backbone_layers; left out when unknown); a run that did not
-    succeed is an open marker; chance (1 / classes) is a dotted line when the runs agree on their classes."""
-    groups: dict[str, list[tuple[int, float, str, bool]]] = {}
-    alls: set[int] = set()
-    numeric: set[int] = set()
-    for row in rows:
-        xv, yv = freeze_position(row.get("freeze"), row.get("backbone_layers")), _number(row.get(y))
-        if xv is None or yv is None:
-            continue
-        (alls if row.get("freeze") == "all" else numeric).add(xv)
-        finished = row.get("status") == "succeeded" and not row.get("problems")
-        text = (f"{html.escape(str(row.get('name') or row.get('id')))}<br>freeze {html.escape(str(row.get('freeze')))}"
-                + ("" if finished else f" · {html.escape(str(row.get('status')))}"))
-        groups.setdefault(str(row.get(colour_by)), []).append((xv, yv, text, finished))
-    fig = go.Figure()
-    for index, (group, points) in enumerate(sorted(groups.items())):
-        points.sort()
-        fig.add_trace(go.Scatter(
-            x=[p[0] for p in points], y=[p[1] for p in points], text=[p[2] for p in points], mode="markers",
-            name=f"{colour_by} {group}", marker=dict(color=run_colour(index), size=10,
-                                                     symbol=["circle" if p[3] else "circle-open" for p in points]),
-            hovertemplate="%{text}<br>freeze index %{x}: %{y:.4g}<extra></extra>",
-        ))
-    chance = chance_level(rows)
-    if chance is not None:
-        fig.add_hline(y=chance, line=dict(dash="dot", color="grey"), annotation_text=f"chance {chance:.0%}",
-                      annotation_position="bottom right")
-    fig.update_layout(xaxis_title="freeze index (all = every layer frozen)",
-                      yaxis_title="val accuracy (kept: best epoch)" if y == "kept_val_accuracy" else y,
-                      margin=dict(l=10, r=10, t=30, b=10))
-    fig.update_xaxes(**freeze_axis(sorted(numeric), sorted(alls)))
-    return fig

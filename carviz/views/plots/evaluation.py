@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from carviz.views.formatting import format_accuracy
+
 
 def confusion_figure(confusion: np.ndarray | Sequence[Sequence[int]], classes: Sequence[str],
                      normalize: bool = False) -> go.Figure:
@@ -42,10 +44,11 @@ def confusion_figure(confusion: np.ndarray | Sequence[Sequence[int]], classes: S
 
 def per_class_accuracy_figure(classes: Sequence[str], accuracy: Sequence[float],
                               counts: Sequence[int] | None = None) -> go.Figure:
-    """Horizontal bars of per-class accuracy (recall) in 0..1; classes without images show no bar."""
+    """Horizontal bars of per-class accuracy (recall) in 0..1, written as format_accuracy does; classes without
+    images show no bar; a dashed line at chance (1 / classes)."""
     values = [float(a) if a is not None and np.isfinite(a) else None for a in accuracy]
     names = [html.escape(str(c)) for c in classes]
-    text = [f"{v:.0%}" if v is not None else "no images" for v in values]
+    text = [format_accuracy(v) if v is not None else "no images" for v in values]
     if counts is not None:
         text = [f"{t} of {int(c)}" for t, c in zip(text, counts)]
     fig = go.Figure(go.Bar(
@@ -58,6 +61,9 @@ def per_class_accuracy_figure(classes: Sequence[str], accuracy: Sequence[float],
         yaxis=dict(autorange="reversed", type="category"),
         height=max(240, 28 * len(names) + 90), margin=dict(l=10, r=10, t=30, b=10),
     )
+    if names:
+        fig.add_vline(x=1 / len(names), line=dict(dash="dash", color="grey", width=1),
+                      annotation_text=f"chance {format_accuracy(1 / len(names))}", annotation_position="top")
     return fig
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from carviz.views.plots.curves import freeze_axis, freeze_position, run_colour
+from carviz.views.formatting import ACCURACY_DIGITS, format_accuracy
+from carviz.views.plots.curves import add_chance_line, freeze_axis, freeze_position, run_colour
 
 POINT_COLUMNS = ("backbone", "learning_rate", "freeze", "freeze_index", "mean", "std", "n", "run_ids", "layer",
                  "seconds", "trainable_params", "n_pruned", "n_unfinished", "excluded")
@@ -115,12 +116,23 @@ def point_label(point: Mapping[str, Any]) -> str:
     return f"{series_label(point['backbone'], point['learning_rate'])} · freeze {point['freeze']}"
 
 
+def points_text(difference: float) -> str:
+    """A difference of two accuracies in percentage points, e.g. "5.0 points"."""
+    return f"{difference * 100:.{ACCURACY_DIGITS}f} points"
+
+
 def point_stats(point: Mapping[str, Any]) -> str:
-    """mean ± std (n=…) of a point, e.g. "0.850 ± 0.050 (n=3)"; "-" for the mean of a point without finished runs."""
+    """mean ± std (n=…) of a point's kept val accuracy in percent, e.g. "85.0 ± 5.0 % (n=3)"; "–" for the mean
+    of a point without finished runs."""
     mean, std = _number(point.get("mean")), _number(point.get("std"))
     if mean is None:
-        return f"- (n={int(point.get('n') or 0)})"
-    return f"{mean:.3f} ± {std or 0.0:.3f} (n={int(point.get('n') or 0)})"
+        return f"– (n={int(point.get('n') or 0)})"
+    return f"{mean_std_text(mean, std)} (n={int(point.get('n') or 0)})"
+
+
+def mean_std_text(mean: float, std: float | None) -> str:
+    """Accuracies' mean ± std in percent, one decimal as format_accuracy writes it: "85.0 ± 5.0 %"."""
+    return f"{mean * 100:.{ACCURACY_DIGITS}f} ± {(std or 0.0) * 100:.{ACCURACY_DIGITS}f} %"
 
 
 def verdict(points: pd.DataFrame) -> dict[str, Any]:
@@ -141,15 +153,17 @@ def verdict(points: pd.DataFrame) -> dict[str, Any]:
     both = f"{point_label(top)} {point_stats(top)} and {point_label(second)} {point_stats(second)}"
     result.update(margin=margin)
     if top["n"] < 2 or second["n"] < 2:
-        return {**result, "text": f"no clear winner: {both} are {margin:.3f} apart, and with one finished run the "
-                                  "spread is unknown"}
+        return {**result, "text": f"no clear winner: {both} are {points_text(margin)} apart, and with one finished "
+                                  "run the spread is unknown"}
     spread = max(_number(top.get("std")) or 0.0, _number(second.get("std")) or 0.0)
     result.update(spread=spread)
     if margin > spread:
         return {**result, "clear": True, "winner": top, "runner_up": second,
                 "text": f"winner: {point_label(top)} {point_stats(top)}, ahead of {point_label(second)} "
-                        f"{point_stats(second)} by {margin:.3f}, more than the spread {spread:.3f}"}
-    return {**result, "text": f"no clear winner: {both} are {margin:.3f} apart, within the spread {spread:.3f}"}
+                        f"{point_stats(second)} by {points_text(margin)}, more than the spread "
+                        f"{points_text(spread)}"}
+    return {**result, "text": f"no clear winner: {both} are {points_text(margin)} apart, within the spread "
+                              f"{points_text(spread)}"}
 
 
 def freeze_figure(points: pd.DataFrame, layer_names: Mapping[str, Sequence[str]] | None = None,
@@ -194,7 +208,7 @@ def freeze_figure(points: pd.DataFrame, layer_names: Mapping[str, Sequence[str]]
                 customdata = [[",".join(ids), layer_of[i]] for ids, i in zip(scored["run_ids"], x)]
                 hover = [
                     f"freeze {freeze} · from <b>{html.escape(layer_of[i]) or '?'}</b><br>"
-                    f"val acc {m:.4f} ± {s:.4f} (n={n} finished)"
+                    f"val acc (kept) {mean_std_text(m, s)} (n={n} finished)"
                     + (f"<br>not in the mean: {p} pruned, {u} unfinished" if p or u else "")
                     for freeze, i, m, s, n, p, u in zip(scored["freeze"], x, mean, std, scored["n"],
                                                         scored["n_pruned"], scored["n_unfinished"])
@@ -219,13 +233,12 @@ def freeze_figure(points: pd.DataFrame, layer_names: Mapping[str, Sequence[str]]
                     customdata=[[e["id"], layer_of.get(i, "")] for i, e, _ in marks],
                     hovertext=[f"freeze {freeze} · run {html.escape(e['id'])}: {e['status']}"
                                + (f" at epoch {e['pruned_at_epoch']}" if e.get("pruned_at_epoch") else "")
-                               + f"<br>val acc so far {e['value']:.4f} (not in the mean)" for i, e, freeze in marks],
+                               + f"<br>val acc so far {format_accuracy(e['value'])} (not in the mean)"
+                               for i, e, freeze in marks],
                     hovertemplate=f"<b>{html.escape(label)}</b><br>%{{hovertext}}<extra></extra>",
                     meta={"band": False, "kind": kind},
                 ))
-    if chance is not None:
-        fig.add_hline(y=chance, line=dict(dash="dot", color="grey"), annotation_text=f"chance {chance:.0%}",
-                      annotation_position="bottom right")
+    add_chance_line(fig, chance, dash="dot")
     fig.update_layout(
         title=title, xaxis_title="freeze index (training starts at this layer; all = every layer frozen)",
         yaxis_title=VALUE_TITLE, hovermode="closest", clickmode="event+select",
@@ -255,8 +268,10 @@ def runs_scatter_figure(rows: Sequence[Mapping[str, Any]], x: str, x_title: str,
         fig.add_trace(go.Scatter(
             x=[_number(r.get(x)) for r in members], y=[_number(r.get(VALUE)) for r in members], mode="markers",
             name=label, marker=dict(color=run_colour(number), size=9),
-            customdata=[[str(r.get("id")), html.escape(str(r.get("name") or ""))] for r in members],
-            hovertemplate="%{customdata[1]}<br>" + html.escape(x_title) + " %{x:,.4g}<br>val acc %{y:.4f}<extra></extra>",
+            customdata=[[str(r.get("id")), html.escape(str(r.get("name") or "")),
+                         format_accuracy(_number(r.get(VALUE)))] for r in members],
+            hovertemplate="%{customdata[1]}<br>" + html.escape(x_title) + " %{x:,.4g}<br>val acc (kept) "
+                          "%{customdata[2]}<extra></extra>",
         ))
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=VALUE_TITLE, hovermode="closest",
                       legend=dict(orientation="h", yanchor="top", y=-0.2), margin=dict(l=10, r=10, t=50, b=10))
