@@ -9,7 +9,8 @@ share_gpu_memory()  # before any page loads TensorFlow: the dashboard must not r
 import streamlit as st  # noqa: E402
 
 from carviz.core import settings  # noqa: E402
-from app_pages._common import ensure_demo_dataset  # noqa: E402
+from app_pages._common import dataset_names, ensure_demo_dataset  # noqa: E402
+from app_pages._frame import FRAME_PAGES, sidebar_facts  # noqa: E402
 
 st.set_page_config(page_title="carviz", layout="wide")
 
@@ -31,9 +32,9 @@ navigation = st.navigation(
     ]
 )
 
+st.session_state[FRAME_PAGES] = list(PAGES.values())  # the pages "Start here" may link to
 with st.sidebar:
     st.caption("**carviz** — transfer-learning experiments")
-    st.caption(f"runs: `{settings.runs_dir()}`")
-    st.caption(f"data: `{settings.data_dir()}`")
+    sidebar_facts(dataset_names())
 
 navigation.run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,10 @@ from carviz.core import sweeps as sweep
 from carviz.core.config import PRESETS
 from carviz.data.datasets import generate_demo_dataset
 from carviz.core.store import METRIC_COLUMNS, Run, Status, atomic_write_json
+from carviz.core.jobs.record import HEARTBEAT_FILE, now_iso
+from carviz.core.jobs.status import process_create_time
 from carviz.core.sweeps import PruneConfig, SweepConfig
+from carviz.views.formatting import format_time
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app_pages" / "sweeps.py")
 
@@ -58,12 +62,13 @@ def test_a_finished_sweep_is_listed_and_charted(demo: Path) -> None:
     text = " ".join(m.value for m in at.markdown)
     assert "4 of 4 done" in text and "pruned" in text
     # freeze 1: seeds 1 and 2 finished (0.7, 0.9); freeze 4: seed 1 pruned (left out), seed 2 finished (0.6)
-    verdict = ("no clear winner: small_cnn · lr 1e-03 · freeze 1 0.800 ± 0.141 (n=2) and small_cnn · lr 1e-03 · "
-               "freeze 4 0.600 ± 0.000 (n=1) are 0.200 apart, and with one finished run the spread is unknown")
+    verdict = ("no clear winner: small_cnn · lr 1e-03 · freeze 1 80.0 ± 14.1 % (n=2) and small_cnn · lr 1e-03 · "
+               "freeze 4 60.0 ± 0.0 % (n=1) are 20.0 points apart, and with one finished run the spread is unknown")
     assert list(table["verdict"]) == [verdict]  # the sweeps table says what sweep-show says
     assert any(verdict.replace("_", "\\_") == c.value for c in at.caption)
-    assert any("Best finished run" in c.value and "0.900" in c.value and "kept: epoch 3 (best val)" in c.value
+    assert any(c.value.startswith("Best run: ") and "90.0 %" in c.value and "kept: epoch 3 (best val)" in c.value
                for c in at.caption)
+    assert not any("so far" in c.value for c in at.caption)  # the sweep is done: its best is no longer "so far"
     assert at.button(key="sw_stop").disabled and at.button(key="sw_resume").disabled
     charts = at.get("plotly_chart")
     assert len(charts) == 3  # freeze chart, time, parameters
@@ -121,9 +126,61 @@ def test_freeze_rule_and_layers_prefill(demo: Path, monkeypatch: pytest.MonkeyPa
     assert newest.config.name == "by rule" and newest.config.points_for("small_cnn") == (2, 4, 6)
 
 
+def test_grid_points_that_freeze_a_random_backbone_are_warned_about(demo: Path) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=30).run()
+    assert not at.exception
+    frozen = [w.value for w in at.warning if "Frozen random backbone" in w.value]
+    # the defaults (demo quick: small_cnn from scratch, 2 lrs × freeze 1 and all): "all" keeps random layers
+    assert len(frozen) == 1 and "2 of 4 runs (small_cnn freeze all)" in frozen[0]
+    at.text_input(key="sw_freeze_text").set_value("1, 3, 5").run()
+    [text] = [w.value for w in at.warning if "Frozen random backbone" in w.value]
+    assert "4 of 6 runs (small_cnn freeze 3, small_cnn freeze 5)" in text
+    at.text_input(key="sw_freeze_text").set_value("1").run()  # trains every layer: nothing to warn about
+    assert not [w for w in at.warning if "Frozen random backbone" in w.value]
+    at.multiselect(key="sw_backbones").set_value(["mobilenet"])
+    at.selectbox(key="sw_weights").set_value("imagenet")
+    at.text_input(key="sw_freeze_text").set_value("47, all").run()
+    assert not at.exception and not [w for w in at.warning if "Frozen random backbone" in w.value]
+
+
 def test_a_learning_rate_from_the_lr_range_test_fills_the_grid(demo: Path) -> None:
     at = AppTest.from_file(PAGE, default_timeout=30)
     at.session_state["sweep_lr_prefill"] = 3e-4  # what "Use this learning rate" on the Train page leaves
     at.run()
     assert not at.exception
     assert at.text_input(key="sw_lrs").value == "0.0003, 3e-05"
+
+
+def test_the_form_says_how_many_runs_before_launch(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sweep, "start_feeder", lambda record: pytest.fail("must not launch"))
+    at = AppTest.from_file(PAGE, default_timeout=30).run()
+    assert not at.exception
+
+    def planned() -> list[str]:
+        return [m.value for m in at.markdown if " runs: " in m.value or "Not launchable" in m.value]
+
+    assert planned() == ["4 runs: 2 learning rates × 2 freeze points × 1 seed"]  # the defaults
+    at.text_input(key="sw_freeze_text").set_value("1, 3, all")
+    at.text_input(key="sw_seeds").set_value("1, 2").run()
+    assert planned() == ["12 runs: 2 learning rates × 3 freeze points × 2 seeds"]  # live, before any launch
+    at.text_input(key="sw_lrs").set_value("fast").run()
+    assert len(planned()) == 1 and planned()[0].startswith("Not launchable yet:") and "comma list" in planned()[0]
+    assert sweep.list_sweeps() == []
+
+
+def test_tables_show_local_times_and_a_running_sweep_its_best_so_far(demo: Path) -> None:
+    config = SweepConfig(name="half way", base=PRESETS["demo quick"].replace(epochs=3), backbones=("small_cnn",),
+                         learning_rates=(1e-3,), freeze_points=(1, 4), seeds=(1,))
+    record = sweep.create_sweep(config)
+    first, second = record.runs()
+    finish(first, [0.5, 0.6, 0.7])
+    second.write_status(Status.RUNNING, pid=os.getpid(), pid_create_time=process_create_time(os.getpid()),
+                        started_at=now_iso())  # this process plays the running job
+    second.file(HEARTBEAT_FILE).write_text(now_iso())
+    assert sweep.read_sweep(record.id).status == "running"
+    at = AppTest.from_file(PAGE, default_timeout=30).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    created = str(table["created"][0])
+    assert created == format_time(record.created_at) and "T" not in created and "+00:00" not in created
+    assert any(c.value.startswith("Best so far: ") and "70.0 %" in c.value for c in at.caption)
