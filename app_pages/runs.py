@@ -64,8 +64,8 @@ else:
             "freeze": st.column_config.TextColumn("Freeze"),
             "epochs": st.column_config.TextColumn("Epochs"),
             "kept_val_accuracy": st.column_config.NumberColumn(
-                "Val acc (kept)", format="percent", help="The kept model's: the best-validation epoch"),
-            "test_accuracy": st.column_config.NumberColumn("Test acc", format="percent"),
+                "Val acc (kept)", format="%.1f %%", help="The kept model's: the best-validation epoch"),
+            "test_accuracy": st.column_config.NumberColumn("Test acc", format="%.1f %%"),
             "tags": st.column_config.TextColumn("Tags"),
             "created": st.column_config.TextColumn("Created"),
             "id": st.column_config.TextColumn("Id"),

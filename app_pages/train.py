@@ -6,9 +6,13 @@ from __future__ import annotations
 import streamlit as st
 
 from carviz.core import jobs, launch, settings
-from carviz.core.config import BACKBONES, HEADS, OPTIMIZERS, PRECISIONS, PRESETS, ConfigError
+from carviz.core.config import BACKBONES, HEADS, MAX_AUGMENT_VIEWS, OPTIMIZERS, PRECISIONS, PRESETS, ConfigError
+from carviz.core.advice import frozen_random_backbone_warning
+from carviz.views.layer_select import carried_config, carry_note
+from carviz.views import cache_report
 from carviz.views.cache_report import run_line
-from carviz.views.plots.curves import curves_figure
+from carviz.views.formatting import format_accuracy
+from carviz.views.plots.curves import chance_level, curves_figure
 from carviz.views.run_notes import live_value, progress_line, resume_line
 from carviz.core.store import BROKEN, Run, RunState, Status, kept_label, list_runs, summarize
 from app_pages._common import (
@@ -33,7 +37,10 @@ FINISHED_SHOWN = 10
 FINISHED_LIMIT = "train_finished_limit"  # grows by FINISHED_SHOWN with each "show more"
 SAVED_FORM = "train_form_values"  # survives page switches (widget state does not)
 PREFILL = "train_prefill"  # set by the Layers page
+CARRY_PRESET = "recommended"  # what "Use in Train" on Layers starts from
+WARNED = "train_warned_config"  # set while a frozen-random-backbone warning is on screen
 RESUME_ERRORS = "train_resume_errors"
+STOP_ASKED = "train_stop_asked"  # run ids whose Stop was clicked and awaits "Yes, stop it"
 FORM_KEYS = list(config_to_form(PRESETS[DEFAULT_PRESET]))
 
 
@@ -46,20 +53,31 @@ def _apply_preset() -> None:
     _load_form(config_to_form(PRESETS[st.session_state["train_preset"]]))
 
 
+class _NotYet(Exception):
+    """A launch held back once, so that its warning is read before the run starts."""
+
+
+def _frozen_backbone_advice(values: dict) -> tuple[str, str] | None:
+    """(the config as JSON, the frozen-random-backbone warning) for the form's values; None when there is none."""
+    try:
+        config = form_to_config(values)
+    except (ConfigError, ValueError):
+        return None  # launching says what is wrong
+    warning = frozen_random_backbone_warning(config)
+    return (config.to_json(), warning) if warning else None
+
+
 st.title("Train")
 
 if "tf_backbone" not in st.session_state:  # a fresh session, or back from another page
     _load_form(st.session_state.get(SAVED_FORM) or config_to_form(PRESETS[DEFAULT_PRESET]))
 prefill = st.session_state.pop(PREFILL, None)
-if prefill:
-    st.session_state["tf_backbone"] = prefill["backbone"]
-    st.session_state["tf_alpha"] = float(prefill["alpha"])
-    st.session_state["tf_image_size"] = int(prefill["image_size"])
-    st.session_state["tf_freeze"] = str(prefill["freeze"])
-    st.info(
-        f"From Layers: {prefill['backbone']} (alpha {prefill['alpha']}) at {prefill['image_size']} px, "
-        f"freeze {prefill['freeze']}."
-    )
+if prefill:  # a transfer run on the recommended preset, never merged into whatever the form held (e.g. demo quick)
+    carried = carried_config(prefill["backbone"], prefill["alpha"], prefill["image_size"], prefill["freeze"],
+                             dataset=str(st.session_state.get("tf_dataset") or ""))
+    _load_form(config_to_form(carried))
+    st.session_state["train_preset"] = CARRY_PRESET
+    st.info(carry_note(carried))
 
 st.selectbox("Preset", list(PRESETS), key="train_preset", index=list(PRESETS).index(DEFAULT_PRESET),
              on_change=_apply_preset, help="Fills the form; change anything after.")
@@ -91,10 +109,13 @@ with st.form("train_form", border=True):
     c1, c2, c3, c4 = st.columns(4)
     c1.text_input("Freeze (layer number or 'all')", key="tf_freeze",
                   help="freeze N freezes layers 1…N-1 (InputLayer = 1); 1 trains everything")
-    c2.checkbox("Frozen BatchNorm in inference mode", key="tf_freeze_batchnorm")
-    c2.checkbox("Train BatchNorm of the trainable part", key="tf_train_batchnorm",
-                help="Off keeps every BatchNorm at its ImageNet statistics while fine-tuning (recommended: "
-                     "batch statistics of small batches hurt validation accuracy)")
+    c2.checkbox("Frozen BN: inference", key="tf_freeze_batchnorm",
+                help="Frozen BatchNormalization layers run in inference mode (their stored statistics); off lets "
+                     "them use each batch's statistics")
+    c2.checkbox("Train BN after freeze", key="tf_train_batchnorm",
+                help="Train the BatchNormalization layers of the trainable part (from the freeze point on). Off "
+                     "keeps every BatchNorm at its ImageNet statistics while fine-tuning (recommended: batch "
+                     "statistics of small batches hurt validation accuracy)")
     c3.slider("Validation split", 0.05, 0.5, step=0.05, key="tf_validation_split")
     c4.number_input("Seed", 0, 2**31 - 1, step=1, key="tf_seed",
                     help="The run's: initial weights, shuffling, augmentation. The split has its own seed.")
@@ -111,21 +132,29 @@ with st.form("train_form", border=True):
         a1, a2, a3 = st.columns(3)
         a1.checkbox("Augment the training split", key="tf_aug_enabled")
         a1.checkbox("Horizontal flip", key="tf_aug_flip")
+        a1.number_input("Cached views", 0, MAX_AUGMENT_VIEWS, step=1, key="tf_aug_views",
+                        help="With the frozen-feature cache on: each training image is augmented this many times "
+                             "and its frozen features stored; epoch e trains on view (e-1) mod this number. "
+                             "0 augments the images afresh every epoch (no cache).")
         a2.slider("Rotation (± degrees)", 0.0, 180.0, step=1.0, key="tf_aug_rotation")
         a2.slider("Zoom (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_zoom")
         a3.slider("Width shift (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_width_shift")
         a3.slider("Height shift (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_height_shift")
     st.checkbox("Frozen-feature cache", key="tf_feature_cache",
                 help="Run the frozen layers once per image and train the rest on their stored output. "
-                     "Never used with augmentation on (every epoch sees new pixels) or with trainable "
-                     "frozen BatchNormalization; results equal an uncached run.")
+                     "With augmentation on, a few augmented views per image are cached (Augmentation → Cached "
+                     "views). Never used with trainable frozen BatchNormalization; without augmentation, results "
+                     "equal an uncached run.")
     form_values = {key: st.session_state[key] for key in FORM_KEYS}
     # Form values change on submit, so this line describes the settings as last launched or loaded;
     # the rule itself is stated too, so a user who just ticked augmentation is not misled.
     cache_note = form_cache_note(form_values)
-    if cache_note.startswith("Feature cache on"):
-        cache_note += " With augmentation on, runs train on images instead."
+    if cache_note == cache_report.USED_NOTE:
+        cache_note += " With augmentation on, each epoch trains on one of the cached augmented views."
     st.caption(cache_note)
+    advice = _frozen_backbone_advice(form_values)  # (config json, warning): shown before any launch
+    if advice:
+        st.warning(advice[1])
     backends = jobs.available_backends()
     backend = backends[0]
     if len(backends) > 1:  # offered once a Ray cluster is configured
@@ -135,13 +164,19 @@ with st.form("train_form", border=True):
     launched = st.form_submit_button("Launch", type="primary")
 
 st.session_state[SAVED_FORM] = form_values
+warned_before = st.session_state.get(WARNED)  # the config whose warning was on screen when Launch was clicked
+st.session_state[WARNED] = advice[0] if advice else None
 
 if launched:
     try:
         config = form_to_config(form_values)
         settings.resolve_dataset(config.dataset)
+        if advice and not warned_before:  # made frozen-random and launched in one click: warn first, launch next
+            raise _NotYet(f"Not launched yet. {advice[1]} Click Launch again to start it as it is.")
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         st.error(str(exc))
+    except _NotYet as exc:
+        st.warning(str(exc))
     else:
         try:
             run_id, fresh = launch_once("train_last_launch", config.to_json() + backend,
@@ -166,6 +201,16 @@ def _resume(run: Run, accept_dataset_changes: bool = False) -> None:
         errors.pop(run.id, None)
     except (ValueError, OSError, jobs.ray_backend.RayUnavailable) as exc:  # e.g. resumed elsewhere meanwhile
         errors[run.id] = f"Cannot resume: {exc}"
+
+
+def _ask_stop(run_id: str, asking: bool) -> None:
+    asked = st.session_state.setdefault(STOP_ASKED, set())
+    (asked.add if asking else asked.discard)(run_id)
+
+
+def _confirm_stop(run: Run) -> None:
+    run.request_stop()
+    _ask_stop(run.id, False)
 
 
 def _job_card(run: Run, state: RunState) -> None:
@@ -196,24 +241,34 @@ def _job_card(run: Run, state: RunState) -> None:
         bar.caption(
             (f"{ips:.0f} img/s · ETA {format_seconds(progress.get('eta_seconds'))} · " if live and ips else "")
             + f"loss {format_metric(live_value(progress, last, 'loss') if live else last.get('loss'))} · "
-            f"acc {format_metric(live_value(progress, last, 'accuracy') if live else last.get('accuracy'))} · "
-            f"val loss {format_metric(last.get('val_loss'))} · val acc {format_metric(last.get('val_accuracy'))}"
-            + (f" (epoch {last['epoch']})" if number(last.get("epoch")) else "")
+            f"acc {format_accuracy(live_value(progress, last, 'accuracy') if live else last.get('accuracy'))} · "
+            f"val loss {format_metric(last.get('val_loss'))} · val acc {format_accuracy(last.get('val_accuracy'))}"
+            + (f" (latest: epoch {last['epoch']})" if number(last.get("epoch")) else "")
         )
         if kept_label(row):  # the one number of the run: its kept model's (the best-validation epoch)
-            bar.caption(f"**{kept_label(row)}** · val acc {format_metric(row['kept_val_accuracy'])}"
-                        + (f" · test acc {format_metric(row['test_accuracy'])}"
+            bar.caption(f"**{kept_label(row)}** · val acc {format_accuracy(row['kept_val_accuracy'])}"
+                        + (f" · test acc {format_accuracy(row['test_accuracy'])}"
                            if row.get("test_accuracy") is not None else ""))
         if live and metrics:  # a small live chart of the finished epochs
             for column, metric in zip(st.columns(2), ("loss", "accuracy")):
-                figure = curves_figure([(name or run.id, config, metrics)], metric)
+                figure = curves_figure([(name or run.id, config, metrics)], metric, chance=chance_level([row]))
                 figure.update_layout(height=220, margin={"l": 10, "r": 10, "t": 30, "b": 10}, showlegend=False)
                 column.plotly_chart(figure, key=f"live_{metric}_{run.id}")
         if live:
             stopping = run.stop_requested()
-            # Callbacks run before the fragment reruns, so the card already shows the new state.
-            actions.button("Stopping…" if stopping else "Stop", key=f"stop_{run.id}", disabled=stopping,
-                           on_click=run.request_stop, help="The job stops between steps")
+            asking = run.id in st.session_state.get(STOP_ASKED, set())
+            # Stop only asks; the confirming button sits below the card's text, never where Resume was, so a
+            # double click on Resume cannot stop the run it just resumed. Callbacks run before the fragment
+            # reruns, so the card already shows the new state.
+            actions.button("Stopping…" if stopping else "Stop…", key=f"stop_{run.id}", disabled=stopping or asking,
+                           on_click=_ask_stop, args=(run.id, True), help="Asks first; the job stops between steps")
+            if asking and not stopping:
+                bar.warning("Stop this run? It ends after the current step; Resume continues from its last "
+                            "checkpoint.")
+                yes, no, _ = bar.columns([1, 1, 2])
+                yes.button("Yes, stop it", key=f"stop_yes_{run.id}", type="primary", on_click=_confirm_stop,
+                           args=(run,))
+                no.button("Keep running", key=f"stop_no_{run.id}", on_click=_ask_stop, args=(run.id, False))
         elif status in (Status.STOPPED, Status.LOST, Status.FAILED, Status.PRUNED):
             actions.button("Resume", key=f"resume_{run.id}", on_click=_resume, args=(run,),
                            help="Continue from the last checkpoint")

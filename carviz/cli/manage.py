@@ -1,4 +1,4 @@
-"""Command group: managing runs — rename, tag, note, archive, delete to the trash, list/restore/empty the trash."""
+"""Command group: managing runs — config diff, rename, tag, note, archive, delete to the trash, list/restore/empty the trash."""
 
 from __future__ import annotations
 
@@ -35,7 +35,10 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     action = deleted.add_mutually_exclusive_group()
     action.add_argument("--restore", nargs="+", metavar="ID", help="move these runs back")
     action.add_argument("--empty", action="store_true", help="delete every trashed run for good")
-    return {"rename": cmd_rename, "tag": cmd_tag, "note": cmd_note, "archive": cmd_archive,
+    diff = sub.add_parser("diff", help="the config fields that differ between runs, side by side")
+    diff.add_argument("runs", nargs="+", metavar="RUN")
+    diff.add_argument("--all", action="store_true", help="every field, identical ones too")
+    return {"diff": cmd_diff, "rename": cmd_rename, "tag": cmd_tag, "note": cmd_note, "archive": cmd_archive,
             "delete": cmd_delete, "deleted": cmd_deleted}
 
 
@@ -104,4 +107,27 @@ def cmd_deleted(args: argparse.Namespace) -> int:
         print(f"{item.id:<23} {format_time(item.trashed_at):>12} {format_size(item.size_bytes):>9}  {item.name}")
     print(f"{len(items)} run{'' if len(items) == 1 else 's'}, {format_size(sum(i.size_bytes for i in items))}; "
           "`deleted --empty` frees it")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from carviz.views.config_diff import DIFFERS, FIELD, config_diff
+
+    store = Store()
+    runs = [store.find_run(ref) for ref in args.runs]
+    if len(runs) < 2:
+        raise ValueError("diff needs two or more runs")
+    table = config_diff([(f"{run.display_name() or run.id} ({run.id[-6:]})", run.config_dict()) for run in runs],
+                        show_identical=args.all)
+    if table.empty:
+        print("the configs are identical")
+        return 0
+    columns = [column for column in table.columns if column not in (FIELD, DIFFERS)]
+    widths = [max(len(FIELD), *(len(str(v)) for v in table[FIELD]))] + [
+        min(40, max(len(column), *(len(str(v)) for v in table[column]))) for column in columns]
+    print("  ".join(text.ljust(width) for text, width in zip([FIELD, *columns], widths)))
+    for _, row in table.iterrows():
+        cells = [str(row[FIELD])] + [str(row[column])[:40] for column in columns]
+        mark = "" if row[DIFFERS] else "  (same)"
+        print("  ".join(text.ljust(width) for text, width in zip(cells, widths)) + mark)
     return 0

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from carviz.core.store import display_status
-from carviz.views.formatting import format_time
+from carviz.views.formatting import format_time, is_number
 
 PAGE_SIZE = 25
 COLUMNS = ("name", "status", "dataset", "backbone", "learning_rate", "freeze", "epochs", "kept_val_accuracy",
@@ -26,7 +26,8 @@ def page_of(rows: Sequence[dict[str, Any]], page: int, page_size: int = PAGE_SIZ
 
 def display_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One table row per run: the name (with "(archived)"), status word, config essentials, epochs done of
-    planned, the kept model's val and test accuracy (0..1, the table formats them), tags, created time."""
+    planned, the kept model's val and test accuracy (in percent: a "%.1f %%" column reads as format_accuracy
+    writes it and still sorts as a number), tags, created time."""
     shaped = []
     for row in rows:
         planned = row.get("epochs")
@@ -38,13 +39,17 @@ def display_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "learning_rate": row.get("learning_rate"),
             "freeze": None if row.get("freeze") is None else str(row.get("freeze")),
             "epochs": f"{row.get('epochs_done', 0)}/{planned if planned is not None else '?'}",
-            "kept_val_accuracy": row.get("kept_val_accuracy"),
-            "test_accuracy": row.get("test_accuracy"),
+            "kept_val_accuracy": _percent(row.get("kept_val_accuracy")),
+            "test_accuracy": _percent(row.get("test_accuracy")),
             "tags": ", ".join(row.get("tags") or []),
             "created": format_time(row.get("created_at")),
             "id": row.get("id"),
         })
     return shaped
+
+
+def _percent(value: Any) -> float | None:
+    return value * 100 if is_number(value) else None
 
 
 def choices(rows: Sequence[dict[str, Any]], key: str) -> list[str]:

@@ -17,6 +17,7 @@ from carviz.data.datasets import DEMO_CLASSES
 from carviz.core.store import Run, Status
 
 RUN_NAME = "e2e tiny"
+LONG_RUN_NAME = "e2e long"
 TRAIN_TIMEOUT = 180.0  # seconds for the tiny run, queueing and TensorFlow's import included
 SLOW = 120_000  # ms: pages whose first render imports TensorFlow / loads a model
 MAX_SHOT_HEIGHT = 8000  # px: a full-page screenshot taller than this is cut
@@ -42,7 +43,7 @@ def open_page(page, slug: str, title: str, timeout: float = 60_000) -> None:
     assert matching, f"no sidebar link to {href_end} among {hrefs}"
     links.nth(matching[0]).click()
     page.locator("h1").filter(has_text=title).first.wait_for(timeout=timeout)
-    page.wait_for_url(re.compile(re.escape(href_end) + r"$"))
+    page.wait_for_url(re.compile(re.escape(href_end) + r"(\?.*)?$"))  # a page may put its state in the query
 
 
 def screenshot(page, artifacts: Path, name: str) -> Path:
@@ -68,7 +69,12 @@ def screenshot(page, artifacts: Path, name: str) -> Path:
 
 def widget(page, key: str):
     """The element container of the widget with this Streamlit key (Streamlit adds the class st-key-<key>)."""
-    return page.locator(f".st-key-{key}")
+    return page.locator(".st-key-" + re.sub(r"[^a-zA-Z0-9_-]", "-", key.strip()))  # as Streamlit writes the class
+
+
+def button(page, key: str):
+    """The button with this key (first match: while a fragment reruns, Streamlit may briefly keep a stale copy)."""
+    return widget(page, key).locator("button").first
 
 
 def choose(page, key: str, option: str) -> None:
@@ -100,6 +106,32 @@ def wait_for_run(page, run: Run, timeout: float = TRAIN_TIMEOUT) -> None:
         page.wait_for_timeout(1000)
     pytest.fail(f"run {run.id} not shown as succeeded within {timeout:.0f} s (store says {run.status().value}):\n"
                 f"{run.log_tail(60)}")
+
+
+def wait_for_status(run: Run, status: Status, timeout: float = TRAIN_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while run.status() != status:
+        assert time.monotonic() < deadline, f"run {run.id} is {run.status().value}, not {status.value}"
+        time.sleep(0.3)
+
+
+def launch_long_run(page, runs_root: Path) -> Run:
+    """Launch, from the Train form, a tiny run with enough epochs to be seen training."""
+    widget(page, "tf_name").locator("input").fill(LONG_RUN_NAME)
+    set_number(page, "tf_epochs", 400)  # stopped long before the end
+    page.locator('[data-testid="stFormSubmitButton"] button').filter(has_text="Launch").click()
+    launched = page.get_by_text(re.compile(r"Launched run\s+\S+\s+\(" + re.escape(LONG_RUN_NAME)))
+    launched.wait_for()
+    return Run(runs_root / re.search(r"Launched run\s+(\S+)", launched.inner_text()).group(1))
+
+
+def trace_colours(page, name: str) -> list[str]:
+    """The line colours of a run's traces ("<name> · train", "<name> · validation") in the main area's Plotly charts,
+    read from the charts' own data."""
+    return page.evaluate(
+        "name => [...document.querySelectorAll('[data-testid=stMain] .js-plotly-plot')]"
+        ".flatMap(p => (p.data || []).filter(t => (t.name || '').startsWith(name + ' · ')).map(t => (t.line && t.line.color) || "
+        "(t.marker && t.marker.color)))", name)
 
 
 # ------------------------------------------------------------------------------------------ the test
@@ -154,9 +186,44 @@ def test_train_compare_predict_in_browser(browser_page, dashboard, artifacts_dir
     wait_idle(page)
     screenshot(page, artifacts_dir, "3-train")
 
-    # Compare: the finished run is selected by default; both curve charts carry its label.
+    # A longer run: its card draws a live chart while it trains; Stop asks first; a double click on Resume
+    # (whose second click lands where Stop appears) never stops the run it just resumed.
+    long_run = launch_long_run(page, dashboard["runs"])
+    # the innermost block holding the run's id and a chart: its card, with the live chart after its first epoch
+    card = page.locator('[data-testid="stVerticalBlock"]').filter(has_text=long_run.id).filter(
+        has=page.locator(".js-plotly-plot")).last
+    card.wait_for(timeout=SLOW)
+    card.locator(".js-plotly-plot").nth(1).wait_for()  # loss and accuracy
+    assert long_run.status() == Status.RUNNING, long_run.status()
+    screenshot(page, artifacts_dir, "3b-train-live")
+    button(page, f"stop_{long_run.id}").click()
+    button(page, f"stop_yes_{long_run.id}").wait_for()
+    assert not long_run.stop_requested()  # only asked
+    button(page, f"stop_yes_{long_run.id}").click()
+    wait_for_status(long_run, Status.STOPPED)
+    done_before = len(long_run.metrics())
+    resume = button(page, f"resume_{long_run.id}")
+    resume.wait_for()
+    resume.dblclick()
+    deadline = time.monotonic() + 30
+    while long_run.stop_requested() or long_run.status() not in (Status.QUEUED, Status.RUNNING):  # the resume lands
+        if time.monotonic() > deadline:
+            screenshot(page, artifacts_dir, "debug-resume")
+            pytest.fail(f"not resumed: {long_run.status().value}; page says: "
+                        + " | ".join(page.locator('[data-testid="stAlert"]').all_inner_texts()))
+        page.wait_for_timeout(200)
+    while len(long_run.metrics()) < done_before + 2 and time.monotonic() < deadline:
+        assert not long_run.stop_requested(), "a double click on Resume stopped the run it resumed"
+        page.wait_for_timeout(500)
+    assert len(long_run.metrics()) >= done_before + 2, f"the resumed run did not train on:\n{long_run.log_tail(40)}"
+    assert not long_run.stop_requested() and long_run.status() == Status.RUNNING
+    button(page, f"stop_{long_run.id}").click()  # end it: Compare needs only its epochs
+    button(page, f"stop_yes_{long_run.id}").click()
+    wait_for_status(long_run, Status.STOPPED)
+
+    # Compare: the finished run is selected by default (the stopped one is not); both curve charts carry its label.
     open_page(page, "compare", "Compare runs")
-    page.get_by_text(re.compile(r"1 of 1 runs shown · 1 selected")).wait_for()
+    page.get_by_text(re.compile(r"2 of 2 runs shown · 1 selected")).wait_for()
     plots = page.locator('[data-testid="stMain"] .js-plotly-plot')
     plots.nth(1).wait_for()
     wait_idle(page)
@@ -165,6 +232,18 @@ def test_train_compare_predict_in_browser(browser_page, dashboard, artifacts_dir
     for i in range(2):
         assert label in (plots.nth(i).text_content() or ""), f"chart {i} has no trace for {label}"
     screenshot(page, artifacts_dir, "4-compare")
+
+    # A run keeps its colour when another run joins the selection (colours follow the run, not the row).
+    alone = trace_colours(page, label)
+    page.goto(dashboard["url"] + f"/compare?runs={run.id},{long_run.id}")
+    page.get_by_text(re.compile(r"2 selected")).first.wait_for(timeout=SLOW)
+    long_label = f"{LONG_RUN_NAME} ({long_run.id[-6:]})"
+    plots.first.wait_for()
+    wait_idle(page)
+    together = trace_colours(page, label)
+    assert alone and together == alone, (alone, together)
+    assert set(trace_colours(page, long_label)).isdisjoint(alone)
+    screenshot(page, artifacts_dir, "4b-compare-two")
 
     # Predict: the run is offered, an uploaded demo image gets a top-k chart of demo classes.
     open_page(page, "predict", "Predict")

@@ -115,9 +115,17 @@ def test_every_job_state_is_shown(carviz_home: Path) -> None:
     with pytest.raises(KeyError):
         at.button(key=f"stop_{made['succeeded'].id}")
 
-    at.button(key=f"stop_{made['running'].id}").click().run()
+    running = made["running"].id
+    at.button(key=f"stop_{running}").click().run()  # Stop asks first (a double click on Resume lands here)
+    assert not at.exception and not made["running"].stop_requested()
+    assert at.button(key=f"stop_{running}").disabled
+    at.button(key=f"stop_no_{running}").click().run()
+    assert not made["running"].stop_requested() and not at.button(key=f"stop_{running}").disabled
+    at.button(key=f"stop_{running}").click().run()
+    at.button(key=f"stop_yes_{running}").click().run()
     assert not at.exception
     assert made["running"].stop_requested()  # the UI only writes the request; the job stops itself
+    assert at.button(key=f"stop_{running}").label == "Stopping…"
 
 
 def test_preset_switch_and_prefill_from_layers(carviz_home: Path) -> None:
@@ -130,12 +138,55 @@ def test_preset_switch_and_prefill_from_layers(carviz_home: Path) -> None:
     assert at.selectbox(key="tf_alpha").value == 0.5
     assert at.number_input(key="tf_image_size").value == 128
     assert at.text_input(key="tf_freeze").value == "30"
-    assert at.selectbox(key="tf_weights").value == "none"  # the rest stays demo quick
+    # a transfer run on the recommended preset, not merged into the demo quick form (weights none, seed head)
+    assert at.selectbox(key="tf_weights").value == "imagenet"
+    assert at.selectbox(key="tf_head").value == "recommended"
+    assert at.text_input(key="tf_name").value == "mobilenetv2 freeze 30"
+    assert at.selectbox(key="train_preset").value == "recommended"
+    assert any("From Layers: mobilenetv2" in info.value and "ImageNet weights" in info.value for info in at.info)
+    assert not at.warning  # nothing frozen at random
 
     at.selectbox(key="train_preset").set_value("seed study").run()
     assert at.number_input(key="tf_image_size").value == 224
     assert at.text_input(key="tf_freeze").value == "47"
     assert at.selectbox(key="tf_head").value == "seed"
+
+
+def frozen_random_warnings(at: AppTest) -> list[str]:
+    return [w.value for w in at.warning if "Frozen random backbone" in w.value]
+
+
+def test_a_frozen_random_backbone_is_warned_about_before_launch(
+        carviz_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_demo(carviz_home)
+    submitted: list[Run] = []
+
+    def fake_submit(config, runs_root=None, backend=None):  # the real launch is covered by test_real_launch_...
+        run = create_run(config, runs_root)
+        submitted.append(run)
+        return run
+
+    monkeypatch.setattr(launch, "submit", fake_submit)
+    at = open_train(AppTest.from_file(APP, default_timeout=30))
+    assert frozen_random_warnings(at) == []  # demo quick: weights none, but nothing frozen
+    at.selectbox(key="tf_backbone").set_value("mobilenet")
+    at.text_input(key="tf_freeze").input("47")
+    at.button(key="FormSubmitter:train_form-Launch").click().run()  # changed and launched in one click
+    assert not at.exception
+    assert submitted == []  # held back once: the warning comes first
+    [shown, held] = frozen_random_warnings(at)
+    assert "layers 1…46 of mobilenet" in shown and held.startswith("Not launched yet.") and "Launch again" in held
+
+    at.button(key="FormSubmitter:train_form-Launch").click().run()  # seen: launches as it is
+    assert not at.exception
+    assert len(submitted) == 1 and submitted[0].config().freeze == 47 and submitted[0].config().weights == "none"
+
+    at.selectbox(key="tf_weights").set_value("imagenet")  # form values change when the form is submitted
+    at.text_input(key="tf_name").input("imagenet 47")
+    at.button(key="FormSubmitter:train_form-Launch").click().run()
+    assert not at.exception
+    assert frozen_random_warnings(at) == []  # pretrained frozen layers are the point of transfer learning
+    assert len(submitted) == 2 and submitted[1].config().weights == "imagenet"  # launched at once
 
 
 def test_config_error_is_a_message_not_a_traceback(carviz_home: Path) -> None:

@@ -140,3 +140,17 @@ def test_cli_manages_runs(carviz_home, capsys):
     assert main(["deleted", "--empty"]) == 0
     assert "freed" in capsys.readouterr().out and trash.list_trash(store) == []
     assert main(["delete", "no-such-run"]) == 2
+
+
+def test_cli_diff_lists_only_the_fields_that_differ(carviz_home, capsys):
+    store = Store()
+    a = store.create_run(TrainConfig(name="a", learning_rate=1e-3, freeze=47))
+    b = store.create_run(TrainConfig(name="b", learning_rate=1e-4, freeze=47))
+    capsys.readouterr()
+    assert main(["diff", a.id, b.id]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    fields = [line.split()[0] for line in lines[1:]]
+    assert "learning_rate" in fields and "name" in fields and "freeze" not in fields
+    assert main(["diff", a.id, b.id, "--all"]) == 0
+    assert "freeze" in capsys.readouterr().out
+    assert main(["diff", a.id]) == 2
