@@ -89,7 +89,7 @@ def prepare_augmented_training(
         raise ValueError("no cut point after the input before the first trainable layer")
     features._check_frozen_through(model, min(position, len(model.get_layer("backbone").layers)))
     spec = FeatureSpec(config.backbone, config.weights, config.alpha, config.image_size, config.head, fingerprint,
-                       precision, storage_dtype)
+                       precision, storage_dtype, init_seed=config.seed)
     root = Path(dataset_root).resolve()
     relative = [Path(p).resolve().relative_to(root).as_posix() for p in all_paths]
     train_relative = [Path(p).resolve().relative_to(root).as_posix() for p in split.train_paths]

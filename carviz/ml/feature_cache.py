@@ -88,6 +88,7 @@ class FeatureSpec:
     dataset_fingerprint: str
     precision: str = "float32"  # the compute policy the frozen layers ran under (mixed_float16 differs)
     dtype: str = "float32"  # storage
+    init_seed: int | None = None  # with weights "none": the run seed drew the frozen layers' random weights
 
     def __post_init__(self) -> None:
         if self.dtype not in STORAGE_DTYPES:
@@ -97,6 +98,8 @@ class FeatureSpec:
         values = asdict(self)
         values.update(format=_KEY_FORMAT, weights=_weights_identity(self.weights), alpha=float(self.alpha),
                       image_size=int(self.image_size))
+        if values["weights"] != "none":  # pretrained frozen layers do not depend on the run seed (keys unchanged)
+            del values["init_seed"]
         return values
 
     def family(self) -> str:

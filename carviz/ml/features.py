@@ -242,7 +242,7 @@ def prepare_cached_training(
         raise ValueError("no cut point after the input before the first trainable layer")
     _check_frozen_through(model, min(position, len(model.get_layer("backbone").layers)))
     spec = FeatureSpec(config.backbone, config.weights, config.alpha, config.image_size, config.head, fingerprint,
-                       precision, storage_dtype)
+                       precision, storage_dtype, init_seed=config.seed)
     name = position_name(model, position)
     key = spec.key(name)
     root = Path(dataset_root).resolve()

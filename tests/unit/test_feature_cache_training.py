@@ -69,7 +69,7 @@ def test_cached_and_uncached_runs_of_one_config_give_the_same_curves(demo_home: 
 def test_later_runs_reuse_the_cache_and_deeper_cuts_start_from_shallower_ones(demo_home: Path) -> None:
     one_epoch = TINY.replace(epochs=1)
     first = _train(one_epoch)
-    deeper = _train(one_epoch.replace(freeze=59, seed=7))  # another seed and split: the same per-image features
+    deeper = _train(one_epoch.replace(freeze=59, split_seed=7))  # another split: the same per-image features
     pooled = _train(one_epoch.replace(freeze="all"))
     again = _train(one_epoch.replace(learning_rate=3e-4))
     assert _cache_info(first)["source"] == "computed from the images"
@@ -89,6 +89,10 @@ def test_later_runs_reuse_the_cache_and_deeper_cuts_start_from_shallower_ones(de
     direct = _train(one_epoch.replace(freeze=59))
     assert _cache_info(direct)["source"] == "computed from the images"
     assert np.allclose(np.array(cache.get(derived.key)[0]), derived_values, atol=1e-4)
+
+    # weights "none": the run seed drew the frozen layers' random weights, so another seed has other features
+    reseeded = _train(one_epoch.replace(freeze=59, seed=7))
+    assert _cache_info(reseeded)["source"] == "computed from the images"
 
 
 @pytest.mark.parametrize("change, reason", [
