@@ -79,6 +79,13 @@ with st.container(border=True):
             else:
                 st.warning(f"Already started a moment ago (LR range test `{test_id}`).")
 
+    def _retry_recommended(test_id: str, skip_test: bool) -> None:
+        try:
+            test = Store().get_lr_test(test_id)
+            recommend.skip_lr_test(test) if skip_test else recommend.retry_recommended(test)
+        except (LookupError, ValueError, OSError, ConfigError, jobs.ray_backend.RayUnavailable) as exc:
+            st.session_state["sw_rec_error"] = f"Not launched: {exc}"
+
     @st.fragment(run_every=3)
     def pending_recommendations() -> None:
         """Recommended sweeps whose LR test has not launched them yet (read from the records: survives a restart)."""
@@ -92,8 +99,16 @@ with st.container(border=True):
                 seen.add(r["test"])
                 st.info(f"{r['name']}: LR range test `{r['test']}` {r['status']}; the sweep starts when it ends.")
             else:
-                st.caption(f"{r['name']}: LR range test `{r['test']}` ended {r['status']} without a sweep"
+                st.warning(f"{r['name']}: LR range test `{r['test']}` ended {r['status']} without a sweep"
                            + (f": {r['error']}" if r["error"] else ""))
+                retry, skip, _ = st.columns([1, 2, 3])
+                retry.button("Retry", key=f"sw_rec_retry_{r['test']}", on_click=_retry_recommended,
+                             args=(r["test"], False), help="Run the LR range test again; the sweep follows it")
+                skip.button("Launch with 1e-3 and 1e-4", key=f"sw_rec_skip_{r['test']}",
+                            on_click=_retry_recommended, args=(r["test"], True),
+                            help="Skip the LR range test: the sweep as planned, with the default learning rates")
+        if st.session_state.get("sw_rec_error"):
+            st.error(st.session_state.pop("sw_rec_error"))
 
     pending_recommendations()
 

@@ -158,13 +158,39 @@ def launch_planned(test: LRTest, suggested_lr: float | None) -> str | None:
     return record.id
 
 
+def retry_recommended(test: LRTest) -> LRTest:
+    """A new LR test for the plan of one that ended without launching its sweep (failed, stopped, lost); the old
+    one is marked as retried, so it is no longer listed as waiting."""
+    plan, params = test.params().get(PLAN_KEY), test.params()
+    if not isinstance(plan, Mapping):
+        raise ValueError(f"LR range test {test.id} carries no recommended sweep")
+    if planned_sweep_id(test) or test.state().status.value in ("queued", "running"):
+        raise ValueError(f"LR range test {test.id} has launched its sweep or is still going")
+    backend = params.get("backend") if isinstance(params.get("backend"), str) else None
+    steps = params.get("steps") if isinstance(params.get("steps"), int) else None
+    retry = launch_recommended(SweepConfig.from_dict(plan), test.path.parent.parent, backend, steps)
+    atomic_write_json(test.file(SWEEP_FILE), {"retried_as": retry.id})
+    return retry
+
+
+def skip_lr_test(test: LRTest) -> str:
+    """Launch the plan of a test that ended without its sweep with the default learning rates (1e-3 and 1e-4, as
+    when a test suggests none); the sweep's id."""
+    if test.state().status.value in ("queued", "running"):
+        raise ValueError(f"LR range test {test.id} is still going")
+    sweep_id = launch_planned(test, None)
+    if sweep_id is None:
+        raise ValueError(f"LR range test {test.id} carries no recommended sweep")
+    return sweep_id
+
+
 def recommendations(runs_root: Path | None = None) -> list[dict[str, Any]]:
-    """Every LR test that carries a plan, newest first: {"test", "name", "status", "error", "sweep"} (sweep: its id
-    once launched, else None)."""
+    """Every LR test that carries a plan and was not retried, newest first: {"test", "name", "status", "error",
+    "sweep"} (sweep: its id once launched, else None)."""
     found = []
     for test in Store(runs_root).list_lr_tests():
         plan = test.params().get(PLAN_KEY)
-        if not isinstance(plan, Mapping):
+        if not isinstance(plan, Mapping) or read_json_object(test.file(SWEEP_FILE)).get("retried_as"):
             continue
         state = test.state()
         found.append({"test": test.id, "name": str(plan.get("name", "")), "status": state.status.value,

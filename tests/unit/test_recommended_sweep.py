@@ -183,3 +183,38 @@ def test_finished_sweep_names_the_recommended_run_and_offers_it_to_predict(carvi
     assert not at.exception, at.exception
     assert at.session_state["predict_run"] == best.id
     assert at.selectbox(key="predict_run").value == best.id  # the Predict page opened on it
+
+
+def test_a_failed_lr_test_can_be_retried_or_skipped_from_the_page(carviz_home: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from carviz.core import jobs
+    from carviz.core.store import Store
+
+    generate_demo_dataset(carviz_home / "data" / "demo", per_class=8, image_size=48)
+    launched: list[tuple[str, str]] = []
+    monkeypatch.setattr(jobs, "launch", lambda record, kind, backend=None: launched.append((record.id, kind.name)))
+    at = open_sweeps()
+    at.selectbox(key="sw_rec_backbone").set_value("small_cnn")
+    at.button(key="sw_recommended").click().run()
+    [first] = recommend.recommendations()
+    Store().get_lr_test(first["test"]).write_status(Status.FAILED, error="MemoryError: out of memory")
+
+    at = open_sweeps()
+    assert any("ended failed without a sweep: MemoryError" in w.value for w in at.warning)
+    at.button(key=f"sw_rec_retry_{first['test']}").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [second] = recommend.recommendations()  # the retried test is no longer listed
+    assert second["test"] != first["test"] and second["status"] == "queued"
+    assert launched[-1] == (second["test"], "LR range test")
+    assert sweep.list_sweeps() == []
+
+    Store().get_lr_test(second["test"]).write_status(Status.STOPPED)
+    at = open_sweeps()
+    at.button(key=f"sw_rec_skip_{second['test']}").click().run()
+    assert not at.exception and not at.error
+    [record] = sweep.list_sweeps()
+    assert record.config.learning_rates == (1e-3, 1e-4)
+    assert launched[-1] == (record.id, "sweep feeder")
+    assert [r["sweep"] for r in recommend.recommendations()] == [record.id]
+    with pytest.raises(ValueError, match="launched its sweep"):
+        recommend.retry_recommended(Store().get_lr_test(second["test"]))
