@@ -269,6 +269,10 @@ def _job_card(run: Run, state: RunState) -> None:
                 yes.button("Yes, stop it", key=f"stop_yes_{run.id}", type="primary", on_click=_confirm_stop,
                            args=(run,))
                 no.button("Keep running", key=f"stop_no_{run.id}", on_click=_ask_stop, args=(run.id, False))
+        elif status in (Status.STOPPED, Status.LOST, Status.FAILED, Status.PRUNED) and \
+                jobs.still_exiting(run, state):  # recorded as ended, its process still exiting
+            actions.button("Ending…", key=f"ending_{run.id}", disabled=True,
+                           help="The job has stopped and its process is exiting; Resume appears when it is gone")
         elif status in (Status.STOPPED, Status.LOST, Status.FAILED, Status.PRUNED):
             actions.button("Resume", key=f"resume_{run.id}", on_click=_resume, args=(run,),
                            help="Continue from the last checkpoint")

@@ -262,4 +262,25 @@ def test_train_compare_predict_in_browser(browser_page, dashboard, artifacts_dir
     assert re.search(r"\d+\.\d%", text), f"no probability in the prediction chart: {text!r}"
     assert not page.locator('[data-testid="stException"]').count()
     screenshot(page, artifacts_dir, "5-predict")
+
+    # Sweeps: a two-run sweep launched from the form reads done in the selector, and its Stop turns off, without
+    # a reload (the table, selector and buttons refresh together).
+    open_page(page, "sweeps", "Sweeps")
+    widget(page, "sw_name").locator("input").fill("e2e sweep")
+    widget(page, "sw_name").locator("input").press("Tab")
+    for key, value in (("sw_epochs", 1), ("sw_batch_size", 16), ("sw_image_size", 32)):
+        set_number(page, key, value)
+    page.get_by_text(re.compile(r"^2 runs")).first.wait_for()  # the form says what it will launch
+    button(page, "sw_launch").click()
+    page.get_by_text(re.compile(r"Launched sweep")).wait_for()
+    selector = widget(page, "sw_selected_sweep").locator('input[role="combobox"]')
+    deadline = time.monotonic() + 2 * TRAIN_TIMEOUT
+    while "2 of 2 done" not in (selector.input_value() if selector.count() else ""):
+        if time.monotonic() > deadline:
+            screenshot(page, artifacts_dir, "debug-sweep")
+            pytest.fail(f"the sweep never read done in place: {selector.input_value()!r}")
+        page.wait_for_timeout(1000)
+    assert button(page, "sw_stop").is_disabled() and button(page, "sw_resume").is_disabled()
+    wait_idle(page)
+    screenshot(page, artifacts_dir, "6-sweeps")
     print(f"e2e flow took {time.monotonic() - started:.0f} s; top classes shown: {shown}")

@@ -238,3 +238,20 @@ def test_real_launch_starts_a_job_process(carviz_home: Path) -> None:
     finally:
         final = jobs.stop(run, timeout=5)  # kills the job's process group when it does not stop in time
     assert final.is_terminal()
+
+
+def test_a_stopped_run_whose_process_still_exits_offers_no_resume_yet(carviz_home: Path) -> None:
+    tiny_demo(carviz_home)
+    exiting = create_run(PRESETS["demo quick"].replace(name="exiting"))
+    write_metrics(exiting, 2)
+    exiting.write_status(Status.STOPPED, pid=os.getpid(), pid_create_time=process_create_time(os.getpid()),
+                         ended_at=runs.now_iso())  # its status is written; this "process" has not exited
+    at = open_train(AppTest.from_file(APP, default_timeout=30))
+    assert not at.exception
+    assert at.button(key=f"ending_{exiting.id}").disabled
+    with pytest.raises(KeyError):
+        at.button(key=f"resume_{exiting.id}")
+    pid, create_time = dead_pid()
+    exiting.write_status(Status.STOPPED, pid=pid, pid_create_time=create_time, ended_at=runs.now_iso())
+    at.run()
+    assert at.button(key=f"resume_{exiting.id}")  # the process is gone: Resume is offered

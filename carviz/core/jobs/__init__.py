@@ -19,7 +19,8 @@ from carviz.core.jobs.status import JobState, ProcessCheck, Status, check_proces
 
 __all__ = [
     "BACKENDS", "JobContext", "JobKind", "JobRecord", "JobState", "Outcome", "Status", "available_backends",
-    "capacity", "derive_state", "gpu_count", "job_main", "launch", "resume", "run_job", "slot_count", "stop",
+    "capacity", "derive_state", "gpu_count", "job_main", "launch", "resume", "run_job", "slot_count", "still_exiting",
+    "stop",
 ]
 
 BACKENDS = ("local", "ray")
@@ -83,6 +84,12 @@ def _process_lives(record: JobRecord, state: JobState) -> bool:
     create_time = raw.get("pid_create_time") if raw.get("pid") == state.pid else \
         record.launch_info().get("pid_create_time")
     return check_process(state.pid, create_time, state.host) == ProcessCheck.ALIVE
+
+
+def still_exiting(record: JobRecord, state: JobState) -> bool:
+    """True for a local job recorded as ended whose process has not exited yet (it writes its status, then saves
+    and cleans up): resuming it now would be refused, so offer Resume only once this is False."""
+    return state.status.is_terminal() and state.backend != "ray" and _process_lives(record, state)
 
 
 def stop(record: JobRecord, timeout: float = 30.0) -> Status:

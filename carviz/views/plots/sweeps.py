@@ -275,6 +275,7 @@ def runs_scatter_figure(rows: Sequence[Mapping[str, Any]], x: str, x_title: str,
         ))
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=VALUE_TITLE, hovermode="closest",
                       legend=dict(orientation="h", yanchor="top", y=-0.2), margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_yaxes(tickformat=".0%")  # accuracy reads as a percentage on every chart
     if log_x:
         fig.update_xaxes(type="log")
     return fig
