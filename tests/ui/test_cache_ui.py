@@ -79,8 +79,9 @@ def test_sweeps_caption_and_launch_carry_augmentation(demo: Path, monkeypatch: p
     monkeypatch.setattr(jobs, "launch", lambda *args, **kwargs: None)
     at = AppTest.from_file(SWEEPS, default_timeout=30).run()
     assert not at.exception
+    at.text_input(key="sw_freeze_text").set_value("1, all").run()  # the default from scratch is "1" only
     assert ("Feature cache used by the runs with freeze all; not used with freeze 1: nothing before the first "
-            "trainable layer") in captions(at)  # the default points are "1, all"
+            "trainable layer") in captions(at)
 
     at.checkbox(key="sw_augment").check().run()
     assert "Feature cache used by the runs with freeze all (with 4 augmented views)" in captions(at)

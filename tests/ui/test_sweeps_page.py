@@ -129,8 +129,10 @@ def test_freeze_rule_and_layers_prefill(demo: Path, monkeypatch: pytest.MonkeyPa
 def test_grid_points_that_freeze_a_random_backbone_are_warned_about(demo: Path) -> None:
     at = AppTest.from_file(PAGE, default_timeout=30).run()
     assert not at.exception
+    # the defaults (demo quick: small_cnn from scratch, so freeze 1 only: train every layer) warn of nothing
+    assert not [w for w in at.warning if "Frozen random backbone" in w.value]
+    at.text_input(key="sw_freeze_text").set_value("1, all").run()
     frozen = [w.value for w in at.warning if "Frozen random backbone" in w.value]
-    # the defaults (demo quick: small_cnn from scratch, 2 lrs × freeze 1 and all): "all" keeps random layers
     assert len(frozen) == 1 and "2 of 4 runs (small_cnn freeze all)" in frozen[0]
     at.text_input(key="sw_freeze_text").set_value("1, 3, 5").run()
     [text] = [w.value for w in at.warning if "Frozen random backbone" in w.value]
@@ -159,7 +161,7 @@ def test_the_form_says_how_many_runs_before_launch(demo: Path, monkeypatch: pyte
     def planned() -> list[str]:
         return [m.value for m in at.markdown if " runs: " in m.value or "Not launchable" in m.value]
 
-    assert planned() == ["4 runs: 2 learning rates × 2 freeze points × 1 seed"]  # the defaults
+    assert planned() == ["2 runs: 2 learning rates × 1 freeze point × 1 seed"]  # the defaults
     at.text_input(key="sw_freeze_text").set_value("1, 3, all")
     at.text_input(key="sw_seeds").set_value("1, 2").run()
     assert planned() == ["12 runs: 2 learning rates × 3 freeze points × 2 seeds"]  # live, before any launch
