@@ -13,6 +13,8 @@ from carviz.views.formatting import format_accuracy, is_number
 from carviz.views.plots.evaluation import confusion_figure, per_class_accuracy_figure, topk_figure
 from carviz.core.store import Run, Status, Store, kept_label, list_runs
 from app_pages._common import _folder_signature, dataset_names
+from app_pages._gradcam import gallery_controls, gallery_overlays, heatmap_controls, show_heatmap
+from app_pages._exports import model_section
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "webp"]
 TOP_K = 5
@@ -90,6 +92,7 @@ run_id = st.selectbox("Run", [run.id for run in finished], format_func=describe,
 run = Store().get_run(run_id)
 classes = run.classes() or []
 st.caption(f"{len(classes)} classes: {', '.join(classes[:20])}{' …' if len(classes) > 20 else ''}")
+model_section(run, get_predictor)  # the .keras download, exports and their checks
 
 predict_tab, evaluate_tab = st.tabs(["Classify images", "Evaluate"])
 
@@ -110,11 +113,22 @@ with predict_tab:
         except (OSError, ValueError) as exc:
             st.error(f"Could not load the model of run {run.id}: {exc}")
             results = []
-        for result in results:
+        heat, mtime = None, 0.0
+        if any(result.error is None for result in results):  # Grad-CAM controls shared by every image
+            from carviz.ml.predict import model_version
+
+            mtime = model_version(run)
+            heat = heatmap_controls(get_predictor(str(run.path), mtime))
+        for index, (source, result) in enumerate(zip(files, results)):
             if result.error:
                 st.error(result.error)
                 continue
-            image_col, chart_col = st.columns([1, 2])
+            if heat is not None and heat.on:
+                image_col, heat_col, chart_col = st.columns([1, 1, 2])
+                show_heatmap(heat_col, run, mtime, get_predictor(str(run.path), mtime), source, result.top, heat,
+                             key=f"predict_gradcam_class_{index}")
+            else:
+                image_col, chart_col = st.columns([1, 2])
             image_col.image(result.image, caption=result.name, width="stretch")
             chart_col.plotly_chart(topk_figure(result.top, title=result.name))
 
@@ -183,11 +197,17 @@ with evaluate_tab:
             if wrong:
                 limit = st.slider("Show", 1, len(wrong), min(len(wrong), 24), key="predict_gallery_limit") \
                     if len(wrong) > 1 else 1
+                heat_mode, heat_opacity = gallery_controls()
+                overlays = gallery_overlays(run, model_version(run), get_predictor(str(run.path), model_version(run)),
+                                            wrong[:limit], heat_mode, heat_opacity)
                 columns = st.columns(GALLERY_COLUMNS)
                 for index, item in enumerate(wrong[:limit]):
                     caption = f"true {item.true} → {item.predicted} ({item.confidence:.0%})"
                     try:
-                        columns[index % GALLERY_COLUMNS].image(str(item.path), caption=caption, width="stretch")
+                        columns[index % GALLERY_COLUMNS].image(
+                            str(item.path) if overlays[index] is None else overlays[index],
+                            caption=caption if overlays[index] is None else f"{caption} · Grad-CAM: {heat_mode} class",
+                            width="stretch")
                     except Exception:  # noqa: BLE001 - a file removed since evaluating: say so, keep the gallery
                         columns[index % GALLERY_COLUMNS].warning(f"{item.path.name}: cannot be shown. {caption}")
             else:

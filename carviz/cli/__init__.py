@@ -7,10 +7,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from carviz.cli import cache, data, manage, results, runs, sweeps
+from carviz.cli import cache, data, explain, manage, results, runs, ship, sweeps
 from carviz.core.config import ConfigError
 
-GROUPS = (data, runs, manage, results, sweeps, cache)  # the registry: each group adds its subcommands and returns their handlers
+GROUPS = (data, runs, manage, results, explain, ship, sweeps, cache)  # the registry: each group adds its subcommands and returns their handlers
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

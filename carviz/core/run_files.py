@@ -14,6 +14,8 @@ TENSORBOARD_DIR = "tensorboard"
 SWEEP_CONTEXT_FILE = "sweep_context.json"  # what a sweep's run needs to know of its sweep (pruning, peers)
 RESUME_REQUEST_FILE = "resume_request.json"  # how the user asked to resume (written by the UI/CLI, read by the job)
 ANNOTATIONS_FILE = "annotations.json"  # the user's: display name, tags, note, archived (never read by the job)
+EXPORTS_DIR = "exports"  # exports/<format>/: a SavedModel or .tflite of model.keras, made on request
+EXPORT_CHECK_FILE = "check.json"  # beside each export: its agreement with the Keras model
 # Under runs/:
 SWEEPS_DIR = ".sweeps"
 TRASH_DIR = ".trash"  # deleted runs, restorable until the trash is emptied
