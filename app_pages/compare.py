@@ -11,6 +11,7 @@ from carviz.views import compare
 from carviz.views.config_diff import DIFFERS, FIELD, config_diff
 from carviz.views.plots.curves import chance_level, curves_figure
 from carviz.views.plots.sweeps import freeze_figure, sweep_points
+from carviz.core.lineage import lineage_line
 from carviz.core.store import Run, Store, list_runs
 
 LIVE_REFRESH_SECONDS = 3.0  # curves change once per epoch; faster polling only adds redraw churn
@@ -80,6 +81,9 @@ event = st.dataframe(
         "status": st.column_config.TextColumn(headers["status"], width=80),
         "dataset": st.column_config.TextColumn(headers["dataset"], width=70),
         "backbone": st.column_config.TextColumn(headers["backbone"], width=90),
+        "parent": st.column_config.TextColumn(headers["parent"], width=120,
+                                              help="Transfer: the finished run this one started from (its weights, "
+                                                   "a new classifier)"),
         "learning_rate": st.column_config.NumberColumn(headers["learning_rate"], format="%.0e", width=50),
         "freeze": st.column_config.TextColumn(headers["freeze"], width=50),
         "epochs_done": st.column_config.NumberColumn(headers["epochs_done"], width=55, help="Epochs trained so far"),
@@ -191,6 +195,10 @@ def charts(run_ids: list[str], smoothing: float, x_axis: str, epoch_range: tuple
             "seconds": st.column_config.NumberColumn(headers["seconds"], width=60, format="%.0f"),
         },
     )
+    for row in fresh:  # lineage: where each transfer run started
+        line = lineage_line(row.get("parent"), row.get("init_from_run"))
+        if line:
+            st.caption(f"**{compare.run_label(row)}** · {line}")
     st.caption("Every metric of every epoch is in the CSV.")
     st.download_button(
         "Download metrics (CSV)",

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from carviz.core import jobs, launch, settings
-from carviz.core.config import BACKBONES, HEADS, MAX_AUGMENT_VIEWS, OPTIMIZERS, PRECISIONS, PRESETS, ConfigError
+from carviz.core import jobs, launch, lineage, settings
+from carviz.core.config import (BACKBONES, HEADS, MAX_AUGMENT_VIEWS, OPTIMIZERS, PRECISIONS, PRESETS, ConfigError,
+                                TrainConfig)
 from carviz.core.advice import frozen_random_backbone_warning
 from carviz.views.layer_select import carried_config, carry_note
 from carviz.views import cache_report
@@ -14,7 +15,7 @@ from carviz.views.cache_report import run_line
 from carviz.views.formatting import format_accuracy
 from carviz.views.plots.curves import chance_level, curves_figure
 from carviz.views.run_notes import live_value, progress_line, resume_line
-from carviz.core.store import BROKEN, Run, RunState, Status, kept_label, list_runs, summarize
+from carviz.core.store import BROKEN, Run, RunState, Status, Store, kept_label, list_runs, summarize
 from app_pages._common import (
     WEIGHT_CHOICES,
     config_to_form,
@@ -42,6 +43,8 @@ WARNED = "train_warned_config"  # set while a frozen-random-backbone warning is 
 RESUME_ERRORS = "train_resume_errors"
 STOP_ASKED = "train_stop_asked"  # run ids whose Stop was clicked and awaits "Yes, stop it"
 FORM_KEYS = list(config_to_form(PRESETS[DEFAULT_PRESET]))
+PARENT_KEY = "tf_init_from_run"  # "Start from a finished run": a run id, "" for none
+PARENT_FORM_KEYS = ("tf_backbone", "tf_alpha", "tf_image_size", "tf_head", "tf_weights", "tf_weights_path")
 
 
 def _load_form(values: dict) -> None:
@@ -50,7 +53,36 @@ def _load_form(values: dict) -> None:
 
 
 def _apply_preset() -> None:
+    parent = st.session_state.get(PARENT_KEY) or ""
     _load_form(config_to_form(PRESETS[st.session_state["train_preset"]]))
+    st.session_state[PARENT_KEY] = parent  # a preset changes the rest; the run to start from stays
+    _apply_parent()
+
+
+def _finished_runs() -> dict[str, str]:
+    """Runs a new run can start from (succeeded, with a model), newest first: id -> label."""
+    labels = {}
+    for run in list_runs():
+        if run.status() != Status.SUCCEEDED or not run.has_model():
+            continue
+        config = run.config_dict()
+        dataset = str(config.get("dataset") or "").rstrip("/").rsplit("/", 1)[-1]
+        labels[run.id] = (f"{run.display_name(config) or run.id} ({run.id}) · {dataset} · {config.get('backbone')} "
+                          f"{config.get('image_size')} px · {config.get('head')} head")
+    return labels
+
+
+def _apply_parent() -> None:
+    """Fill the form's backbone, alpha, image size, head and weights from the run to start from (then locked)."""
+    run_id = st.session_state.get(PARENT_KEY) or ""
+    if not run_id:
+        return
+    try:
+        filled = config_to_form(lineage.from_parent(TrainConfig(), Store().get_run(run_id)))
+    except (LookupError, ConfigError, OSError, ValueError):
+        return  # gone or unreadable: launching says why
+    for key in PARENT_FORM_KEYS:
+        st.session_state[key] = filled[key]
 
 
 class _NotYet(Exception):
@@ -82,6 +114,19 @@ if prefill:  # a transfer run on the recommended preset, never merged into whate
 st.selectbox("Preset", list(PRESETS), key="train_preset", index=list(PRESETS).index(DEFAULT_PRESET),
              on_change=_apply_preset, help="Fills the form; change anything after.")
 
+finished_runs = _finished_runs()
+if st.session_state.get(PARENT_KEY) not in ("", None, *finished_runs):
+    st.session_state[PARENT_KEY] = ""  # the run is gone (deleted) or no longer finished
+st.selectbox("Start from a finished run", ["", *finished_runs], key=PARENT_KEY, on_change=_apply_parent,
+             format_func=lambda run_id: finished_runs.get(run_id, run_id) or "none: start from the weights below",
+             help="Transfer from a run: the new run starts from that run's trained model, every layer but the "
+                  "classifier, which is new for this dataset's classes. Its backbone, alpha, image size and head "
+                  "are the run's; freeze as usual.")
+parent_id = st.session_state.get(PARENT_KEY) or ""
+if parent_id:
+    st.caption(f"{lineage.lineage_line(None, parent_id)} Backbone, alpha, image size, head and weights come from "
+               "that run (locked below); the freeze point applies as usual.")
+
 datasets = dataset_names()
 if st.session_state.get("tf_dataset") and st.session_state["tf_dataset"] not in datasets:
     datasets.append(st.session_state["tf_dataset"])  # e.g. a preset's "demo" before data/ has it
@@ -92,13 +137,15 @@ with st.form("train_form", border=True):
     st.text_input("Run name", key="tf_name", max_chars=200)
     c1, c2, c3, c4 = st.columns(4)
     c1.selectbox("Dataset", datasets, key="tf_dataset", help=f"Folders under {settings.data_dir()}")
-    c2.selectbox("Backbone", BACKBONES, key="tf_backbone")
-    c3.selectbox("Alpha (MobileNets)", ALPHAS, key="tf_alpha")
-    c4.number_input("Image size (px)", 32, 1024, step=16, key="tf_image_size")
+    c2.selectbox("Backbone", BACKBONES, key="tf_backbone", disabled=bool(parent_id))
+    c3.selectbox("Alpha (MobileNets)", ALPHAS, key="tf_alpha", disabled=bool(parent_id))
+    c4.number_input("Image size (px)", 32, 1024, step=16, key="tf_image_size", disabled=bool(parent_id))
     c1, c2, c3, c4 = st.columns(4)
-    c1.selectbox("Weights", WEIGHT_CHOICES, key="tf_weights", help="ImageNet (offline cache), none, or a file")
-    c2.text_input("Weights file (when 'file')", key="tf_weights_path")
-    c3.selectbox("Head", HEADS, key="tf_head", help="recommended: pooled head; seed: the seed study's conv head")
+    c1.selectbox("Weights", WEIGHT_CHOICES, key="tf_weights", disabled=bool(parent_id),
+                 help="ImageNet (offline cache), none, or a file; started from a run: that run's weights")
+    c2.text_input("Weights file (when 'file')", key="tf_weights_path", disabled=bool(parent_id))
+    c3.selectbox("Head", HEADS, key="tf_head", disabled=bool(parent_id),
+                 help="recommended: pooled head; seed: the seed study's conv head")
     c4.slider("Dropout", 0.0, 0.9, step=0.05, key="tf_dropout")
     c1, c2, c3, c4 = st.columns(4)
     c1.selectbox("Optimizer", OPTIMIZERS, key="tf_optimizer")
@@ -171,6 +218,8 @@ if launched:
     try:
         config = form_to_config(form_values)
         settings.resolve_dataset(config.dataset)
+        if config.init_from_run:
+            lineage.parent_of(config)  # finished, with a model, of this architecture: else say why, launch nothing
         if advice and not warned_before:  # made frozen-random and launched in one click: warn first, launch next
             raise _NotYet(f"Not launched yet. {advice[1]} Click Launch again to start it as it is.")
     except (ConfigError, FileNotFoundError, ValueError) as exc:
@@ -281,7 +330,8 @@ def _job_card(run: Run, state: RunState) -> None:
                                help="Continue on the split and classes recorded at launch, without the images "
                                     "gone since (new images are not added)")
         resume_error = st.session_state.get(RESUME_ERRORS, {}).get(run.id)
-        for note in (run_line(info), resume_line(info)):
+        for note in (lineage.lineage_line(info.get("parent"), config.get("init_from_run")), run_line(info),
+                     resume_line(info)):
             if note:
                 bar.caption(note)
         if resume_error and status.is_terminal():

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from carviz.core import settings
-from carviz.core.config import FREEZE_ALL, PRESETS, Augmentation, TrainConfig
+from carviz.core.config import FREEZE_ALL, PRESETS, Augmentation, ConfigError, TrainConfig
 
 
 def freeze_arg(text: str) -> int | str:
@@ -43,6 +43,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--xla", action="store_true", help="compile with XLA (slow first epoch on CPU)")
     parser.add_argument("--no-feature-cache", action="store_true",
                         help="run the frozen layers on every image each epoch instead of training on cached features")
+    parser.add_argument("--from-run", default=None, metavar="RUN",
+                        help="start from a finished run's model (id, prefix or name): every layer but the classifier, "
+                             "which is new for this dataset's classes; backbone, alpha, image size and head are the "
+                             "run's (--freeze as usual)")
 
 
 def add_split_flags(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +126,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         changes["jit_compile"] = True
     if args.no_feature_cache:
         changes["feature_cache"] = False
-    return base.replace(**changes)
+    config = base.replace(**changes)
+    return _from_run(config, args) if getattr(args, "from_run", None) else config
+
+
+def _from_run(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+    """config started from --from-run's run (resolved to its id): its backbone, alpha, image size, head and weights;
+    a flag asking for another backbone, alpha, image size or head is refused, saying why."""
+    from carviz.core import lineage
+    from carviz.core.store import find_run
+
+    parent = find_run(args.from_run)
+    config = lineage.from_parent(config, parent)
+    wrong = [f"--{field.replace('_', '-')} {getattr(args, field)} (the run's {getattr(config, field)})"
+             for field in lineage.PARENT_FIELDS
+             if getattr(args, field, None) is not None and getattr(args, field) != getattr(config, field)]
+    if wrong:
+        raise ConfigError(f"--from-run {args.from_run}: {', '.join(wrong)}; a run started from another keeps its "
+                          "backbone, alpha, image size and head (leave those flags out)")
+    lineage.parent_of(config)  # finished, with a model
+    return config
 
 
 def fmt(value: Any, digits: int = 4) -> str:

@@ -154,6 +154,7 @@ def _accuracy(value: Any) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from carviz.core.lineage import lineage_line
     from carviz.views.cache_report import run_line
     from carviz.views.run_notes import resume_line
 
@@ -193,7 +194,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print("  epoch {epoch:>3}  loss {l}  acc {a}  val_loss {vl}  val_acc {va}  {s}s".format(
             epoch=row["epoch"], l=fmt(row.get("loss")), a=_accuracy(row.get("accuracy")), vl=fmt(row.get("val_loss")),
             va=_accuracy(row.get("val_accuracy")), s=fmt(row.get("seconds"), 3)))
-    for note in (run_line(detail["info"]), resume_line(detail["info"])):
+    for note in (lineage_line(detail["info"].get("parent"), config.get("init_from_run")), run_line(detail["info"]),
+                 resume_line(detail["info"])):
         if note:
             print(note)
     evaluation = detail["evaluation"] or {}

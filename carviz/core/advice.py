@@ -11,8 +11,8 @@ FIRST_FREEZE_WITH_WEIGHTS = 3
 
 def freezes_random_layers(config: TrainConfig) -> bool:
     """True when the run starts from random weights (weights 'none') and keeps some of them frozen: those layers never
-    train, so they only scramble the image. A weights file or ImageNet weights are fine."""
-    if str(config.weights).strip().lower() != "none":
+    train, so they only scramble the image. A weights file, ImageNet weights or a parent run's weights are fine."""
+    if str(config.weights).strip().lower() != "none" or config.init_from_run:
         return False
     if config.freeze == FREEZE_ALL:
         return True

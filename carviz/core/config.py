@@ -95,6 +95,10 @@ class TrainConfig:
     # trains on view (e-1) mod K (augmented_views.py); 0 trains on freshly augmented images every epoch instead.
     augment_views: int = 4
     sweep: str = ""  # id of the sweep this run belongs to (runs/.sweeps/<id>); "" for a lone run
+    # Transfer from a run: the id of a finished run whose model.keras gives every layer but the classifier its
+    # starting weights (core/lineage.py); its backbone, alpha, image_size and head must be this config's, and
+    # weights is then not loaded (kept as the parent's, for the record). "" starts from `weights` as usual.
+    init_from_run: str = ""
 
     def __post_init__(self) -> None:
         if len(self.name) > 200:
@@ -143,6 +147,10 @@ class TrainConfig:
             raise ConfigError("early_stopping_patience must be >= 0")
         if not isinstance(self.sweep, str) or len(self.sweep) > 100:
             raise ConfigError(f"sweep must be a sweep id (text up to 100 characters), got {self.sweep!r}")
+        if not isinstance(self.init_from_run, str) or len(self.init_from_run) > 100 \
+                or any(c in self.init_from_run for c in "/\\\x00") or self.init_from_run.startswith("."):
+            raise ConfigError(f"init_from_run must be a run id (text up to 100 characters, no '/'), "
+                              f"got {self.init_from_run!r}")
         if not isinstance(self.augmentation, Augmentation):
             raise ConfigError("augmentation must be an Augmentation")
         if not isinstance(self.augment_views, int) or isinstance(self.augment_views, bool) \

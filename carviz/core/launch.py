@@ -7,6 +7,7 @@ from pathlib import Path
 from carviz.core import jobs
 from carviz.core.config import TrainConfig
 from carviz.core.jobs import JobKind, Status
+from carviz.core.lineage import parent_of
 from carviz.core.store import LRTest, Run, Store
 
 TRAIN_JOB = JobKind("training", "carviz.ml.train", needs_accelerator=True)
@@ -20,8 +21,12 @@ def launch(run: Run, backend: str | None = None) -> None:
 
 def submit(config: TrainConfig, runs_root: Path | None = None, backend: str | None = None) -> Run:
     """Create a run for `config` and launch its job. A launch that fails (e.g. Ray refused it) leaves the run
-    failed with the reason, never queued forever."""
-    run = Store(runs_root).create_run(config)
+    failed with the reason, never queued forever. A config that starts from a run is refused (ConfigError) unless
+    that run is finished and of the same architecture."""
+    store = Store(runs_root)
+    if config.init_from_run:
+        parent_of(config, store)
+    run = store.create_run(config)
     try:
         launch(run, backend)
     except Exception as error:

@@ -63,7 +63,7 @@ _STATUS_FIELDS = {"pid": _POSITIVE, "pid_create_time": _NUMBER, "error": _TEXT, 
 _LAUNCH_FIELDS = {"pid": _POSITIVE, "pid_create_time": _NUMBER, "backend": _TEXT, "host": _TEXT}
 _PROGRESS_FIELDS = {"phase": _TEXT, "epoch": _WHOLE, "epochs": _WHOLE, "step": _WHOLE, "steps_per_epoch": _WHOLE,
                     "images_per_second": _NUMBER, "eta_seconds": _NUMBER, "loss": _NUMBER, "accuracy": _NUMBER}
-_INFO_FIELDS = {"device": _OBJECT, "model": _OBJECT, "feature_cache": _OBJECT, "val_images": _WHOLE,
+_INFO_FIELDS = {"device": _OBJECT, "model": _OBJECT, "feature_cache": _OBJECT, "parent": _OBJECT, "val_images": _WHOLE,
                 "train_images": _WHOLE, "test_images": _WHOLE, "resumes": (lambda v: isinstance(v, list), "an array")}
 _EVALUATION_FIELDS = {"accuracy": _NUMBER, "loss": _NUMBER, "images": _WHOLE}
 _EVALUATION_EXTRA_FIELDS = {"test": _OBJECT, "test_accuracy": _NUMBER}  # only when the run has a test split

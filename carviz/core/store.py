@@ -543,6 +543,8 @@ def summarize(run: Run, config: dict[str, Any] | None = None,
         "test_accuracy": test_accuracy,
         "backbone_layers": layers if is_int(layers) and layers > 0 else None,
         "num_classes": len(classes) if isinstance(classes, list) and classes else None,
+        "init_from_run": _config_value(config, "init_from_run") or "",  # transfer: the run it started from
+        "parent": info.get("parent") if isinstance(info.get("parent"), dict) else None,
         "seconds": sum(row.get("seconds") or 0 for row in metrics),
         "created_at": state.created_at,
         "error": state.error,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from carviz.ml import features
-from carviz.ml.feature_cache import CacheFull, FeatureCache, FeatureSpec
+from carviz.ml.feature_cache import CacheFull, FeatureCache, FeatureSpec, feature_spec
 
 if TYPE_CHECKING:
     import keras
@@ -75,6 +75,7 @@ def prepare_augmented_training(
     on_progress: Callable[[int, int], None] | None = None,
     also_positions: Sequence[int] = (),
     initial_epoch: int = 0,
+    parent_model: str = "",
 ) -> features.CachedTraining:
     """features.prepare_cached_training for a run with augmentation: the plain features of every image (validation
     reads them) and config.augment_views augmented views of the training images, at the cut, taken from the cache or
@@ -88,8 +89,7 @@ def prepare_augmented_training(
     if position <= 1:
         raise ValueError("no cut point after the input before the first trainable layer")
     features._check_frozen_through(model, min(position, len(model.get_layer("backbone").layers)))
-    spec = FeatureSpec(config.backbone, config.weights, config.alpha, config.image_size, config.head, fingerprint,
-                       precision, storage_dtype, init_seed=config.seed)
+    spec = feature_spec(config, fingerprint, precision, storage_dtype, parent_model)
     root = Path(dataset_root).resolve()
     relative = [Path(p).resolve().relative_to(root).as_posix() for p in all_paths]
     train_relative = [Path(p).resolve().relative_to(root).as_posix() for p in split.train_paths]

@@ -89,6 +89,7 @@ class FeatureSpec:
     precision: str = "float32"  # the compute policy the frozen layers ran under (mixed_float16 differs)
     dtype: str = "float32"  # storage
     init_seed: int | None = None  # with weights "none": the run seed drew the frozen layers' random weights
+    parent_model: str = ""  # a transfer run's: its parent's model.keras sha256, where the frozen weights come from
 
     def __post_init__(self) -> None:
         if self.dtype not in STORAGE_DTYPES:
@@ -96,8 +97,9 @@ class FeatureSpec:
 
     def _ingredients(self) -> dict[str, Any]:
         values = asdict(self)
-        values.update(format=_KEY_FORMAT, weights=_weights_identity(self.weights), alpha=float(self.alpha),
-                      image_size=int(self.image_size))
+        parent = values.pop("parent_model")  # absent from other keys, so they are unchanged
+        values.update(format=_KEY_FORMAT, alpha=float(self.alpha), image_size=int(self.image_size),
+                      weights={"run_model_sha256": parent} if parent else _weights_identity(self.weights))
         if values["weights"] != "none":  # pretrained frozen layers do not depend on the run seed (keys unchanged)
             del values["init_seed"]
         return values
@@ -110,6 +112,19 @@ class FeatureSpec:
         view, what makes that view: augmentation settings, view index and seed, its rows)."""
         extra = {"augmented": augmented} if augmented is not None else {}
         return _sha256_json({**self._ingredients(), "cut": position_name, **extra})
+
+
+def feature_spec(config: "TrainConfig", fingerprint: str, precision: str, dtype: str,
+                 parent_model: str = "") -> FeatureSpec:
+    """A run's FeatureSpec. A run started from another run (init_from_run) has its frozen weights from that run's
+    model, so parent_model (the model file's sha256, recorded in run.json) stands for its weights: two transfer runs
+    share features only with the same parent model, and never with runs on ImageNet weights. ValueError (the run
+    then trains on images) when a transfer run's parent_model is unknown."""
+    if config.init_from_run and not parent_model:
+        raise ValueError("the parent run's model hash is not recorded: its features cannot be told apart")
+    weights = f"run:{config.init_from_run}" if config.init_from_run else config.weights
+    return FeatureSpec(config.backbone, weights, config.alpha, config.image_size, config.head, fingerprint, precision,
+                       dtype, init_seed=config.seed, parent_model=parent_model if config.init_from_run else "")
 
 
 def cache_key(backbone: str, weights: str, alpha: float, image_size: int, head: str, cut_layer_name: str,

@@ -22,6 +22,7 @@ from carviz.ml.feature_cache import (  # noqa: F401 (re-exported)
     cache_key,
     cache_root,
     default_cache,
+    feature_spec,
     load_settings,
     save_settings,
     unavailable_reason,
@@ -230,19 +231,19 @@ def prepare_cached_training(
     storage_dtype: str = "float32",
     on_progress: Callable[[int, int], None] | None = None,
     also_positions: Sequence[int] = (),
+    parent_model: str = "",
 ) -> CachedTraining:
     """Get (from the cache, from a shallower cached cut, or from the images) the frozen part's output for every
     image of the dataset, then build the remainder model and its training/validation pipelines over the split.
     When it has to compute them, it also stores the features at also_positions (other cuts its sweep needs) that
-    lie on the way, in the same pass.
+    lie on the way, in the same pass. parent_model: a transfer run's parent model hash (feature_spec).
 
     Raises CacheFull or ValueError when the cache cannot be used; the caller then trains on images."""
     position = cache_position(model, freeze_index)
     if position <= 1:
         raise ValueError("no cut point after the input before the first trainable layer")
     _check_frozen_through(model, min(position, len(model.get_layer("backbone").layers)))
-    spec = FeatureSpec(config.backbone, config.weights, config.alpha, config.image_size, config.head, fingerprint,
-                       precision, storage_dtype, init_seed=config.seed)
+    spec = feature_spec(config, fingerprint, precision, storage_dtype, parent_model)
     name = position_name(model, position)
     key = spec.key(name)
     root = Path(dataset_root).resolve()

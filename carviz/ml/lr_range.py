@@ -182,6 +182,10 @@ def lr_range_test(
     device = configure_devices()
     keras.utils.set_random_seed(config.seed)
     model, _summary = build_model(config, len(split.classes), on_gpu=device["kind"] == "gpu")
+    if config.init_from_run:  # as training starts it: the parent run's weights, a new classifier
+        from carviz.ml.transfer import init_from_parent
+
+        init_from_parent(model, config)
     train_data = datasets.make_pipeline(split.train_paths, split.train_labels, len(split.classes), config.image_size,
                                         config.batch_size, training=True, augmentation=config.augmentation,
                                         seed=config.seed)

@@ -61,7 +61,10 @@ def build_model(config: TrainConfig, num_classes: int, on_gpu: bool = False) -> 
     keras.mixed_precision.set_global_policy(precision)  # before any layer is made; "float32" resets it
 
     size = config.image_size
-    backbone = backbones.build_backbone(config.backbone, size, config.weights, config.alpha)
+    # A run that starts from another run's model takes every weight but the classifier from it (transfer.py):
+    # loading ImageNet weights first would only cost time (and fail offline).
+    weights = "none" if config.init_from_run else config.weights
+    backbone = backbones.build_backbone(config.backbone, size, weights, config.alpha)
     backbone.name = "backbone"
     freeze_index = config.freeze_index(len(backbone.layers))
     backbones.apply_freeze(backbone, freeze_index, config.freeze_batchnorm, config.train_batchnorm)

@@ -12,7 +12,7 @@ from typing import Any
 from carviz.core.config import TrainConfig
 from carviz.core.jobs import JobContext, Outcome, Status, job_main, run_job
 from carviz.core.jobs.record import now_iso
-from carviz.core.store import Run
+from carviz.core.store import Run, Store
 from carviz.ml import features
 
 log = logging.getLogger("carviz.ml.train")
@@ -129,6 +129,10 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
         keras.utils.set_random_seed(config.seed)  # the seed decides the head's initial weights too
         model, summary = build_model(config, len(split.classes), on_gpu=device["kind"] == "gpu")
         initial_epoch = 0
+        if config.init_from_run:  # the parent's weights but a new classifier; a resume has them in its checkpoint
+            from carviz.ml.transfer import init_from_parent
+
+            run.update_info(parent=init_from_parent(model, config, Store(run.path.parent)))
     n_backbone_layers = len(model.get_layer("backbone").layers)
     freeze_index = config.freeze_index(n_backbone_layers)
 
@@ -293,12 +297,15 @@ def _cached_training(run: Run, model: Any, config: TrainConfig, freeze_index: in
                          split, features.FeatureCache(features.cache_root(), cache_settings.max_bytes),
                          cache_settings.dtype, on_progress)
             also = _sweep_positions(run, model, config)
+            parent = run.info().get("parent")  # a transfer run's frozen weights are its parent model's: in the key
+            parent_model = str(parent.get("model_sha256") or "") if isinstance(parent, dict) else ""
             if config.augmentation.enabled:
                 from carviz.ml.augmented_views import prepare_augmented_training
 
-                cached = prepare_augmented_training(*arguments, also_positions=also, initial_epoch=initial_epoch)
+                cached = prepare_augmented_training(*arguments, also_positions=also, initial_epoch=initial_epoch,
+                                                    parent_model=parent_model)
             else:
-                cached = features.prepare_cached_training(*arguments, also_positions=also)
+                cached = features.prepare_cached_training(*arguments, also_positions=also, parent_model=parent_model)
         except (features.CacheFull, ValueError, OSError) as error:  # e.g. a full disk: train on images instead
             reason = f"{type(error).__name__}: {error}" if isinstance(error, OSError) else str(error)
         else:

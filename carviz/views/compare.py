@@ -15,14 +15,14 @@ ACTIVE_STATUSES = (Status.QUEUED.value, Status.RUNNING.value)
 # kept_val_accuracy / test_accuracy: the kept model's (the best-validation epoch; "kept" says which epoch)
 TABLE_COLUMNS = ("id", "name", "backbone", "learning_rate", "freeze", "status", "epochs_done", "epochs",
                  "kept_val_accuracy", "test_accuracy", "kept", "kept_epoch", "seconds", "dataset", "weights", "head",
-                 "created_at", "problems", "tags", "note", "archived")
+                 "created_at", "problems", "tags", "note", "archived", "parent")
 ACCURACY_COLUMNS = ("kept_val_accuracy", "test_accuracy")
 # the runs table as the page shows it: column -> header (the rest of TABLE_COLUMNS stay in the data, not on screen)
 RUNS_TABLE_HEADERS = {"name": "Name", "status": "Status", "dataset": "Dataset", "backbone": "Backbone",
-                      "learning_rate": "LR", "freeze": "Freeze", "epochs_done": "Epochs",
+                      "parent": "From run", "learning_rate": "LR", "freeze": "Freeze", "epochs_done": "Epochs",
                       "kept_val_accuracy": "Val acc (kept)", "test_accuracy": "Test acc", "kept": "Kept model",
                       "seconds": "Time (s)", "tags": "Tags", "note": "Note", "problems": "Problems"}
-OPTIONAL_COLUMNS = ("test_accuracy", "tags", "note", "problems")  # shown only when some run has one
+OPTIONAL_COLUMNS = ("test_accuracy", "tags", "note", "problems", "parent")  # shown only when some run has one
 METRIC_FIELDS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 QUERY_KEY = "runs"  # Compare?runs=<id>,<id> preselects those runs
 
@@ -50,7 +50,8 @@ def runs_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                            "name": row.get("display_name") or row.get("name") or row.get("id"),
                            "kept": short_kept_label(row), "problems": "; ".join(row.get("problems") or ()),
                            "tags": ", ".join(str(tag) for tag in row.get("tags") or ()),
-                           "note": str(row.get("note") or ""), "archived": bool(row.get("archived"))}
+                           "note": str(row.get("note") or ""), "archived": bool(row.get("archived")),
+                           "parent": parent_label(row)}
                           for row in rows], columns=list(TABLE_COLUMNS))
     frame["freeze"] = frame["freeze"].map(lambda value: "" if value is None else str(value))
     for column in ("learning_rate", "kept_val_accuracy", "test_accuracy", "seconds"):
@@ -209,6 +210,15 @@ def common_sweep(runs: Iterable[Run]) -> str | None:
     if len(ids) < 2 or not isinstance(ids[0], str) or not ids[0]:
         return None
     return ids[0] if all(sweep_id == ids[0] for sweep_id in ids) else None
+
+
+def parent_label(row: Mapping[str, Any]) -> str:
+    """The run a run started from (transfer), short: "tiny on demo"; its id before it has started; "" for none."""
+    parent = row.get("parent")
+    if isinstance(parent, Mapping) and isinstance(parent.get("run_id"), str):
+        dataset = str(parent.get("dataset") or "").rstrip("/").rsplit("/", 1)[-1]
+        return f"{parent.get('name') or parent['run_id']}" + (f" on {dataset}" if dataset else "")
+    return str(row.get("init_from_run") or "")
 
 
 METRICS_TABLE_HEADERS = {"run": "Run", "kept": "Kept model", "kept_val_accuracy": "Val acc (kept)",
