@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("--lr-steps", type=int, default=None, help="LR range test steps (default 60; --quick: 10)")
     parser.add_argument("--quick", action="store_true", help="cars-mini, 2 epochs, seeds 1,2: a run-through check")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--part", choices=("all", "augmented"), default="all",
+                        help="augmented: only (B), on the recommended plan's base and seeds (no LR test, no sweeps)")
     args = parser.parse_args()
 
     dataset = args.dataset or SHARED / "data" / ("cars-mini" if args.quick else "cars20")
@@ -201,6 +203,16 @@ def main() -> None:
     print(f"MobileNet 1.0 ImageNet 224 px on {dataset} ({len(classes)} classes), {epochs} epochs, seeds "
           f"{', '.join(map(str, seeds))}; {os.cpu_count()} CPUs, one job at a time", flush=True)
 
+    if args.part == "augmented":
+        try:
+            aug = augmented_only(root, dataset, epochs, seeds)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        print_augmented(aug)
+        if args.json:
+            args.json.write_text(json.dumps({"augmented": {str(k): v for k, v in aug.items()}}, indent=2,
+                                            default=str))
+        return
     try:
         rec = recommended(root, dataset, epochs, seeds, lr_steps)
         print(f"  recommended sweep: {rec['wall_seconds']:.0f} s", flush=True)
@@ -229,6 +241,24 @@ def main() -> None:
     for label, result in (("recommended", rec), ("hand grid", hand)):
         print(f"  {label} ({result['runs']}): {result['verdict']}")
 
+    print_augmented(aug)
+    if args.json:
+        args.json.write_text(json.dumps({"recommended": rec, "hand": hand, "augmented_cached": aug[True],
+                                         "augmented_uncached": aug[False]}, indent=2, default=str))
+
+
+def augmented_only(root: Path, dataset: Path, epochs: int, seeds: tuple[int, ...]) -> dict[bool, dict]:
+    """(B) alone: the recommended plan's base and seeds (its learning rates do not matter here: (B) uses the base's)."""
+    from carviz.core import recommend
+    from carviz.ml.backbones import list_layers
+
+    plan = recommend.recommended_sweep(str(dataset.resolve()), "mobilenet", list_layers("mobilenet", 224),
+                                       epochs=epochs)
+    plan = dataclasses.replace(plan, seeds=seeds)
+    return {cached: augmented(root, plan, cached) for cached in (True, False)}
+
+
+def print_augmented(aug: dict[bool, dict]) -> None:
     cached, uncached = aug[True], aug[False]
     print(f"\n(B) augmentation at freeze {AUGMENTED_FREEZE}: {cached['augment_views']} cached views against "
           "augmenting the images every epoch")
@@ -242,9 +272,6 @@ def main() -> None:
               f"{mean_std(result['test_accuracies'])}")
     print(f"  cached runs trained on {cached['views']} augmented views (0: on images); the first run's pass "
           "computes the views, later seeds reuse them")
-    if args.json:
-        args.json.write_text(json.dumps({"recommended": rec, "hand": hand, "augmented_cached": cached,
-                                         "augmented_uncached": uncached}, indent=2, default=str))
 
 
 if __name__ == "__main__":
