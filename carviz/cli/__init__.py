@@ -1,5 +1,6 @@
-"""`python -m carviz …`: demo data, layer listings, training jobs, the run store, collecting, importing and
-reviewing images (crawl, import, trash, restore), and the frozen-feature cache from the command line."""
+"""`python -m carviz …`: demo data and layer listings; training jobs, sweeps and the run store (rename, tag, note,
+archive, delete, diff); using a run (predict, compare, evaluate, gradcam, export); collecting, importing and reviewing
+images (crawl, import, undo-import, trash, restore, health); and the frozen-feature cache."""
 
 from __future__ import annotations
 
