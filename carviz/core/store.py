@@ -324,18 +324,14 @@ def _valid_id(record_id: str) -> bool:
         and record_id not in ("..",) and "\x00" not in record_id
 
 
-def _unique_match(kind: str, ref: str, records: list[Any], name_of: Any) -> Any:
+def _unique_match(kind: str, ref: str, records: list[Any], names_of: Any) -> Any:
     exact = [r for r in records if r.id == ref]
-    matches = exact or [r for r in records if r.id.startswith(ref)] or [r for r in records if _named(name_of(r), ref)]
+    matches = exact or [r for r in records if r.id.startswith(ref)] or [r for r in records if ref in names_of(r)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
         raise LookupError(f"no {kind} matches {ref!r}")
     raise LookupError(f"{ref!r} matches {len(matches)} {kind}s: {', '.join(r.id for r in matches[:5])}")
-
-
-def _named(names: Any, ref: str) -> bool:
-    return ref in names if isinstance(names, tuple) else names == ref
 
 
 class Store:
@@ -420,7 +416,7 @@ class Store:
 
     def find_sweep(self, ref: str) -> Sweep:
         """A sweep by id, unique id prefix, or exact name."""
-        return _unique_match("sweep", ref, self.list_sweeps(), lambda sweep: sweep.config.name)
+        return _unique_match("sweep", ref, self.list_sweeps(), lambda sweep: (sweep.config.name,))
 
     # --- LR range tests -------------------------------------------------------------
     def create_lr_test(self, config: TrainConfig, params: dict[str, Any]) -> LRTest:

@@ -6,14 +6,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from carviz.core.jobs.record import parse_iso
+from carviz.core.record_checks import is_number
 
 GIB = 1024**3
 MIB = 1024**2
 ACCURACY_DIGITS = 1  # "41.7 %": one decimal is finer than any run-to-run noise carviz can measure
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 def format_accuracy(value: Any, digits: int = ACCURACY_DIGITS) -> str:

@@ -4,6 +4,7 @@ feeder stubbed) and the run it recommends from a finished sweep."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,17 +120,25 @@ def open_sweeps():
     return AppTest.from_file(APP, default_timeout=60).switch_page("app_pages/sweeps.py").run()
 
 
-def test_page_button_starts_the_lr_test_that_launches_the_sweep(carviz_home: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def click_recommended(home: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[str, str]]]:
+    """The Sweeps page after a click on "Recommended sweep" (small_cnn, demo data), with job launches recorded
+    as (record id, kind) instead of started."""
     from carviz.core import jobs
-    from carviz.ml import lr_range
 
-    generate_demo_dataset(carviz_home / "data" / "demo", per_class=8, image_size=48)
+    generate_demo_dataset(home / "data" / "demo", per_class=8, image_size=48)
     launched: list[tuple[str, str]] = []
     monkeypatch.setattr(jobs, "launch", lambda record, kind, backend=None: launched.append((record.id, kind.name)))
     at = open_sweeps()
     at.selectbox(key="sw_rec_backbone").set_value("small_cnn")
     at.button(key="sw_recommended").click().run()
+    return at, launched
+
+
+def test_page_button_starts_the_lr_test_that_launches_the_sweep(carviz_home: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from carviz.ml import lr_range
+
+    at, launched = click_recommended(carviz_home, monkeypatch)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     [found] = recommend.recommendations()
@@ -187,15 +196,9 @@ def test_finished_sweep_names_the_recommended_run_and_offers_it_to_predict(carvi
 
 def test_a_failed_lr_test_can_be_retried_or_skipped_from_the_page(carviz_home: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from carviz.core import jobs
     from carviz.core.store import Store
 
-    generate_demo_dataset(carviz_home / "data" / "demo", per_class=8, image_size=48)
-    launched: list[tuple[str, str]] = []
-    monkeypatch.setattr(jobs, "launch", lambda record, kind, backend=None: launched.append((record.id, kind.name)))
-    at = open_sweeps()
-    at.selectbox(key="sw_rec_backbone").set_value("small_cnn")
-    at.button(key="sw_recommended").click().run()
+    at, launched = click_recommended(carviz_home, monkeypatch)
     [first] = recommend.recommendations()
     Store().get_lr_test(first["test"]).write_status(Status.FAILED, error="MemoryError: out of memory")
 
