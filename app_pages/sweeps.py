@@ -158,12 +158,13 @@ else:
     st.info(f"From Layers: {prefill['backbone']} at {prefill['image_size']} px, freeze {prefill['freeze']}.")
 
 p1, p2, p3, p4 = st.columns(4)
-prune_on = p1.checkbox("Prune trailing runs", key="sw_prune",
-                       help="Successive halving: at each rung epoch a run outside the top share of the runs "
-                            "that reached it stops as 'pruned'.")
+prune_on = p1.checkbox("Prune trailing configurations", key="sw_prune",
+                       help="Successive halving over configurations: at each rung epoch a run whose configuration "
+                            "(its mean over the seeds there) is outside the top share stops as 'pruned', and that "
+                            "configuration's later seeds are not trained.")
 rungs_text = p2.text_input("Rung epochs", value="2, 4", key="sw_rungs", disabled=not prune_on)
 keep = p3.slider("Keep fraction", 0.1, 0.9, 0.5, step=0.05, key="sw_keep", disabled=not prune_on)
-min_runs = p4.number_input("Min runs at a rung", 2, 100, value=3, key="sw_min_runs", disabled=not prune_on)
+min_runs = p4.number_input("Min configurations at a rung", 2, 100, value=3, key="sw_min_runs", disabled=not prune_on)
 f1, f2 = st.columns(2)
 augment = f1.checkbox("Augment the training split", value=base_config.augmentation.enabled, key="sw_augment",
                       help="With the preset's augmentation settings")

@@ -56,7 +56,7 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     sweep.add_argument("--prune", action="store_true", help="successive halving at the rung epochs")
     sweep.add_argument("--rungs", default="2,4", help="with --prune: comma list of rung epochs (default 2,4)")
     sweep.add_argument("--keep-fraction", type=float, default=0.5, help="with --prune: share kept at a rung")
-    sweep.add_argument("--min-runs", type=int, default=3, help="with --prune: runs at a rung before any is pruned")
+    sweep.add_argument("--min-runs", type=int, default=3, help="with --prune: configurations at a rung before any is pruned")
     sweep.add_argument("--wait", action="store_true", help="follow the sweep until every run ends")
     add_backend_flag(sweep)
 

@@ -284,8 +284,14 @@ def _unique(name: str, values: Sequence[Any]) -> None:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """Successive halving (ASHA-style): at each rung epoch a run that is not in the top keep_fraction of the runs
-    that have reached that epoch stops as "pruned" — once at least min_runs (itself included) have reached it."""
+    """Successive halving over configurations (grid points: backbone, learning rate, freeze point), ASHA-style.
+
+    At each rung epoch a run is judged by its configuration's mean over the seeds that have reached that epoch
+    (its own included): when that mean is not in the top keep_fraction of the configurations there, the run stops
+    as "pruned", and the configuration's later seeds are not trained at all. Nothing is pruned until min_runs
+    configurations (this one included) have reached the rung. Judging configurations, not single runs, keeps a
+    configuration's seeds together, so the best ones finish with all their seeds and the winner's spread is known.
+    """
 
     rungs: tuple[int, ...] = (2, 4)
     keep_fraction: float = 0.5
@@ -431,15 +437,23 @@ def run_name(sweep_name: str, backbone: str, lr: float, freeze: FreezePoint, see
     return f"{sweep_name} · {backbone} lr {format_lr(lr)} freeze {freeze} seed {seed}"
 
 
+def grid_point(config: TrainConfig) -> tuple[str, float, str]:
+    """(backbone, learning rate, freeze point as text): what a sweep's runs differ in besides the seed."""
+    return config.backbone, float(config.learning_rate), str(config.freeze)
+
+
 def expand(sweep: SweepConfig, sweep_id: str = "") -> list[TrainConfig]:
-    """Every run of the grid in launch order (backbone, learning rate, freeze point, seed), each tagged sweep_id.
-    The runs share the base's split_seed (one split for the whole grid) unless the sweep varies the split."""
+    """Every run of the grid in launch order, each tagged sweep_id: seed first, then backbone, learning rate and
+    freeze point. So every configuration has a first result before any has its second seed, and pruning (which
+    judges configurations) sees them all before the later seeds are spent. The runs share the base's split_seed
+    (one split for the whole grid) unless the sweep varies the split."""
     configs = []
-    for backbone in sweep.backbones:
-        for lr, freeze, seed in itertools.product(sweep.learning_rates, sweep.points_for(backbone), sweep.seeds):
-            configs.append(sweep.base.replace(
-                name=run_name(sweep.name, backbone, lr, freeze, seed), backbone=backbone, learning_rate=lr,
-                freeze=freeze, seed=seed, sweep=sweep_id,
-                split_seed=seed if sweep.vary_split else sweep.base.split_seed,
-            ))
+    for seed in sweep.seeds:
+        for backbone in sweep.backbones:
+            for lr, freeze in itertools.product(sweep.learning_rates, sweep.points_for(backbone)):
+                configs.append(sweep.base.replace(
+                    name=run_name(sweep.name, backbone, lr, freeze, seed), backbone=backbone, learning_rate=lr,
+                    freeze=freeze, seed=seed, sweep=sweep_id,
+                    split_seed=seed if sweep.vary_split else sweep.base.split_seed,
+                ))
     return configs

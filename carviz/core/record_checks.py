@@ -59,7 +59,7 @@ _POSITIVE = (lambda v: is_int(v) and v > 0, "a positive integer")
 # What each record file must hold, field by field (null is allowed where the writers write it).
 _STATUS_FIELDS = {"pid": _POSITIVE, "pid_create_time": _NUMBER, "error": _TEXT, "created_at": _TEXT,
                   "started_at": _TEXT, "ended_at": _TEXT, "updated_at": _TEXT, "host": _TEXT, "backend": _TEXT,
-                  "pruned_at_epoch": _POSITIVE}
+                  "pruned_at_epoch": _WHOLE, "pruned_reason": _TEXT}  # epoch 0: its configuration was pruned
 _LAUNCH_FIELDS = {"pid": _POSITIVE, "pid_create_time": _NUMBER, "backend": _TEXT, "host": _TEXT}
 _PROGRESS_FIELDS = {"phase": _TEXT, "epoch": _WHOLE, "epochs": _WHOLE, "step": _WHOLE, "steps_per_epoch": _WHOLE,
                     "images_per_second": _NUMBER, "eta_seconds": _NUMBER, "loss": _NUMBER, "accuracy": _NUMBER}

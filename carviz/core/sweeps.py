@@ -23,6 +23,7 @@ from carviz.core.config import (  # noqa: F401 - the sweep definition is re-expo
     _is_index,
     expand,
     format_lr,
+    grid_point,
     run_name,
 )
 from carviz.core.jobs import JobContext, JobKind, Outcome, Status
@@ -110,6 +111,22 @@ def _never_launched(run: Run) -> bool:
     return status.get("state") == Status.QUEUED.value and not status.get("pid") and not run.launch_info()
 
 
+def pruned_sibling_of(run: Run, runs: Iterable[Run]) -> Run | None:
+    """Another run of the same grid point (backbone, lr, freeze) that was pruned, or None."""
+    try:
+        point = grid_point(run.config())
+    except (ValueError, TypeError, KeyError):
+        return None
+    for other in runs:
+        if other.id != run.id and other.raw_status().get("state") == Status.PRUNED.value:
+            try:
+                if grid_point(other.config()) == point:
+                    return other
+            except (ValueError, TypeError, KeyError):
+                continue
+    return None
+
+
 def feed(record: Sweep, max_waiting: int | None = None, poll: float = 1.0,
          should_stop: Any = None) -> int:
     """Launch the sweep's never-launched runs in order, keeping at most max_waiting (default: the backend's
@@ -131,6 +148,11 @@ def feed(record: Sweep, max_waiting: int | None = None, poll: float = 1.0,
         if not pending:
             break
         if waiting < (max_waiting or jobs.capacity(record.backend)):
+            sibling = pruned_sibling_of(pending[0], record.runs())
+            if sibling is not None:  # its configuration was dropped at a rung: no seed of it trains any more
+                pending[0].write_status(Status.PRUNED, ended_at=jobs.now_iso(), pruned_at_epoch=0,
+                                        pruned_reason=f"its configuration was pruned ({sibling.id})")
+                continue
             launch_run(pending[0], record.backend)
             launched += 1
         else:

@@ -2,7 +2,7 @@
 
 MetricsCsv (a row per epoch), KeepBest (the best-validation epoch's weights, restored at the end),
 WholeModelCheckpoint (resumable state), ProgressFile (live progress), StopOnRequest (stop requests and signals),
-SweepPruning (stop a run that trails its sweep's other runs at a rung epoch).
+SweepPruning (stop a run whose configuration trails its sweep's others at a rung epoch).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 
 import keras
 
+from carviz.core.config import grid_point
 from carviz.core.store import MetricsWriter, Run
+from carviz.core.sweeps import pruned_sibling_of
 
 log = logging.getLogger("carviz.ml.train")
 
@@ -27,12 +29,14 @@ class StopRequested(Exception):
 
 
 class Pruned(StopRequested):
-    """Raised inside fit() by SweepPruning: the run trailed the others of its sweep at a rung epoch."""
+    """Raised inside fit() by SweepPruning: the run's configuration trailed the others of its sweep at a rung epoch
+    (or, at epoch 0, had been pruned already; reason says by which run)."""
 
-    def __init__(self, epoch: int, value: float | None = None) -> None:
+    def __init__(self, epoch: int, value: float | None = None, reason: str = "") -> None:
         super().__init__(f"pruned at epoch {epoch}")
         self.epoch = epoch
         self.value = value
+        self.reason = reason or f"its configuration trailed the sweep's others at epoch {epoch}"
 
 
 def as_float(value: Any) -> float | None:
@@ -207,11 +211,12 @@ class StopOnRequest(keras.callbacks.Callback):
 
 
 def should_prune(my_value: float | None, others: Sequence[float], keep_fraction: float, min_runs: int) -> bool:
-    """Whether a run whose metric at a rung is my_value stops, given the values of the other runs at that rung.
+    """Whether the configuration whose score at a rung is my_value stops, given the other configurations' scores
+    there (each the mean over its seeds that reached the rung).
 
-    Nothing is pruned until min_runs runs (this one included) have reached the rung; then the top
-    max(1, floor(n × keep_fraction)) of the n runs go on. Ties count in this run's favour; a missing value
-    (no validation metric) is never pruned.
+    Nothing is pruned until min_runs configurations (this one included) have reached the rung; then the top
+    max(1, floor(n × keep_fraction)) of the n go on. Ties count in this one's favour; a missing value (no
+    validation metric) is never pruned.
     """
     if my_value is None or not math.isfinite(my_value):
         return False
@@ -226,19 +231,37 @@ def should_prune(my_value: float | None, others: Sequence[float], keep_fraction:
 
 def rung_values(peers: Sequence[Run], epoch: int, metric: str = "val_accuracy") -> list[float]:
     """`metric` at `epoch` of every peer run that has recorded that epoch."""
-    values = []
+    return [value for values in rung_values_by_point(peers, epoch, metric).values() for value in values]
+
+
+def _value_at(run: Run, epoch: int, metric: str) -> float | None:
+    for row in run.metrics():
+        if row.get("epoch") == epoch and isinstance(row.get(metric), (int, float)):
+            return float(row[metric])
+    return None
+
+
+def rung_values_by_point(peers: Sequence[Run], epoch: int,
+                         metric: str = "val_accuracy") -> dict[tuple[str, float, str], list[float]]:
+    """`metric` at `epoch` of the peers that recorded it, grouped by grid point (backbone, lr, freeze)."""
+    groups: dict[tuple[str, float, str], list[float]] = {}
     for peer in peers:
-        for row in peer.metrics():
-            if row.get("epoch") == epoch and isinstance(row.get(metric), (int, float)):
-                values.append(float(row[metric]))
-                break
-    return values
+        value = _value_at(peer, epoch, metric)
+        if value is not None:
+            try:
+                point = grid_point(peer.config())
+            except (ValueError, TypeError, KeyError):
+                continue  # an unreadable config.json: not part of the comparison
+            groups.setdefault(point, []).append(value)
+    return groups
 
 
 class SweepPruning(keras.callbacks.Callback):
-    """Raises Pruned at a rung epoch when should_prune says so, judged against the peer runs named in the run's own
-    sweep context. Goes after MetricsCsv and WholeModelCheckpoint, so the epoch's row and checkpoint exist first.
-    A run that was pruned and then resumed is never pruned again."""
+    """Prunes by configuration (PruneConfig): at a rung epoch, raises Pruned when should_prune says this run's
+    configuration (its mean over the seeds at the rung, this run included) trails the others named in the run's
+    own sweep context; and at the start, when a run of the same configuration was pruned already (a queued seed
+    launched before the decision). Goes after MetricsCsv and WholeModelCheckpoint, so the epoch's row and checkpoint
+    exist first. A run that was pruned and then resumed is never pruned again."""
 
     def __init__(self, run: Run, prune: dict[str, Any], peers: Sequence[Run]) -> None:
         super().__init__()
@@ -246,14 +269,26 @@ class SweepPruning(keras.callbacks.Callback):
         self.keep_fraction = float(prune["keep_fraction"])
         self.min_runs = int(prune["min_runs"])
         self.peers = list(peers)
-        self.resumed_after_pruning = bool(run.raw_status().get("pruned_at_epoch"))
+        self.run = run
+        self.point = grid_point(run.config())
+        self.resumed_after_pruning = run.raw_status().get("pruned_at_epoch") is not None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        sibling = None if self.resumed_after_pruning else pruned_sibling_of(self.run, self.peers)
+        if sibling is not None:
+            raise Pruned(0, reason=f"its configuration was pruned ({sibling.id})")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         number = epoch + 1
         if self.resumed_after_pruning or number not in self.rungs:
             return
         value = as_float((logs or {}).get("val_accuracy"))
-        if should_prune(value, rung_values(self.peers, number), self.keep_fraction, self.min_runs):
+        if value is None or not math.isfinite(value):
+            return
+        groups = rung_values_by_point(self.peers, number)
+        mine = groups.pop(self.point, []) + [value]
+        others = [sum(values) / len(values) for values in groups.values()]
+        if should_prune(sum(mine) / len(mine), others, self.keep_fraction, self.min_runs):
             raise Pruned(number, value)
 
 

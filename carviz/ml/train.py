@@ -218,7 +218,7 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
         except Pruned as pruned:  # before StopRequested: Pruned is one
             log.info("pruned by the sweep at epoch %d (val_accuracy %s)", pruned.epoch, pruned.value)
             run.write_progress({"phase": "pruned", "epoch": pruned.epoch, "epochs": config.epochs})
-            return Outcome(Status.PRUNED, {"pruned_at_epoch": pruned.epoch})
+            return Outcome(Status.PRUNED, {"pruned_at_epoch": pruned.epoch, "pruned_reason": pruned.reason})
         except StopRequested:
             log.info("stopped on request")
             return Outcome(Status.STOPPED)

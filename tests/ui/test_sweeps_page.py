@@ -49,10 +49,10 @@ def test_a_finished_sweep_is_listed_and_charted(demo: Path) -> None:
                          learning_rates=(1e-3,), freeze_points=(1, 4), seeds=(1, 2),
                          prune=PruneConfig(rungs=(1,), min_runs=2))
     record = sweep.create_sweep(config)
-    runs = record.runs()
+    runs = record.runs()  # seed 1: freeze 1, freeze 4; seed 2: freeze 1, freeze 4
     finish(runs[0], [0.5, 0.6, 0.7])
-    finish(runs[1], [0.5, 0.8, 0.9])
-    finish(runs[2], [0.3], status=Status.PRUNED)
+    finish(runs[2], [0.5, 0.8, 0.9])
+    finish(runs[1], [0.3], status=Status.PRUNED)
     finish(runs[3], [0.4, 0.5, 0.6])
     at = AppTest.from_file(PAGE, default_timeout=30).run()
     assert not at.exception

@@ -94,7 +94,7 @@ def test_a_sweeps_runs_share_the_split_unless_it_varies() -> None:
     assert {c.split_seed for c in configs} == {42} and {c.test_fraction for c in configs} == {0.1}
     assert sorted({c.seed for c in configs}) == [1, 2]
     varied = SweepConfig.from_dict({**sweep.to_dict(), "vary_split": True})
-    assert [(c.seed, c.split_seed) for c in expand(varied)] == [(1, 1), (2, 2), (1, 1), (2, 2)]
+    assert [(c.seed, c.split_seed) for c in expand(varied)] == [(1, 1), (1, 1), (2, 2), (2, 2)]
     old = sweep.to_dict()
     del old["vary_split"]  # a sweep.json written before the option
     assert SweepConfig.from_dict(old) == sweep

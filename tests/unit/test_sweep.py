@@ -27,7 +27,7 @@ from carviz.views.plots.sweeps import (
 from carviz.core.jobs.record import LAUNCH_FILE
 from carviz.core.store import METRICS_FILE, Run, Status, atomic_write_json, list_runs, now_iso
 from carviz.core.sweeps import PruneConfig, SweepConfig
-from carviz.ml.callbacks import rung_values, should_prune
+from carviz.ml.callbacks import Pruned, SweepPruning, rung_values, should_prune
 
 BASE = PRESETS["demo quick"].replace(epochs=3)
 
@@ -43,11 +43,12 @@ def test_expansion_counts_order_and_names() -> None:
     configs = sweep.expand(grid(), "SWEEP-ID")
     assert len(configs) == 2 * 3 * 2 == grid().size()
     assert configs[0].name == "study · small_cnn lr 1e-3 freeze 1 seed 1"
-    assert configs[1].name == "study · small_cnn lr 1e-3 freeze 1 seed 2"
+    assert configs[1].name == "study · small_cnn lr 1e-3 freeze 4 seed 1"
     assert configs[-1].name == "study · small_cnn lr 1e-4 freeze all seed 2"
     assert {c.sweep for c in configs} == {"SWEEP-ID"}
-    assert [(c.learning_rate, c.freeze, c.seed) for c in configs[:4]] == [(1e-3, 1, 1), (1e-3, 1, 2), (1e-3, 4, 1),
-                                                                          (1e-3, 4, 2)]
+    # seed first: every configuration gets its first run before any gets its second
+    assert [(c.learning_rate, c.freeze, c.seed) for c in configs[:7]] == [
+        (1e-3, 1, 1), (1e-3, 4, 1), (1e-3, "all", 1), (1e-4, 1, 1), (1e-4, 4, 1), (1e-4, "all", 1), (1e-3, 1, 2)]
     assert all(c.epochs == 3 and c.weights == "none" for c in configs)  # the rest comes from the base
     assert len({c.name for c in configs}) == len(configs)
 
@@ -360,9 +361,9 @@ def test_cli_sweep_show_says_what_the_page_says(carviz_home: Path, capsys) -> No
 
     record = sweep.create_sweep(grid(backbones=("small_cnn",), learning_rates=(1e-3,), freeze_points=(2, "all"),
                                      seeds=(1, 2, 3)))
-    runs = record.runs()  # freeze 2 × seeds 1-3, then all × seeds 1-3
-    for run, accuracies in zip(runs, ([0.5, 0.9, 0.8], [0.6, 0.8, 0.7], [0.7, 0.85, 0.8],
-                                             [0.3, 0.4, 0.35], [0.3, 0.35, 0.3], [0.2])):
+    runs = record.runs()  # seed 1: freeze 2, all; seed 2: freeze 2, all; seed 3: freeze 2, all
+    for run, accuracies in zip(runs, ([0.5, 0.9, 0.8], [0.3, 0.4, 0.35], [0.6, 0.8, 0.7],
+                                      [0.3, 0.35, 0.3], [0.7, 0.85, 0.8], [0.2])):
         finish(run, accuracies, status=Status.PRUNED if accuracies == [0.2] else Status.SUCCEEDED)
         atomic_write_json(run.file("run.json"), {"model": {"backbone_layers": 9, "first_trainable": "x"},
                                                  "classes": ["a", "b", "c", "d"]})
@@ -419,6 +420,48 @@ def test_rung_values(carviz_home: Path) -> None:
     assert context["prune"] == {"rungs": [1], "keep_fraction": 0.5, "min_runs": 2}
 
 
+def test_pruning_judges_a_configuration_by_its_mean_over_seeds(carviz_home: Path) -> None:
+    prune = PruneConfig(rungs=(1,), keep_fraction=0.5, min_runs=3)
+    record = sweep.create_sweep(grid(freeze_points=(1, 4), seeds=(1, 2), prune=prune))
+    runs = record.runs()  # seed 1: A (1e-3, 1), B (1e-3, 4), C (1e-4, 1), D (1e-4, 4); then seed 2 of each
+    for run, value in zip(runs[:4], (0.9, 0.8, 0.5, 0.4)):
+        finish(run, [value, value])
+    second_of_a = runs[4]
+    peers = [Run(second_of_a.path.parent / peer) for peer in second_of_a.sweep_context()["peer_run_ids"]]
+    judge = SweepPruning(second_of_a, prune.to_dict(), peers)
+    # 0.1 alone would trail three runs; A's mean (0.9 + 0.1) / 2 = 0.5 trails only B (C's tie counts for A)
+    judge.on_epoch_end(0, {"val_accuracy": 0.1})
+    with pytest.raises(Pruned) as pruned:  # (0.9 + 0.0) / 2 = 0.45 trails B and C: 2 of 4 configurations go on
+        judge.on_epoch_end(0, {"val_accuracy": 0.0})
+    assert pruned.value.epoch == 1 and "trailed" in pruned.value.reason
+    judge.on_epoch_end(1, {"val_accuracy": 0.0})  # epoch 2 is no rung
+
+
+def test_a_pruned_configuration_trains_no_more_seeds(carviz_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prune = PruneConfig(rungs=(1,), keep_fraction=0.5, min_runs=3)
+    record = sweep.create_sweep(grid(freeze_points=(1, 4), seeds=(1, 2), prune=prune))
+    runs = record.runs()
+    finish(runs[1], [0.2, 0.2], status=Status.PRUNED)  # B (1e-3, freeze 4) was dropped at its rung by seed 1
+    for run in runs[:4]:
+        if run is not runs[1]:
+            finish(run, [0.8, 0.8])
+    launched: list[str] = []
+    monkeypatch.setattr(sweep, "launch_run", lambda run, backend: launched.append(run.id)
+                        or run.write_launch({"pid": os.getpid()}))
+    assert sweep.feed(record, max_waiting=100) == 3
+    skipped = runs[5]  # B's seed 2: never launched, pruned with its configuration
+    assert launched == [runs[4].id, runs[6].id, runs[7].id] and skipped.status() == Status.PRUNED
+    status = skipped.raw_status()
+    assert status["pruned_at_epoch"] == 0 and runs[1].id in status["pruned_reason"]
+    assert skipped.problems() == [] and sweep.run_summary(skipped)["pruned_at_epoch"] == 0
+    # a seed launched before the decision stops as soon as it starts training
+    waiting = SweepPruning(runs[5], prune.to_dict(), [runs[1]])
+    waiting.resumed_after_pruning = False
+    with pytest.raises(Pruned) as pruned:
+        waiting.on_train_begin()
+    assert pruned.value.epoch == 0 and runs[1].id in pruned.value.reason
+
+
 def test_pruned_status_is_terminal_and_resumable(carviz_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert Status("pruned") is Status.PRUNED and Status.PRUNED.is_terminal()
     record = sweep.create_sweep(grid(freeze_points=(1,), learning_rates=(1e-3,), seeds=(1,)))
@@ -453,7 +496,7 @@ def test_cli_sweep_commands(carviz_home: Path, monkeypatch: pytest.MonkeyPatch, 
     assert "12 runs launched" in out and feeders == [record.id]  # small_cnn: 3 convolutions × 2 lrs × 2 seeds
     assert record.config.points_for("small_cnn") == (2, 4, 6) and record.config.prune.rungs == (1, 2)
     finish(record.runs()[0], [0.4, 0.75, 0.7], params=100, layer="block1_conv")  # all 3 epochs: not broken
-    finish(record.runs()[1], [0.2, 0.25, 0.1], params=100, layer="block1_conv")
+    finish(record.runs()[6], [0.2, 0.25, 0.1], params=100, layer="block1_conv")  # the same point's seed 2
     assert cli.main(["sweeps"]) == 0
     assert "2 of 12 done" in capsys.readouterr().out
     assert cli.main(["sweep-show", record.id[:12]]) == 0
