@@ -279,6 +279,28 @@ def prepare_cached_training(
     return CachedTraining(remainder, train_data, val_data, info)
 
 
+def precompute(model: "keras.Model", config: "TrainConfig", precision: str, dataset_root: Path,
+               all_paths: Sequence[Path], all_labels: Sequence[int], fingerprint: str, cache: FeatureCache,
+               storage_dtype: str, positions: Sequence[int], on_progress: Callable[[int, int], None] | None = None,
+               ) -> str | None:
+    """Store the cuts at `positions` in one pass (the deepest, the others on the way) unless the deepest is cached;
+    the pass's source, or None when there was nothing to do. Only for a model that has not trained yet (an LR
+    test about to start): the layers past its own freeze point still hold the weights that freezing them keeps."""
+    positions = sorted({p for p in positions if p > 1})
+    if not positions:
+        return None
+    spec = feature_spec(config, fingerprint, precision, storage_dtype)
+    deepest = positions[-1]
+    key = spec.key(position_name(model, deepest))
+    root = Path(dataset_root).resolve()
+    relative = [Path(p).resolve().relative_to(root).as_posix() for p in all_paths]
+    with cache.locked(key):
+        if cache.get(key) is not None and cache.paths(key) == relative:
+            return None
+        return _compute_entry(model, config, spec, deepest, all_paths, all_labels, relative, cache, on_progress,
+                              positions[:-1])
+
+
 def compiled_remainder(model: "keras.Model", position: int, config: "TrainConfig") -> "keras.Model":
     """The trainable remainder from `position`, compiled with the whole model's optimizer (so checkpoints of the
     whole model carry its state)."""

@@ -155,8 +155,15 @@ def lr_range_test(
     on_step: Callable[[int, float, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     smoothing: float = SMOOTHING,
+    also_freeze_points: Sequence[Any] = (),
+    on_features: Callable[[int, int], None] | None = None,
 ) -> LRRangeResult:
     """Build the model as training does, then take `steps` training steps with an exponentially rising lr.
+
+    Where the run could train on cached features (no augmentation, the cache on), the steps train the trainable
+    remainder on the frozen part's cached output: the same updates, without recomputing the frozen layers each
+    step. The pass that computes them also stores the cuts of also_freeze_points (a planned sweep's), so the sweep
+    finds its features cached.
 
     on_step(step, lr, loss) is called after each step (step counts from 1). Stops early when the smoothed loss
     exceeds DIVERGENCE_FACTOR × its best, the loss is not finite, or should_stop() says so. Each step is a full
@@ -181,14 +188,17 @@ def lr_range_test(
 
     device = configure_devices()
     keras.utils.set_random_seed(config.seed)
-    model, _summary = build_model(config, len(split.classes), on_gpu=device["kind"] == "gpu")
+    model, summary = build_model(config, len(split.classes), on_gpu=device["kind"] == "gpu")
     if config.init_from_run:  # as training starts it: the parent run's weights, a new classifier
         from carviz.ml.transfer import init_from_parent
 
         init_from_parent(model, config)
-    train_data = datasets.make_pipeline(split.train_paths, split.train_labels, len(split.classes), config.image_size,
-                                        config.batch_size, training=True, augmentation=config.augmentation,
-                                        seed=config.seed)
+    model, train_data = _cached_steps(model, config, summary.precision, dataset_root, scan, split,
+                                      also_freeze_points, on_features)
+    if train_data is None:
+        train_data = datasets.make_pipeline(split.train_paths, split.train_labels, len(split.classes),
+                                            config.image_size, config.batch_size, training=True,
+                                            augmentation=config.augmentation, seed=config.seed)
     batches = iter(train_data.repeat())
 
     lrs: list[float] = []
@@ -221,6 +231,38 @@ def lr_range_test(
     min_loss_lr, steepest_lr = suggestion_parts(lrs, smoothed)
     return LRRangeResult(lrs=lrs, losses=losses, smoothed_losses=smoothed, suggested_lr=suggest_lr(lrs, smoothed),
                          stopped_early_reason=reason, min_loss_lr=min_loss_lr, steepest_lr=steepest_lr)
+
+
+def _cached_steps(model: Any, config: TrainConfig, precision: str, dataset_root: Path, scan: Any, split: Any,
+                  also_freeze_points: Sequence[Any], on_features: Callable[[int, int], None] | None) -> tuple[Any, Any]:
+    """(the model to step, batches of its input): the remainder and cached features when training would use them
+    without augmentation, else (model, None) and the caller feeds images."""
+    from carviz.ml import features
+
+    if config.augmentation.enabled or config.init_from_run or features.unavailable_reason(config) is not None:
+        return model, None  # (a transfer run's cache key needs its parent's hash: not worth it for a test)
+    n = len(model.get_layer("backbone").layers)
+    freeze_index = config.freeze_index(n)
+    try:
+        from carviz.ml.backbones import layers_of
+
+        layers = layers_of(model.get_layer("backbone"))
+        also = sorted({features.cache_position(model, config.replace(freeze=point).freeze_index(n), layers)
+                       for point in also_freeze_points})
+        all_paths, all_labels = scan.labelled_files()
+        settings_ = features.load_settings()
+        cache = features.FeatureCache(features.cache_root(), settings_.max_bytes)
+        own = features.cache_position(model, freeze_index, layers)
+        features.precompute(model, config, precision, dataset_root, all_paths, all_labels, scan.fingerprint, cache,
+                            settings_.dtype, [*also, own], on_features)  # the sweep's cuts and this one, one pass
+        cached = features.prepare_cached_training(
+            model, config, freeze_index, precision, dataset_root, all_paths, all_labels, scan.fingerprint, split,
+            cache, settings_.dtype, on_features)
+    except (features.CacheFull, ValueError, TypeError, OSError) as error:
+        log.info("LR test on images: %s", error)
+        return model, None
+    log.info("LR test on cached %s features (%s)", cached.info["layer"], cached.info["source"])
+    return cached.remainder, cached.train_data
 
 
 # ---------------------------------------------------------------- as a background job: runs/.lr_range/<id>/
@@ -305,8 +347,17 @@ def lr_range_body(test: LRTest, context: JobContext) -> Outcome:
             last_write = now
             test.write_progress({"step": step, "steps": steps, "lr": lr, "lrs": lrs, "losses": losses})
 
+    def on_features(done: int, total: int) -> None:
+        test.write_progress({"step": 0, "steps": steps, "phase": "computing features", "images": done,
+                             "of": total})
+
+    from carviz.core.recommend import PLAN_KEY
+
+    plan = params.get(PLAN_KEY)
+    points = plan.get("freeze_points") if isinstance(plan, dict) else None
     test.write_progress({"step": 0, "steps": steps})
-    result = lr_range_test(config, min_lr, max_lr, steps, on_step=on_step, should_stop=context.should_stop)
+    result = lr_range_test(config, min_lr, max_lr, steps, on_step=on_step, should_stop=context.should_stop,
+                           also_freeze_points=points if isinstance(points, list) else (), on_features=on_features)
     test.write_progress({"step": len(result.lrs), "steps": steps, "lr": result.lrs[-1] if result.lrs else None,
                          "lrs": lrs, "losses": losses})
     test.write_result(result.to_dict())

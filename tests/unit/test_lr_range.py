@@ -158,7 +158,7 @@ def test_cli_lr_find_prints_a_table_and_the_suggestion(carviz_home: Path, monkey
     generate_demo_dataset(carviz_home / "data" / "demo", per_class=4, image_size=40)
     seen: dict = {}
 
-    def fake_test(config, min_lr, max_lr, steps, on_step=None, should_stop=None):
+    def fake_test(config, min_lr, max_lr, steps, on_step=None, should_stop=None, **_cache_options):
         seen.update(config=config, min_lr=min_lr, max_lr=max_lr, steps=steps)
         lrs = exponential_schedule(min_lr, max_lr, steps)
         loss = _curve(lrs)

@@ -32,7 +32,7 @@ def test_picker_on_mobilenet_takes_late_block_starts_and_all() -> None:
     assert config.prune is not None and all(r < config.base.epochs for r in config.prune.rungs)
     assert config.base.test_fraction == recommend.TEST_FRACTION and config.base.feature_cache
     assert not config.base.augmentation.enabled  # augmentation would turn the cache off
-    assert config.learning_rates == (3.3e-4, 3.3e-5)
+    assert config.learning_rates == (9.9e-4, 3.3e-4)  # the suggestion and three times it
     assert (config.base.weights, config.base.head, config.base.train_batchnorm) == \
         (RECOMMENDED.weights, RECOMMENDED.head, RECOMMENDED.train_batchnorm)
     assert config.name == "recommended · cars · mobilenet"
@@ -78,6 +78,16 @@ def test_cli_runs_the_lr_test_then_launches_the_sweep(carviz_home: Path, monkeyp
     assert result is not None and len(result.lrs) >= 2
     assert config.learning_rates == recommend.recommended_lrs(result.suggested_lr)
     assert len(record.run_ids) == len(config.freeze_points) * 2 * 3
+    # the test stepped on cached features, and its one pass stored the cut of every planned freeze point
+    from carviz.ml import features
+    from carviz.ml.model import build_model
+
+    model, _ = build_model(config.base, 4)
+    n = len(model.get_layer("backbone").layers)
+    planned = {features.cache_position(model, config.base.replace(freeze=point).freeze_index(n))
+               for point in config.freeze_points if point != 1}  # freeze 1 trains everything: nothing to cache
+    cached = {entry.meta["depth"] for entry in features.default_cache().entries()}
+    assert planned and planned <= cached
     # launching again from the same test launches nothing more
     from carviz.core.store import Store
 
@@ -155,7 +165,7 @@ def test_page_button_starts_the_lr_test_that_launches_the_sweep(carviz_home: Pat
 
     lr_range.run_lr_range_job(Store().get_lr_test(found["test"]).path)
     [record] = sweep.list_sweeps()
-    assert record.config.learning_rates == (2e-3, 2e-4) and record.config.name == "recommended · demo · small_cnn"
+    assert record.config.learning_rates == (6e-3, 2e-3) and record.config.name == "recommended · demo · small_cnn"
     assert launched[-1] == (record.id, "sweep feeder")
     at = open_sweeps()  # a fresh session, as after a restart: the sweep is listed, nothing waits
     assert not at.exception
