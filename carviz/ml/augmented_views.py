@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from carviz.ml import features
+from carviz.ml import feature_rows, features
 from carviz.ml.feature_cache import CacheFull, FeatureCache, FeatureSpec, feature_spec
 
 if TYPE_CHECKING:
@@ -128,6 +128,12 @@ def prepare_augmented_training(
     plain, _ = found[0]  # type: ignore[misc]
     view_arrays = [entry[0] for entry in found[1:]]  # type: ignore[index]
     seconds = time.perf_counter() - started
+    # Held in process memory when all of them fit (steady epochs: see feature_rows); else read from the files.
+    budget = feature_rows.ram_budget()
+    in_memory = plain.nbytes + sum(array.nbytes for array in view_arrays) <= budget
+    if in_memory:
+        plain = feature_rows.hold(plain, budget)[0]
+        view_arrays = [feature_rows.hold(array, budget)[0] for array in view_arrays]
 
     remainder = features.compiled_remainder(model, position, config)
     row_of = {path: row for row, path in enumerate(relative)}
@@ -140,7 +146,8 @@ def prepare_augmented_training(
     info = {"used": True, "position": position, "layer": name, "key": plain_key, "source": source,
             "augmented_views": views, "views_source": views_source, "view_keys": view_keys, "view_rule": VIEW_RULE,
             "shape": list(plain.shape[1:]), "dtype": str(plain.dtype),
-            "bytes": int(plain.nbytes + sum(array.nbytes for array in view_arrays)), "seconds": round(seconds, 3)}
+            "bytes": int(plain.nbytes + sum(array.nbytes for array in view_arrays)), "seconds": round(seconds, 3),
+            "read": "in memory" if in_memory else "from the cache files (larger than the memory budget)"}
     return features.CachedTraining(remainder, train_data, val_data, info, steps_per_epoch=steps)
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 # The storage side (keys, settings, the on-disk cache) lives in feature_cache; these stay importable from here.
+from carviz.ml import feature_rows
 from carviz.ml.feature_cache import (  # noqa: F401 (re-exported)
     STORAGE_DTYPES,
     CacheEntry,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # Keras is imported lazily: importing this module must stay l
 
 IMAGE = 0  # position of the raw image (model input); 1..n: backbone layer n's output; n+1: pooled vector
 POOLED_LAYER = "head_pool"  # the recommended head's GlobalAveragePooling2D
+EXTRACTION_PIXELS = 128 * 224 * 224  # input pixels per feature-pass batch (extraction_batch)
 
 
 # ---------------------------------------------------------------- cut points
@@ -269,13 +271,16 @@ def prepare_cached_training(
     as_rows = lambda paths: [row_of[Path(p).resolve().relative_to(root).as_posix()] for p in paths]  # noqa: E731
     num_classes = len(split.classes)
     input_dtype = remainder.inputs[0].dtype
-    train_data = feature_pipeline(features, as_rows(split.train_paths), split.train_labels, num_classes,
-                                  config.batch_size, training=True, seed=config.seed, dtype=input_dtype)
-    val_data = feature_pipeline(features, as_rows(split.val_paths), split.val_labels, num_classes,
-                                config.batch_size, training=False, seed=config.seed, dtype=input_dtype)
+    features, in_memory = feature_rows.hold(features)  # steady epochs: rows in process memory when they fit
+    pipeline = feature_pipeline if in_memory else feature_rows.block_pipeline
+    train_data = pipeline(features, as_rows(split.train_paths), split.train_labels, num_classes,
+                          config.batch_size, training=True, seed=config.seed, dtype=input_dtype)
+    val_data = pipeline(features, as_rows(split.val_paths), split.val_labels, num_classes,
+                        config.batch_size, training=False, seed=config.seed, dtype=input_dtype)
     info = {"used": True, "position": position, "layer": name, "key": key, "source": source,
             "shape": list(features.shape[1:]), "dtype": str(features.dtype),
-            "bytes": int(features.nbytes), "seconds": round(seconds, 3)}
+            "bytes": int(features.nbytes), "seconds": round(seconds, 3),
+            "read": "in memory" if in_memory else "from disk in shuffled blocks (larger than the memory budget)"}
     return CachedTraining(remainder, train_data, val_data, info)
 
 
@@ -321,7 +326,7 @@ def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpe
 
     shallower = cache.shallower(spec.family(), position)
     total = len(all_paths)
-    batch = max(1, config.batch_size)
+    batch = extraction_batch(config.image_size)
     start = IMAGE
     if shallower is not None and cache.paths(shallower.key) == relative and cache.get(shallower.key):
         start = shallower.meta["depth"]
@@ -372,6 +377,13 @@ def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpe
     if extra:
         source += f" (with {', '.join(position_name(model, q) for q in extra)} on the way)"
     return source
+
+
+def extraction_batch(image_size: int) -> int:
+    """Images per batch of the feature pass: EXTRACTION_PIXELS' worth (128 at 224 px), 8 to 256. Inference
+    results do not depend on it; speed does (bench/scale.py: at 224 px on 2 CPUs, 128 a batch overlaps decoding
+    with compute where the training batch size, 32, left the cores idle between batches)."""
+    return max(8, min(256, EXTRACTION_PIXELS // max(1, image_size) ** 2))
 
 
 def _output_shape(model: "keras.Model", position: int) -> tuple[int, ...]:

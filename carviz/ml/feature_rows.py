@@ -1,0 +1,105 @@
+"""How cached features reach training: held in process memory when they fit, else read in shuffled contiguous blocks.
+
+Why not simply train from the memory-mapped file: the mapped pages are page cache, which the kernel may drop between
+two reads of the same row (an epoch apart), and some machines drop such pages actively (DAMON's proactive reclaim
+pages out cold file pages after about a minute). Then an epoch re-reads the cut from disk in random row order and
+takes twice as long as the one before. Rows copied into the process's own memory stay there. A cut too large for
+memory is read block by block (contiguous rows, blocks in shuffled order, rows shuffled within a buffer of blocks),
+so an epoch costs one sequential pass over the file at worst, never random reads that thrash.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+RAM_SHARE = 0.5  # of the memory available when the run starts
+RAM_ENV = "CARVIZ_FEATURE_RAM_BYTES"  # overrides the budget (tests force the block reader with a small one)
+BLOCK_BYTES = 8 * 2**20  # rows read together from the file
+BUFFER_BYTES = 256 * 2**20  # rows shuffled together
+
+
+def ram_budget() -> int:
+    """Bytes of features a run may hold in memory: CARVIZ_FEATURE_RAM_BYTES, else half the available memory."""
+    override = os.environ.get(RAM_ENV, "").strip()
+    if override:
+        return max(0, int(float(override)))
+    import psutil
+
+    return int(psutil.virtual_memory().available * RAM_SHARE)
+
+
+def hold(features: np.ndarray, budget: int | None = None) -> tuple[np.ndarray, bool]:
+    """(the features in process memory, True) when they fit the budget, else (the features as given, False)."""
+    if not isinstance(features, np.memmap):
+        return features, True  # in memory already
+    if features.nbytes <= (ram_budget() if budget is None else budget):
+        return np.array(features), True  # one sequential read of the file
+    return features, False
+
+
+def blocks_of(rows: Sequence[int], labels: Sequence[int], row_bytes: int,
+              block_bytes: int = BLOCK_BYTES) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The rows (with their labels) sorted and cut into blocks of about block_bytes of the file each."""
+    order = np.argsort(np.asarray(rows, dtype=np.int64), kind="stable")
+    sorted_rows = np.asarray(rows, dtype=np.int64)[order]
+    sorted_labels = np.asarray(labels, dtype=np.int64)[order]
+    per_block = max(1, block_bytes // max(1, row_bytes))
+    return [(sorted_rows[i:i + per_block], sorted_labels[i:i + per_block])
+            for i in range(0, len(sorted_rows), per_block)]
+
+
+def block_order_batches(features: np.ndarray, blocks: Sequence[tuple[np.ndarray, np.ndarray]], batch_size: int,
+                        rng: np.random.Generator | None, buffer_blocks: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch of (feature rows, labels) batches: blocks in rng's order (in file order without rng), each read as
+    one contiguous slice, rows shuffled within buffers of buffer_blocks blocks; only the epoch's last batch is short."""
+    order = rng.permutation(len(blocks)) if rng is not None else np.arange(len(blocks))
+    carry_x: list[np.ndarray] = []
+    carry_y: list[np.ndarray] = []
+    for start in range(0, len(order), buffer_blocks):
+        xs, ys = carry_x, carry_y
+        for index in order[start:start + buffer_blocks]:
+            rows, labels = blocks[index]
+            first = int(rows[0])
+            chunk = np.asarray(features[first:int(rows[-1]) + 1])  # contiguous: read ahead, never seek per row
+            xs.append(chunk[rows - first])
+            ys.append(labels)
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        if rng is not None:
+            shuffle = rng.permutation(len(x))
+            x, y = x[shuffle], y[shuffle]
+        full = len(x) // batch_size * batch_size
+        for i in range(0, full, batch_size):
+            yield x[i:i + batch_size], y[i:i + batch_size]
+        carry_x, carry_y = [x[full:]], [y[full:]]
+    if carry_x and len(carry_x[0]):
+        yield carry_x[0], carry_y[0]
+
+
+def block_pipeline(features: np.ndarray, rows: Sequence[int], labels: Sequence[int], num_classes: int,
+                   batch_size: int, training: bool, seed: int, dtype: Any = "float32") -> "Any":
+    """A tf.data pipeline of one-hot batches read block by block (block_order_batches); training epochs shuffle
+    afresh (seeded by seed and the epoch), evaluation reads in file order."""
+    import tensorflow as tf
+
+    row_shape = tuple(int(d) for d in features.shape[1:])
+    row_bytes = int(np.prod(row_shape)) * features.dtype.itemsize
+    blocks = blocks_of(rows, labels, row_bytes)
+    buffer_blocks = max(1, BUFFER_BYTES // BLOCK_BYTES)
+    tf_dtype = tf.as_dtype(dtype)
+    epochs = iter(range(2**62))
+
+    def generate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng([seed, next(epochs)]) if training else None
+        for x, y in block_order_batches(features, blocks, batch_size, rng, buffer_blocks):
+            yield x.astype(tf_dtype.as_numpy_dtype, copy=False), y
+
+    signature = (tf.TensorSpec((None, *row_shape), tf_dtype), tf.TensorSpec((None,), tf.int64))
+    steps = -(-len(rows) // batch_size)
+    ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+    ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)))
+    return ds.prefetch(2)
