@@ -78,6 +78,9 @@ def judged(state: Any) -> dict[str, Any]:
     pick = recommended_run(state.rows, result) or {}
     row = pick.get("row") or {}
     counts = ", ".join(f"{n} {status}" for status, n in sorted(state.counts.items()))
+    skipped = sum(1 for row in state.rows if row.get("pruned_at_epoch") == 0)
+    if skipped:
+        counts += f" ({skipped} of them never trained: their configuration was pruned)"
     return {"clear": result["clear"], "verdict": result["text"], "runs": counts,
             "winner_val": row.get("kept_val_accuracy"), "winner_test": row.get("test_accuracy"),
             "winner": f"lr {row.get('learning_rate')} freeze {row.get('freeze')} seed {row.get('seed')}"
@@ -178,8 +181,9 @@ def main() -> None:
     parser.add_argument("--lr-steps", type=int, default=None, help="LR range test steps (default 60; --quick: 10)")
     parser.add_argument("--quick", action="store_true", help="cars-mini, 2 epochs, seeds 1,2: a run-through check")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
-    parser.add_argument("--part", choices=("all", "augmented"), default="all",
-                        help="augmented: only (B), on the recommended plan's base and seeds (no LR test, no sweeps)")
+    parser.add_argument("--part", choices=("all", "sweeps", "augmented"), default="all",
+                        help="sweeps: only (A); augmented: only (B), on the recommended plan's base and seeds (no LR "
+                             "test, no sweeps)")
     args = parser.parse_args()
 
     dataset = args.dataset or SHARED / "data" / ("cars-mini" if args.quick else "cars20")
@@ -218,9 +222,11 @@ def main() -> None:
         print(f"  recommended sweep: {rec['wall_seconds']:.0f} s", flush=True)
         hand = hand_grid(root, rec["plan"])
         print(f"  hand grid: {hand['wall_seconds']:.0f} s", flush=True)
-        aug = {cached: augmented(root, rec["plan"], cached) for cached in (True, False)}
-        print(f"  augmented sweeps: {aug[True]['wall_seconds']:.0f} s cached, {aug[False]['wall_seconds']:.0f} s "
-              "uncached", flush=True)
+        aug = {}
+        if args.part == "all":
+            aug = {cached: augmented(root, rec["plan"], cached) for cached in (True, False)}
+            print(f"  augmented sweeps: {aug[True]['wall_seconds']:.0f} s cached, {aug[False]['wall_seconds']:.0f} "
+                  "s uncached", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -241,10 +247,13 @@ def main() -> None:
     for label, result in (("recommended", rec), ("hand grid", hand)):
         print(f"  {label} ({result['runs']}): {result['verdict']}")
 
-    print_augmented(aug)
+    if aug:
+        print_augmented(aug)
     if args.json:
-        args.json.write_text(json.dumps({"recommended": rec, "hand": hand, "augmented_cached": aug[True],
-                                         "augmented_uncached": aug[False]}, indent=2, default=str))
+        figures = {"recommended": rec, "hand": hand}
+        if aug:
+            figures.update(augmented_cached=aug[True], augmented_uncached=aug[False])
+        args.json.write_text(json.dumps(figures, indent=2, default=str))
 
 
 def augmented_only(root: Path, dataset: Path, epochs: int, seeds: tuple[int, ...]) -> dict[bool, dict]:

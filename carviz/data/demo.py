@@ -13,14 +13,22 @@ DEMO_CLASSES = ("sedan", "suv", "bus", "sports car")
 
 
 
-def generate_demo_dataset(root: str | Path, per_class: int = 60, image_size: int = 96, seed: int = 0) -> Path:
+def demo_class_names(classes: int = len(DEMO_CLASSES)) -> list[str]:
+    """The first `classes` names: the four kinds, then "sedan 2", "suv 2", … (the kinds again, for size tests)."""
+    return [DEMO_CLASSES[i % 4] + (f" {i // 4 + 1}" if i >= 4 else "") for i in range(classes)]
+
+
+def generate_demo_dataset(root: str | Path, per_class: int = 60, image_size: int = 96, seed: int = 0,
+                          classes: int = len(DEMO_CLASSES)) -> Path:
     """Draw side views of sedans, SUVs, buses and sports cars as root/<class>/<class>_<i:03d>.jpg.
 
     Deterministic per (seed, class, i); existing files are left alone, so calling it again only fills gaps.
+    More than four classes repeat the kinds under new names with their own images (benchmarks at the seed study's
+    196 classes); such classes are not meant to be told apart.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    for class_index, name in enumerate(DEMO_CLASSES):
+    for class_index, name in enumerate(demo_class_names(classes)):
         class_dir = root / name
         class_dir.mkdir(exist_ok=True)
         for i in range(per_class):
@@ -28,7 +36,7 @@ def generate_demo_dataset(root: str | Path, per_class: int = 60, image_size: int
             if target.exists():
                 continue
             rng = np.random.default_rng([seed & 0xFFFFFFFF, class_index, i])
-            image = _draw_scene(name, image_size, rng)
+            image = _draw_scene(DEMO_CLASSES[class_index % 4], image_size, rng)
             tmp = class_dir / f".{target.name}.{os.getpid()}.tmp"  # hidden, so a crash never leaves a half image
             image.save(tmp, "JPEG", quality=90)
             os.replace(tmp, target)

@@ -283,6 +283,15 @@ def test_augment_preview_gives_count_uint8_variants_deterministically() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(previews, again))
 
 
+def test_demo_dataset_at_benchmark_size_repeats_the_kinds_under_new_names(tmp_path: Path) -> None:
+    root = generate_demo_dataset(tmp_path / "big", per_class=1, image_size=32, classes=9)
+    counts = scan_dataset(root).counts()
+    assert len(counts) == 9 and set(counts.values()) == {1}
+    assert {"sedan", "sports car", "sedan 2", "sports car 2", "sedan 3"} <= set(counts)
+    small = generate_demo_dataset(tmp_path / "small", per_class=1, image_size=32)
+    assert (small / "sedan" / "sedan_000.jpg").read_bytes() == (root / "sedan" / "sedan_000.jpg").read_bytes()
+
+
 def test_demo_dataset_is_complete_readable_deterministic_and_idempotent(tmp_path: Path) -> None:
     root = generate_demo_dataset(tmp_path / "demo", per_class=3, image_size=48, seed=5)
     scan = scan_dataset(root)
