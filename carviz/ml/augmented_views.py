@@ -265,4 +265,6 @@ def view_pipeline(views: Sequence[np.ndarray], labels: Sequence[int], num_classe
         x.set_shape((None, *row_shape))
         return x, tf.one_hot(batch_labels, num_classes, dtype=tf.float32)
 
-    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), steps
+    from carviz.data.datasets import steady
+
+    return steady(ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)), steps

@@ -1,11 +1,11 @@
 """How cached features reach training: held in process memory when they fit, else read in shuffled contiguous blocks.
 
-Why not simply train from the memory-mapped file: the mapped pages are page cache, which the kernel may drop between
-two reads of the same row (an epoch apart), and some machines drop such pages actively (DAMON's proactive reclaim
-pages out cold file pages after about a minute). Then an epoch re-reads the cut from disk in random row order and
-takes twice as long as the one before. Rows copied into the process's own memory stay there. A cut too large for
-memory is read block by block (contiguous rows, blocks in shuffled order, rows shuffled within a buffer of blocks),
-so an epoch costs one sequential pass over the file at worst, never random reads that thrash.
+Why not simply train from the memory-mapped file: its pages are page cache, which the kernel may drop between two
+reads of a row an epoch apart (some machines, this project's VMs among them, page out file pages unused for about a
+minute), and then an epoch re-reads the cut from disk in random row order. Rows copied into the process's own
+memory stay there. A cut too large for memory is read block by block (contiguous rows, blocks in shuffled order,
+rows shuffled within a buffer of blocks), so an epoch costs one sequential pass over the file at worst, never
+random reads that thrash.
 """
 
 from __future__ import annotations
@@ -102,4 +102,6 @@ def block_pipeline(features: np.ndarray, rows: Sequence[int], labels: Sequence[i
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)))
-    return ds.prefetch(2)
+    from carviz.data.datasets import steady
+
+    return steady(ds.prefetch(2))

@@ -427,4 +427,6 @@ def feature_pipeline(features: np.ndarray, rows: Sequence[int], labels: Sequence
         x.set_shape((None, *row_shape))
         return x, tf.one_hot(batch_labels, num_classes, dtype=tf.float32)
 
-    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    from carviz.data.datasets import steady
+
+    return steady(ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
