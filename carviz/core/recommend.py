@@ -34,7 +34,7 @@ PLAN_KEY = "recommended_sweep"  # in an LR test's params.json: the sweep to laun
 SWEEP_FILE = "recommended_sweep.json"  # in the LR test's folder once launched: {"sweep": id}
 SEEDS = (1, 2, 3)
 TEST_FRACTION = 0.15
-MAX_BLOCK_POINTS = 4
+MAX_BLOCK_POINTS = 3
 DEFAULT_LRS = (1e-3, 1e-4)  # when the LR test suggests nothing: the usual fine-tuning pair for Adam
 LR_TEST = {"min_lr": 1e-6, "max_lr": 1.0, "steps": 60}  # short: a minute or two on a CPU at 224 px
 
@@ -46,12 +46,16 @@ def sweep_name(dataset: str, backbone: str) -> str:
 
 
 def pick_freeze_points(layers: Sequence["LayerInfo"], from_scratch: bool = False) -> list[int | str]:
-    """Up to MAX_BLOCK_POINTS block starts spread evenly over the backbone's second half (the first and the last
-    included), then "all" (the whole backbone frozen). Transfer learning mostly gains from retraining the late
-    blocks; the early ones hold generic features. Without pretrained weights freezing random layers makes no sense,
-    so `from_scratch` adds 1 (train everything) in front."""
+    """Up to MAX_BLOCK_POINTS block starts spread evenly over the backbone's last third (the first and the last
+    included; the second half when the last third has fewer than two), then "all" (the whole backbone frozen).
+    Transfer learning mostly gains from retraining the late blocks, and each earlier freeze point costs more to
+    train: on cars20 (5 epochs) MobileNet fine-tuned from block 44 no better than the classifier alone, in six times
+    its time. Without pretrained weights freezing random layers makes no sense, so `from_scratch` adds 1 (train
+    everything) in front."""
     n = len(layers)
-    starts = [layer.index for layer in layers if layer.block_start and layer.index > max(1, n // 2)]
+    starts = [layer.index for layer in layers if layer.block_start and layer.index > max(1, 2 * n // 3)]
+    if len(starts) < 2:
+        starts = [layer.index for layer in layers if layer.block_start and layer.index > max(1, n // 2)]
     if len(starts) > MAX_BLOCK_POINTS:
         last = len(starts) - 1
         starts = sorted({starts[round(i * last / (MAX_BLOCK_POINTS - 1))] for i in range(MAX_BLOCK_POINTS)})
