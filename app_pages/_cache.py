@@ -9,7 +9,7 @@ import streamlit as st
 from carviz.views import cache_report
 from carviz.ml import feature_cache
 from carviz.core.config import ConfigError
-from app_pages._common import form_to_config
+from app_pages._common import form_to_config, layers_of, scan
 
 MESSAGE = "cache_panel_message"  # (kind, text) left by a callback for the next render
 
@@ -21,6 +21,22 @@ def form_cache_note(values: dict[str, Any]) -> str:
     except (ConfigError, ValueError) as exc:
         return f"Feature cache: decided at launch, once the form is valid ({exc})"
     return cache_report.config_note(config)
+
+
+def form_cut_warning(values: dict[str, Any]) -> str | None:
+    """A warning before launch when the form's cut will not fit the cache limit or the memory budget; None when
+    it fits, the cache is off, or the form or dataset cannot be read yet."""
+    from carviz.core import settings
+    from carviz.ml.feature_rows import ram_budget
+
+    try:
+        config = form_to_config(values)
+        images = scan(settings.resolve_dataset(config.dataset)).total()
+        return cache_report.launch_cut_warning(config, images, lambda: layers_of(config.backbone, config.image_size,
+                                                                                config.alpha),
+                                               feature_cache.load_settings(), ram_budget())
+    except (ConfigError, ValueError, OSError):
+        return None
 
 
 def _save_settings() -> None:

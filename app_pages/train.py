@@ -29,7 +29,7 @@ from app_pages._common import (
     status_label,
     where_ran,
 )
-from app_pages._cache import form_cache_note, render_cache_panel
+from app_pages._cache import form_cache_note, form_cut_warning, render_cache_panel
 from app_pages._lr_range import lr_range_section
 
 DEFAULT_PRESET = "demo quick"
@@ -199,6 +199,9 @@ with st.form("train_form", border=True):
     if cache_note == cache_report.USED_NOTE:
         cache_note += " With augmentation on, each epoch trains on one of the cached augmented views."
     st.caption(cache_note)
+    cut_warning = form_cut_warning(form_values)
+    if cut_warning:
+        st.warning(cut_warning)
     advice = _frozen_backbone_advice(form_values)  # (config json, warning): shown before any launch
     if advice:
         st.warning(advice[1])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from carviz.ml import feature_cache
@@ -102,3 +102,70 @@ def run_line(info: Mapping[str, Any]) -> str | None:
                 f"epoch in turn (features: {record.get('source') or '?'}; views: {record.get('views_source') or '?'}"
                 f"{timing})")
     return f"Trained on cached {record.get('layer') or '?'} features ({record.get('source') or '?'}{timing})"
+
+
+# An upper bound on a cut's values per input pixel (the largest maps of the backbones here hold about 16.6 per pixel:
+# MobileNet's 112 x 112 x 64 and ResNet50/DenseNet121's 56 x 56 x 256 at 224 px); below it a cut surely fits.
+MAX_CUT_VALUES_PER_PIXEL = 32
+
+
+def _shape_numbers(shape: str) -> list[int]:
+    """'(None, 14, 14, 512)' -> [14, 14, 512]: a layer listing's output shape without its batch axis."""
+    return [int(part) for part in shape.strip("()[] ").replace(" ", "").split(",")[1:] if part.isdigit()]
+
+
+def cut_size(config: TrainConfig, layers: Sequence[Any], images: int, train_images: int,
+             dtype: str) -> tuple[str, int] | None:
+    """(the layer whose output a run of this config caches, the bytes the cache needs for it: every image once,
+    plus the augmented views of the training images), from the backbone's layer listing; None when nothing is
+    cached or the shape is unknown."""
+    from carviz.ml.features import cut_point_for
+
+    if feature_cache.unavailable_reason(config) is not None or not layers:
+        return None
+    freeze_index = config.freeze_index(len(layers))
+    if freeze_index > len(layers) and config.head != "seed":  # the pooled vector: one value per channel
+        name, numbers = "head_pool", _shape_numbers(layers[-1].output_shape)[-1:]
+    else:
+        cut = cut_point_for(list(layers), freeze_index)
+        name, numbers = layers[cut - 1].name, _shape_numbers(layers[cut - 1].output_shape)
+    if not numbers:
+        return None
+    rows = images + (config.augment_views * train_images if config.augmentation.enabled else 0)
+    row_bytes = 4 if dtype == "float32" else 2
+    for number in numbers:
+        row_bytes *= number
+    return name, rows * row_bytes
+
+
+def cut_fit_warning(config: TrainConfig, layers: Sequence[Any], images: int, train_images: int,
+                    settings: feature_cache.CacheSettings, memory_budget: int) -> str | None:
+    """What to know before launching when the cut is large: it will not fit the cache limit (the run trains on
+    images), or not the memory budget (epochs read it from disk in shuffled blocks); None when it fits both."""
+    found = cut_size(config, layers, images, train_images, settings.dtype)
+    if found is None:
+        return None
+    layer, needed = found
+    what = f"The cached output of {layer} for {images:,} images needs {format_size(needed)}"
+    if needed > settings.max_bytes:
+        return (f"{what}, more than the cache limit ({format_size(settings.max_bytes)}): this run would train on "
+                "images, much more slowly. Raise the limit in the feature-cache panel, store float16, or freeze "
+                "later.")
+    if needed > memory_budget:
+        return (f"{what}, more than half this machine's free memory ({format_size(memory_budget)}): epochs will "
+                "read it from disk in shuffled blocks, so they are bound by the disk's speed.")
+    return None
+
+
+def launch_cut_warning(config: TrainConfig, images: int, list_layers: Callable[[], Sequence[Any]],
+                       settings: feature_cache.CacheSettings, memory_budget: int) -> str | None:
+    """cut_fit_warning for a config about to launch on `images` images; the backbone's layers are listed (Keras
+    builds it) only when the cut could be too large for the cache limit or the memory budget."""
+    if feature_cache.unavailable_reason(config) is not None:
+        return None
+    views = 1 + (config.augment_views if config.augmentation.enabled else 0)
+    if images * views * config.image_size ** 2 * MAX_CUT_VALUES_PER_PIXEL * 4 <= min(settings.max_bytes,
+                                                                                     memory_budget):
+        return None  # fits whatever the cut
+    train_images = int(images * (1 - config.validation_split - config.test_fraction))
+    return cut_fit_warning(config, list_layers(), images, train_images, settings, memory_budget)

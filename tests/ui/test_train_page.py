@@ -255,3 +255,25 @@ def test_a_stopped_run_whose_process_still_exits_offers_no_resume_yet(carviz_hom
     exiting.write_status(Status.STOPPED, pid=pid, pid_create_time=create_time, ended_at=runs.now_iso())
     at.run()
     assert at.button(key=f"resume_{exiting.id}")  # the process is gone: Resume is offered
+
+
+def test_the_form_warns_when_the_cut_will_not_fit_the_cache_or_memory(carviz_home: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from carviz.ml.feature_cache import CacheSettings, cache_root, save_settings
+    from carviz.ml.feature_rows import RAM_ENV
+
+    tiny_demo(carviz_home)
+    monkeypatch.setenv(RAM_ENV, "100000")  # a machine with 0.1 MB to spare
+    at = open_train(AppTest.from_file(APP, default_timeout=30))
+    assert not [w for w in at.warning if "cached output" in w.value]  # demo quick: nothing is cached
+    at.selectbox(key="tf_backbone").set_value("mobilenet")
+    at.text_input(key="tf_freeze").input("47")
+    at.text_input(key="tf_name").input("big cut")
+    at.button(key="FormSubmitter:train_form-Launch").click().run()
+    assert not at.exception
+    [memory] = [w.value for w in at.warning if "cached output" in w.value]
+    assert "for 16 images" in memory and "free memory" in memory and "shuffled blocks" in memory
+    save_settings(CacheSettings(max_gb=0.00001), cache_root())
+    at.run()
+    [limit] = [w.value for w in at.warning if "cached output" in w.value]
+    assert "more than the cache limit" in limit and "train on images" in limit
