@@ -73,7 +73,7 @@ def layers_of(backbone: str, image_size: int, alpha: float) -> list:
 
 
 def where_ran(state: Any, info: dict[str, Any]) -> str:
-    """Where a run ran (or runs): backend, node and GPU, e.g. "ray · node-3 · GPU 0 (NVIDIA H200)"."""
+    """Where a run ran (or runs) and in what precision, e.g. "ray · node-3 · GPU 0 (NVIDIA H200) · mixed_float16"."""
     device = info.get("device") if isinstance(info.get("device"), dict) else {}
     parts = [str(getattr(state, "backend", None) or device.get("backend") or "local")]
     node = device.get("node") or getattr(state, "host", None)
@@ -85,6 +85,9 @@ def where_ran(state: Any, info: dict[str, Any]) -> str:
                      ", ".join(map(str, device["gpus"])))
     elif device.get("kind") == "cpu":
         parts.append("CPU")
+    precision = info.get("precision") if isinstance(info.get("precision"), dict) else {}
+    if isinstance(precision.get("used"), str):  # what "auto" became, with its reason in run.json
+        parts.append(precision["used"])
     return " · ".join(parts)
 
 

@@ -98,7 +98,7 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
     from carviz.core import settings
     from carviz.data import datasets
     from carviz.ml.devices import configure_devices, library_versions
-    from carviz.ml.model import build_model, resolve_precision
+    from carviz.ml.model import build_model, choose_precision
 
     device = configure_devices()
     dataset_root = settings.resolve_dataset(config.dataset)
@@ -120,7 +120,7 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
 
     checkpoint = load_checkpoint(run)
     run.write_progress({"phase": "building model"})
-    precision = resolve_precision(config.precision, on_gpu=device["kind"] == "gpu")
+    precision, precision_reason = choose_precision(config.precision, device["kind"] == "gpu", config.backbone)
     if checkpoint is not None:
         model, initial_epoch = checkpoint
         summary = None
@@ -153,6 +153,7 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
         "test_images": len(split.test_paths),
         "skipped_images": [{"path": str(p.path), "kind": p.kind, "detail": p.detail} for p in scan.problems],
         "attempts": attempts,
+        "precision": {"used": precision, "setting": config.precision, "reason": precision_reason},
     }
     if summary is not None:
         info_fields["model"] = {

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from carviz.core.config import TrainConfig
-from carviz.ml.model import ModelSummary, build_model, make_optimizer, resolve_precision
+from carviz.ml.model import ModelSummary, build_model, choose_precision, make_optimizer, resolve_precision
 
 TINY = TrainConfig(backbone="mobilenet", alpha=0.25, weights="none", image_size=64, precision="float32")
 SMALL_CNN = TrainConfig(backbone="small_cnn", weights="none", image_size=32, head="seed", precision="float32")
@@ -50,6 +50,21 @@ def test_resolve_precision() -> None:
         assert resolve_precision(explicit, on_gpu=True) == explicit
     with pytest.raises(ValueError):
         resolve_precision("float16", on_gpu=True)
+
+
+def test_auto_precision_says_what_it_chose_and_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from carviz.ml import model as model_module
+
+    assert model_module.cpu_has_native_bf16("flags\t\t: fpu avx512f avx512_bf16 fma\n")
+    assert not model_module.cpu_has_native_bf16("flags\t\t: fpu avx2 fma\n")
+    assert choose_precision("auto", on_gpu=True) == ("mixed_float16", "auto: float16 mixed precision on a GPU")
+    assert choose_precision("auto", False, "resnet50", cpu_bf16=False)[0] == "float32"
+    monkeypatch.setattr(model_module, "CPU_BF16_BACKBONES", frozenset({"resnet50"}))
+    used, reason = choose_precision("auto", False, "resnet50", cpu_bf16=True)
+    assert used == "mixed_bfloat16" and "natively" in reason
+    used, reason = choose_precision("auto", False, "mobilenet", cpu_bf16=True)
+    assert used == "float32" and "no faster for mobilenet" in reason
+    assert choose_precision("float32", False, "resnet50", cpu_bf16=True) == ("float32", "set in the run's config")
 
 
 def test_make_optimizer() -> None:
