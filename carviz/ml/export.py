@@ -23,6 +23,29 @@ CHECK_BATCH = 32
 Runner = Callable[[np.ndarray], np.ndarray]  # float32 (N, S, S, 3) pixels -> float32 (N, classes) probabilities
 
 
+def _float32_config(value: Any) -> Any:
+    """A layer config with every dtype policy set to float32 (mixed policies only change where layers compute)."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "DTypePolicy" or value.get("class_name") == "DTypePolicyMap":
+            return "float32"
+        return {key: ("float32" if key == "dtype" and isinstance(item, (str, dict)) else _float32_config(item))
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [_float32_config(item) for item in value]
+    return value
+
+
+def in_float32(model: Any) -> Any:
+    """The model itself when it computes in float32, else a float32 copy with the same weights: a mixed-precision
+    model (mixed_bfloat16 on CPUs, mixed_float16 on GPUs) keeps float32 variables, and TFLite cannot convert its
+    bfloat16 convolutions."""
+    if all(getattr(layer, "compute_dtype", "float32") == "float32" for layer in model._flatten_layers()):
+        return model
+    copy = model.__class__.from_config(_float32_config(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def write_artifact(model: Any, fmt: str, folder: Path) -> Path:
     """Write the model in `fmt` into folder (created); the artifact's path.
 
@@ -34,6 +57,7 @@ def write_artifact(model: Any, fmt: str, folder: Path) -> Path:
     exports.check_format(fmt)
     folder.mkdir(parents=True, exist_ok=True)
     destination = folder / exports.ARTIFACTS[fmt]
+    model = in_float32(model)
     if fmt == "savedmodel":
         model.export(str(destination), format="tf_saved_model", verbose=False)
         return destination

@@ -26,8 +26,10 @@ class ModelSummary:
 
 
 # Backbones that train at least 1.2x faster under mixed_bfloat16 than in float32 on a CPU with native bfloat16, at
-# accuracy within the seeds' spread (bench/scale.py); "auto" picks bfloat16 for them on such CPUs.
-CPU_BF16_BACKBONES: frozenset[str] = frozenset()
+# accuracy within the seeds' spread (bench/scale.py); "auto" picks bfloat16 for them on such CPUs. Measured on an
+# AMD EPYC with AVX-512 BF16 (2 cores): MobileNet's cached freeze-73 epochs 1.59x faster, ResNet50 training 2.0x,
+# DenseNet121 1.6x; MobileNet on cars20 (3 seeds) tested 74.2 +- 1.1 % against 73.3 +- 2.7 % in float32.
+CPU_BF16_BACKBONES: frozenset[str] = frozenset({"mobilenet", "resnet50", "densenet121"})
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:

