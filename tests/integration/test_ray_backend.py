@@ -194,12 +194,11 @@ def test_a_killed_ray_job_is_lost_and_resumes_with_every_epoch_once(home: Path, 
     assert [a["backend"] for a in attempts] == ["ray", "ray"] and attempts[1]["initial_epoch"] >= 1
 
 
-def test_a_sweep_through_ray_prunes_a_trailing_run(home: Path, wait_for) -> None:
-    # The tiny model learns next to nothing in one epoch, so at the rung the seed's validation split decides, not
-    # the learning rate: seed 1 reads 0.22, seed 2 reads 0.0 (measured). Ray runs two at once: runs 1-2
-    # (3e-3, seeds 1 and 2), then runs 3-4 (1e-7, seeds 1 and 2). When run 4 reaches the rung, run 1 and maybe
-    # run 3 are ahead of it: pruned either way (3 runs there: keep 1; 4 runs: keep 2, both ahead). Run 2 is
-    # pruned too if it gets there after run 1.
+def test_a_pruning_sweep_through_ray_ends_done_with_every_run_recorded(home: Path, wait_for) -> None:
+    # Pruning judges configurations (their mean over the seeds at the rung) and Ray runs two at once, so which run
+    # is pruned depends on arrival order (the decision itself is unit-tested): here every run must end succeeded
+    # with all its epochs, pruned at the rung with the epochs it finished, or pruned with its configuration before
+    # training, and the sweep must end done.
     config = SweepConfig(name="ray-prune", base=TINY.replace(epochs=3), backbones=("small_cnn",),
                          learning_rates=(3e-3, 1e-7), freeze_points=(1,), seeds=(1, 2),
                          prune=PruneConfig(rungs=(1,), keep_fraction=0.5, min_runs=2))
@@ -214,10 +213,10 @@ def test_a_sweep_through_ray_prunes_a_trailing_run(home: Path, wait_for) -> None
     logs = "\n".join(run.log_tail(10) for run in runs)
     assert state.status == "done", (state.counts, logs)
     assert state.progress_text == "4 of 4 done"
-    last = runs[-1]
-    assert (last.config().learning_rate, last.config().seed) == (1e-7, 2)
-    assert last.status() == Status.PRUNED, (last.metrics(), logs)
     for run in runs:
+        if run.status() == Status.PRUNED and run.raw_status()["pruned_at_epoch"] == 0:
+            assert "configuration was pruned" in run.raw_status()["pruned_reason"] and not run.metrics()
+            continue
         assert run.raw_status()["backend"] == "ray" and run.launch_info()["backend"] == "ray"
         if run.status() == Status.PRUNED:
             assert run.raw_status()["pruned_at_epoch"] == 1
@@ -227,7 +226,7 @@ def test_a_sweep_through_ray_prunes_a_trailing_run(home: Path, wait_for) -> None
             assert run.status() == Status.SUCCEEDED and metric_epochs_on_disk(run) == [1, 2, 3]
     feeder = record.feeder_state()
     assert feeder.status == Status.SUCCEEDED and feeder.backend == "ray"
-    assert record.raw_status()["launched"] == 4
+    assert record.raw_status()["launched"] == sum(1 for run in runs if run.launch_info())
     wait_for(lambda: ray_backend.status_name(ray_backend.job_info(feeder_launch)) == "SUCCEEDED", 30,
              "Ray to see the feeder exit")
 

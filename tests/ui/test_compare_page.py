@@ -232,7 +232,7 @@ def test_the_freeze_chart_shows_only_for_runs_of_one_sweep_as_the_sweeps_page_dr
                          learning_rates=(1e-3,), freeze_points=(1, "all"), seeds=(1, 2))
     record = create_sweep(config)
     runs = record.runs()
-    for run, accuracy in zip(runs, (0.9, 0.95, 0.5, 0.55)):
+    for run, accuracy in zip(runs, (0.9, 0.5, 0.95, 0.55)):  # seed 1 of each point, then seed 2
         finish_sweep_run(run, accuracy)
     at = open_with([run.id for run in runs])
     assert not at.exception
