@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from carviz.ml import feature_rows, features
+from carviz.ml import extraction, feature_rows, features
 from carviz.ml.feature_cache import CacheFull, FeatureCache, FeatureSpec, feature_spec
 
 if TYPE_CHECKING:
@@ -89,7 +89,9 @@ def prepare_augmented_training(
     if position <= 1:
         raise ValueError("no cut point after the input before the first trainable layer")
     features._check_frozen_through(model, min(position, len(model.get_layer("backbone").layers)))
-    spec = feature_spec(config, fingerprint, precision, storage_dtype, parent_model)
+    the_plan = extraction.plan(config.backbone, len(all_paths), config.image_size)
+    spec = feature_spec(config, fingerprint, extraction.features_precision(the_plan, precision), storage_dtype,
+                        parent_model)
     root = Path(dataset_root).resolve()
     relative = [Path(p).resolve().relative_to(root).as_posix() for p in all_paths]
     train_relative = [Path(p).resolve().relative_to(root).as_posix() for p in split.train_paths]
@@ -106,17 +108,17 @@ def prepare_augmented_training(
             locks.enter_context(cache.locked(key))
         plain_ready = _usable(cache, plain_key, relative)
         missing = [v for v, key in enumerate(view_keys) if not _usable(cache, key, train_relative)]
-        source = "cache hit"
+        source, engine = "cache hit", None
         if not plain_ready:
             shallower = cache.shallower(spec.family(), position)
             if shallower is not None and cache.paths(shallower.key) == relative and cache.get(shallower.key):
-                source = features._compute_entry(model, config, spec, position, all_paths, all_labels, relative,
-                                                 cache, on_progress, also_positions)
+                source, engine = features._compute_entry(model, config, spec, position, all_paths, all_labels,
+                                                         relative, cache, on_progress, also_positions)
                 plain_ready = True
         views_source = "cache hit"
         if missing or not plain_ready:
-            _extract(model, config, spec, position, all_paths, all_labels, relative, split, train_relative, cache,
-                     not plain_ready, missing, also_positions, on_progress)
+            engine = _extract(model, config, spec, position, all_paths, all_labels, relative, split, train_relative,
+                              cache, not plain_ready, missing, also_positions, on_progress)
             if not plain_ready:
                 source = "computed from the images"
             if missing:
@@ -147,6 +149,7 @@ def prepare_augmented_training(
             "augmented_views": views, "views_source": views_source, "view_keys": view_keys, "view_rule": VIEW_RULE,
             "shape": list(plain.shape[1:]), "dtype": str(plain.dtype),
             "bytes": int(plain.nbytes + sum(array.nbytes for array in view_arrays)), "seconds": round(seconds, 3),
+            "computed_in": spec.precision, **({"engine": engine} if engine else {}),
             "read": "in memory" if in_memory else "from the cache files (larger than the memory budget)"}
     return features.CachedTraining(remainder, train_data, val_data, info, steps_per_epoch=steps)
 
@@ -154,10 +157,11 @@ def prepare_augmented_training(
 def _extract(model: "keras.Model", config: "TrainConfig", spec: FeatureSpec, position: int,
              all_paths: Sequence[Path], all_labels: Sequence[int], relative: list[str], split: Any,
              train_relative: list[str], cache: FeatureCache, plain: bool, views: list[int],
-             also_positions: Sequence[int], on_progress: Callable[[int, int], None] | None) -> None:
+             also_positions: Sequence[int], on_progress: Callable[[int, int], None] | None) -> str:
     """One pass over the images storing, at `position` (the caller holds its locks) and at the also_positions on
     the way that are missing and fit: the plain features of every image when `plain`, and each view in `views` of
-    the training images (each view: the run's augmentation with view_seed(view), in chunks of VIEW_CHUNK)."""
+    the training images (each view: the run's augmentation with view_seed(view), in chunks of VIEW_CHUNK). Returns
+    which engine computed them (extraction.Extractor.note)."""
     from carviz.data.datasets import augmentation_model, make_pipeline
 
     n = len(model.get_layer("backbone").layers)
@@ -195,11 +199,11 @@ def _extract(model: "keras.Model", config: "TrainConfig", spec: FeatureSpec, pos
                 budget -= size
         extra = sorted({q for q, _ in outputs if q != position})
         order = extra + [position]
-        infer = features._inference_function(features.submodel(model, features.IMAGE, position, also=extra))
+        infer = extraction.extractor(features.submodel(model, features.IMAGE, position, also=extra),
+                                     extraction.plan(config.backbone, len(relative), config.image_size), spec.precision)
 
         def store(x: Any, view: int | None, rows: Any) -> None:
-            values = infer(x)
-            for q, value in zip(order, values if extra else [values]):
+            for q, value in zip(order, infer(x)):
                 if (q, view) in outputs:
                     outputs[(q, view)][rows] = np.asarray(value)
 
@@ -236,6 +240,7 @@ def _extract(model: "keras.Model", config: "TrainConfig", spec: FeatureSpec, pos
                     on_progress(done, total)
             if start != len(rest):
                 raise ValueError(f"computed features for {start} of {len(rest)} images")
+    return infer.note
 
 
 def view_pipeline(views: Sequence[np.ndarray], labels: Sequence[int], num_classes: int, batch_size: int, seed: int,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 # The storage side (keys, settings, the on-disk cache) lives in feature_cache; these stay importable from here.
-from carviz.ml import feature_rows
+from carviz.ml import extraction, feature_rows
 from carviz.ml.feature_cache import (  # noqa: F401 (re-exported)
     STORAGE_DTYPES,
     CacheEntry,
@@ -245,21 +245,23 @@ def prepare_cached_training(
     if position <= 1:
         raise ValueError("no cut point after the input before the first trainable layer")
     _check_frozen_through(model, min(position, len(model.get_layer("backbone").layers)))
-    spec = feature_spec(config, fingerprint, precision, storage_dtype, parent_model)
+    the_plan = extraction.plan(config.backbone, len(all_paths), config.image_size)
+    spec = feature_spec(config, fingerprint, extraction.features_precision(the_plan, precision), storage_dtype,
+                        parent_model)
     name = position_name(model, position)
     key = spec.key(name)
     root = Path(dataset_root).resolve()
     relative = [Path(p).resolve().relative_to(root).as_posix() for p in all_paths]
     started = time.perf_counter()
     with cache.locked(key):
-        source = "cache hit"
+        source, engine = "cache hit", None
         found = cache.get(key)
         if found is not None and cache.paths(key) != relative:  # cannot happen for one fingerprint; never trust it
             cache.remove(key)
             found = None
         if found is None:
-            source = _compute_entry(model, config, spec, position, all_paths, all_labels, relative, cache,
-                                    on_progress, also_positions)
+            source, engine = _compute_entry(model, config, spec, position, all_paths, all_labels, relative, cache,
+                                            on_progress, also_positions)
             found = cache.get(key)
             if found is None:  # evicted at once by a concurrent writer: extremely unlikely; refuse, do not guess
                 raise ValueError("the cached features disappeared right after being written")
@@ -279,7 +281,8 @@ def prepare_cached_training(
                         config.batch_size, training=False, seed=config.seed, dtype=input_dtype)
     info = {"used": True, "position": position, "layer": name, "key": key, "source": source,
             "shape": list(features.shape[1:]), "dtype": str(features.dtype),
-            "bytes": int(features.nbytes), "seconds": round(seconds, 3),
+            "bytes": int(features.nbytes), "seconds": round(seconds, 3), "computed_in": spec.precision,
+            **({"engine": engine} if engine else {}),
             "read": "in memory" if in_memory else "from disk in shuffled blocks (larger than the memory budget)"}
     return CachedTraining(remainder, train_data, val_data, info)
 
@@ -294,7 +297,8 @@ def precompute(model: "keras.Model", config: "TrainConfig", precision: str, data
     positions = sorted({p for p in positions if p > 1})
     if not positions:
         return None
-    spec = feature_spec(config, fingerprint, precision, storage_dtype)
+    the_plan = extraction.plan(config.backbone, len(all_paths), config.image_size)
+    spec = feature_spec(config, fingerprint, extraction.features_precision(the_plan, precision), storage_dtype)
     deepest = positions[-1]
     key = spec.key(position_name(model, deepest))
     root = Path(dataset_root).resolve()
@@ -302,8 +306,9 @@ def precompute(model: "keras.Model", config: "TrainConfig", precision: str, data
     with cache.locked(key):
         if cache.get(key) is not None and cache.paths(key) == relative:
             return None
-        return _compute_entry(model, config, spec, deepest, all_paths, all_labels, relative, cache, on_progress,
-                              positions[:-1])
+        source, engine = _compute_entry(model, config, spec, deepest, all_paths, all_labels, relative, cache,
+                                        on_progress, positions[:-1])
+        return f"{source}, by {engine}"
 
 
 def compiled_remainder(model: "keras.Model", position: int, config: "TrainConfig") -> "keras.Model":
@@ -319,9 +324,11 @@ def compiled_remainder(model: "keras.Model", position: int, config: "TrainConfig
 
 def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpec, position: int,
                    all_paths: Sequence[Path], all_labels: Sequence[int], relative: list[str], cache: FeatureCache,
-                   on_progress: Callable[[int, int], None] | None, also_positions: Sequence[int] = ()) -> str:
+                   on_progress: Callable[[int, int], None] | None, also_positions: Sequence[int] = (),
+                   ) -> tuple[str, str]:
     """Compute and store the entry at `position` (plus any missing also_positions passed on the way), from the
-    deepest shallower cached cut of the same family when there is one, else from the images."""
+    deepest shallower cached cut of the same family when there is one, else from the images; (where the features
+    came from, which engine computed them)."""
     from carviz.data.datasets import make_pipeline
 
     shallower = cache.shallower(spec.family(), position)
@@ -361,11 +368,10 @@ def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpe
             source_features, _ = cache.get(shallower.key)  # type: ignore[misc, union-attr]
             batches = (np.asarray(source_features[i:i + batch]) for i in range(0, total, batch))
             source = f"computed from the cached {shallower.meta.get('layer')} features"  # type: ignore[union-attr]
-        infer = _inference_function(part)
+        infer = extraction.extractor(part, extraction.plan(config.backbone, total, config.image_size), spec.precision)
         done = 0
         for x in batches:
             values = infer(x)
-            values = list(values) if extra else [values]
             size = len(values[0])
             for (_, out), value in zip(outputs, values):
                 out[done:done + size] = np.asarray(value)
@@ -376,7 +382,7 @@ def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpe
             raise ValueError(f"computed features for {done} of {total} images")
     if extra:
         source += f" (with {', '.join(position_name(model, q) for q in extra)} on the way)"
-    return source
+    return source, infer.note
 
 
 def extraction_batch(image_size: int) -> int:
@@ -391,17 +397,6 @@ def _output_shape(model: "keras.Model", position: int) -> tuple[int, ...]:
     backbone = model.get_layer("backbone")
     layer = model.get_layer(POOLED_LAYER) if position > len(backbone.layers) else backbone.layers[position - 1]
     return tuple(int(d) for d in layer.output.shape[1:])
-
-
-def _inference_function(part: "keras.Model") -> Callable[[Any], Any]:
-    """part(x, training=False) as one traced function (much faster than eager calls batch after batch)."""
-    import tensorflow as tf
-
-    @tf.function(reduce_retracing=True)
-    def infer(x: Any) -> Any:
-        return part(x, training=False)
-
-    return infer
 
 
 def feature_pipeline(features: np.ndarray, rows: Sequence[int], labels: Sequence[int], num_classes: int,

@@ -96,6 +96,8 @@ def run_line(info: Mapping[str, Any]) -> str | None:
         return f"Trained on images: {record.get('reason') or 'no reason recorded'}"
     seconds = record.get("seconds")
     timing = f", {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+    if isinstance(record.get("engine"), str):  # which engine computed them, when this run did
+        timing = f", by {record['engine']}{timing}"
     views = record.get("augmented_views")
     if isinstance(views, int) and not isinstance(views, bool) and views > 0:
         return (f"Trained on cached {record.get('layer') or '?'} features with {views} augmented views, one per "
