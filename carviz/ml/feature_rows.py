@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,13 +24,55 @@ BUFFER_BYTES = 256 * 2**20  # rows shuffled together
 
 
 def ram_budget() -> int:
-    """Bytes of features a run may hold in memory: CARVIZ_FEATURE_RAM_BYTES, else half the available memory."""
+    """Bytes of features a run may hold in memory: CARVIZ_FEATURE_RAM_BYTES, else half the memory available to this
+    process: the machine's, or less where its memory cgroup (a container, a cluster worker) allows less."""
     override = os.environ.get(RAM_ENV, "").strip()
     if override:
         return max(0, int(float(override)))
     import psutil
 
-    return int(psutil.virtual_memory().available * RAM_SHARE)
+    available = psutil.virtual_memory().available
+    room = cgroup_memory_room()
+    return int((available if room is None else min(available, room)) * RAM_SHARE)
+
+
+def cgroup_memory_room(proc: Path = Path("/proc/self/cgroup"), mount: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes this process's memory cgroup still allows: its limit less what it uses beyond reclaimable page cache
+    (inactive files); None without a limit (or where it cannot be read). cgroup v2 and v1."""
+    try:
+        lines = proc.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: memory.max, memory.current, memory.stat's inactive_file
+            found = _read_cgroup(mount, path, "memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):  # v1
+            found = _read_cgroup(mount / "memory", path, "memory.limit_in_bytes", "memory.usage_in_bytes",
+                                 "total_inactive_file")
+        else:
+            continue
+        if found is not None:
+            return found
+    return None
+
+
+def _read_cgroup(mount: Path, path: str, limit_file: str, usage_file: str, inactive_key: str) -> int | None:
+    """limit - (usage - inactive files) of the cgroup at path under mount (a container sees its own cgroup at the
+    mount's root, under a path it is not told: the path is tried whole, then without its leading parts)."""
+    parts = [p for p in path.split("/") if p]
+    for start in range(len(parts) + 1):
+        folder = mount.joinpath(*parts[start:])
+        try:
+            limit_text = (folder / limit_file).read_text().strip()
+            usage = int((folder / usage_file).read_text())
+            stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines() if " " in line)
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or int(limit_text) >= 2**60:  # no limit
+            return None
+        return max(0, int(limit_text) - usage + int(stat.get(inactive_key, 0)))
+    return None
 
 
 def hold(features: np.ndarray, budget: int | None = None) -> tuple[np.ndarray, bool]:

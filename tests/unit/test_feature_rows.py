@@ -108,3 +108,30 @@ def test_the_train_form_says_when_a_cut_will_not_fit_the_cache_or_memory() -> No
     pooled = cut_size(config.replace(freeze="all"), layers, 8132, 6000, "float32")
     assert pooled == ("head_pool", 8132 * 1024 * 4)
     assert cut_size(config.replace(feature_cache=False), layers, 8132, 6000, "float32") is None
+
+
+def _cgroup(folder: Path, files: dict[str, str]) -> None:
+    folder.mkdir(parents=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+
+
+def test_the_memory_budget_respects_a_memory_cgroup_v1_and_v2(tmp_path: Path) -> None:
+    # v2, seen from inside a container: /proc says /job/a, the mount shows the cgroup at its root.
+    proc = tmp_path / "proc-v2"
+    proc.write_text("0::/job/a\n")
+    _cgroup(tmp_path / "v2", {"memory.max": "4294967296\n", "memory.current": "3221225472\n",
+                              "memory.stat": "anon 1073741824\ninactive_file 1073741824\n"})
+    assert feature_rows.cgroup_memory_room(proc, tmp_path / "v2") == 2 * 2**30  # 4 GiB - (3 - 1 reclaimable)
+    (tmp_path / "v2" / "memory.max").write_text("max\n")
+    assert feature_rows.cgroup_memory_room(proc, tmp_path / "v2") is None
+    # v1, at its full path under the memory hierarchy.
+    proc = tmp_path / "proc-v1"
+    proc.write_text("5:cpu,cpuacct:/\n4:memory:/ray/worker\n0::/\n")
+    _cgroup(tmp_path / "v1" / "memory" / "ray" / "worker",
+            {"memory.limit_in_bytes": str(2**30), "memory.usage_in_bytes": str(2**29),
+             "memory.stat": "cache 1\ntotal_inactive_file 0\n"})
+    assert feature_rows.cgroup_memory_room(proc, tmp_path / "v1") == 2**29
+    (tmp_path / "v1" / "memory" / "ray" / "worker" / "memory.limit_in_bytes").write_text("9223372036854771712")
+    assert feature_rows.cgroup_memory_room(proc, tmp_path / "v1") is None
+    assert feature_rows.cgroup_memory_room(tmp_path / "no-such-file") is None
