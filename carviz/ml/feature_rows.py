@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -98,28 +99,41 @@ def blocks_of(rows: Sequence[int], labels: Sequence[int], row_bytes: int,
 def block_order_batches(features: np.ndarray, blocks: Sequence[tuple[np.ndarray, np.ndarray]], batch_size: int,
                         rng: np.random.Generator | None, buffer_blocks: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One epoch of (feature rows, labels) batches: blocks in rng's order (in file order without rng), each read as
-    one contiguous slice, rows shuffled within buffers of buffer_blocks blocks; only the epoch's last batch is short."""
+    one contiguous slice, rows shuffled within buffers of buffer_blocks blocks; only the epoch's last batch is short.
+    The next buffer is read in a thread while this one's batches are consumed, so reading overlaps training."""
     order = rng.permutation(len(blocks)) if rng is not None else np.arange(len(blocks))
+    groups = [order[start:start + buffer_blocks] for start in range(0, len(order), buffer_blocks)]
     carry_x: list[np.ndarray] = []
     carry_y: list[np.ndarray] = []
-    for start in range(0, len(order), buffer_blocks):
-        xs, ys = carry_x, carry_y
-        for index in order[start:start + buffer_blocks]:
-            rows, labels = blocks[index]
-            first = int(rows[0])
-            chunk = np.asarray(features[first:int(rows[-1]) + 1])  # contiguous: read ahead, never seek per row
-            xs.append(chunk[rows - first])
-            ys.append(labels)
-        x, y = np.concatenate(xs), np.concatenate(ys)
-        if rng is not None:
-            shuffle = rng.permutation(len(x))
-            x, y = x[shuffle], y[shuffle]
-        full = len(x) // batch_size * batch_size
-        for i in range(0, full, batch_size):
-            yield x[i:i + batch_size], y[i:i + batch_size]
-        carry_x, carry_y = [x[full:]], [y[full:]]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="carviz-block-reader") as reader:
+        pending = reader.submit(_read_blocks, features, blocks, groups[0]) if groups else None
+        for number in range(len(groups)):
+            xs, ys = pending.result()  # type: ignore[union-attr]
+            if number + 1 < len(groups):
+                pending = reader.submit(_read_blocks, features, blocks, groups[number + 1])
+            x, y = np.concatenate(carry_x + xs), np.concatenate(carry_y + ys)
+            if rng is not None:  # only this thread draws from rng: the order stays the seed's
+                shuffle = rng.permutation(len(x))
+                x, y = x[shuffle], y[shuffle]
+            full = len(x) // batch_size * batch_size
+            for i in range(0, full, batch_size):
+                yield x[i:i + batch_size], y[i:i + batch_size]
+            carry_x, carry_y = [x[full:]], [y[full:]]
     if carry_x and len(carry_x[0]):
         yield carry_x[0], carry_y[0]
+
+
+def _read_blocks(features: np.ndarray, blocks: Sequence[tuple[np.ndarray, np.ndarray]],
+                 indices: Sequence[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The rows and labels of the given blocks, each block read as one contiguous slice of the file."""
+    xs, ys = [], []
+    for index in indices:
+        rows, labels = blocks[index]
+        first = int(rows[0])
+        chunk = np.asarray(features[first:int(rows[-1]) + 1])  # contiguous: read ahead, never seek per row
+        xs.append(chunk[rows - first])
+        ys.append(labels)
+    return xs, ys
 
 
 def block_pipeline(features: np.ndarray, rows: Sequence[int], labels: Sequence[int], num_classes: int,

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # Keras is imported lazily: importing this module must stay l
 
 IMAGE = 0  # position of the raw image (model input); 1..n: backbone layer n's output; n+1: pooled vector
 POOLED_LAYER = "head_pool"  # the recommended head's GlobalAveragePooling2D
-EXTRACTION_PIXELS = 128 * 224 * 224  # input pixels per feature-pass batch (extraction_batch)
+EXTRACTION_PIXELS = 64 * 224 * 224  # input pixels per feature-pass batch (extraction_batch)
 
 
 # ---------------------------------------------------------------- cut points
@@ -386,9 +386,9 @@ def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpe
 
 
 def extraction_batch(image_size: int) -> int:
-    """Images per batch of the feature pass: EXTRACTION_PIXELS' worth (128 at 224 px), 8 to 256. Inference
-    results do not depend on it; speed does (bench/scale.py: at 224 px on 2 CPUs, 128 a batch overlaps decoding
-    with compute where the training batch size, 32, left the cores idle between batches)."""
+    """Images per batch of the feature pass: EXTRACTION_PIXELS' worth (64 at 224 px), 8 to 256. Inference results
+    do not depend on it; speed hardly does (at 224 px on 2 CPUs, writing the cut included: Keras 75-88 img/s at 32 a
+    batch and 83-86 at 128; TFLite 121-122 at 32, 127-129 at 64, 105-124 at 128), and memory grows with it."""
     return max(8, min(256, EXTRACTION_PIXELS // max(1, image_size) ** 2))
 
 

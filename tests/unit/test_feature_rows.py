@@ -3,6 +3,7 @@ every training row once per epoch, a new order each epoch, and a run that trains
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,20 @@ def test_block_reader_gives_every_row_once_per_epoch_in_a_new_order() -> None:
     assert all(stop - start <= 5 * 2 for start, stop in source.reads)  # blocks of 5 rows: short contiguous reads
     ordered, _, _ = _epoch(source, rows, labels, seed=None)
     assert ordered == rows  # evaluation: file order
+
+
+def test_the_next_buffer_is_read_while_this_ones_batches_are_consumed() -> None:
+    values = np.repeat(np.arange(40, dtype=np.float32)[:, None], 3, axis=1)
+    source = CountingRows(values)
+    blocks = feature_rows.blocks_of(list(range(40)), [0] * 40, row_bytes=values[0].nbytes, block_bytes=5 * 4 * 3)
+    batches = feature_rows.block_order_batches(source, blocks, 5, None, buffer_blocks=2)  # 4 buffers of 10 rows
+    next(batches)  # the first buffer's first batch: the second buffer is being read meanwhile
+    deadline = time.monotonic() + 10
+    while len(source.reads) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(source.reads) == [(0, 5), (5, 10), (10, 15), (15, 20)]  # one buffer ahead, no further
+    assert [int(x[0, 0]) for x, _ in batches] == [5, 10, 15, 20, 25, 30, 35]  # the rest, in file order
+    batches.close()
 
 
 def test_memory_mapped_features_are_held_in_memory_when_they_fit(tmp_path: Path) -> None:
