@@ -10,14 +10,16 @@ All in one run, each measurement in a fresh worker process (its own peak memory,
         - every epoch's time (training + validation) of the cached run: min / median / max and max / median;
         - the run's peak memory (the worker's maximum resident set), the cache entry's size, how the cut was read
           (in memory or in blocks) and, where the kernel exposes it (DAMON), how much page cache it paged out;
-      and, float32 only, the feature pass alone in three ways: carviz as the issue found it (Keras, 32 images a
-      batch), Keras at 128 a batch, and the planned engine (on a CPU: a float32 TFLite copy run by XNNPACK);
-  (1b) a cut larger than memory: the float32 run again (the cut from (1), a cache hit) in a memory cgroup whose limit
-      (--bigcut-memory-gb, 3) is below the cut's size, so carviz must read it from its file in shuffled blocks and
-      the page cache cannot keep it between epochs; its epoch times against (1)'s; then, in the same cgroup, raw reads
-      of the file after dropping its pages (posix_fadvise DONTNEED): one sequential pass, one epoch in carviz's block
-      order, and (for contrast) random rows 32 at a time, as training on the memory-mapped file would read. Needs a
-      writable memory cgroup (root on cgroup v1 or v2); skipped, saying so, without one;
+  (1a) float32 only, the feature pass alone in three ways, --pass-rounds (2) rounds interleaved: carviz as the issue
+      found it (Keras, 32 images a batch), Keras at 128 a batch (session 5), and carviz now (the planned engine, on a
+      CPU a float32 TFLite copy run by XNNPACK, 64 a batch);
+  (1b) a cut larger than memory: the float32 run again (the cut from (1), or computed first outside the cgroup: a
+      cache hit either way) in a memory cgroup (--bigcut-memory-gb, 4) that leaves less room than the cut beside the
+      process's own memory (about 2.5 GB), so carviz must read it from its file in shuffled blocks and the page cache
+      cannot keep it between epochs; its epoch times against (1)'s; then, in the same cgroup, raw reads of the file
+      after dropping its pages (posix_fadvise DONTNEED): one sequential pass, one epoch in carviz's block order, and
+      (for contrast) random rows 32 at a time, as training on the memory-mapped file would read. Needs a writable
+      memory cgroup (root on cgroup v1 or v2); skipped, saying so, without one;
   (2) training throughput of ResNet50 and DenseNet121 (weights none, freeze 1, synthetic images in memory), built by
       carviz, in float32 and mixed_bfloat16: images/s and the ratio;
   (3) accuracy: MobileNet (ImageNet) at freeze 73 on ../shared/data/cars20 with a 15 % test split, seeds 1-3, float32
@@ -311,6 +313,8 @@ def bigcut_part(root: Path, dataset: Path, weights: str, epochs: int, memory_gb:
         reused = root / "data-float32" / "cache"
         if reused.is_dir():  # the data part's cut: a cache hit, no second feature pass
             os.environ["CARVIZ_CACHE"] = str(reused)
+        else:  # computed first, outside the cgroup: the run in it then starts from the cache like (1)'s later runs
+            in_worker("pass", dataset=str(dataset), weights=weights, engine="auto", batch=64)
         evict_cache_files()  # pages already cached were charged to another cgroup: the run must read them itself
         run = in_worker("run", cgroup=cgroup, dataset=str(dataset), weights=weights, precision="float32",
                         epochs=epochs, seed=1, freeze=73, test_fraction=0.0)
@@ -422,8 +426,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--accuracy-epochs", type=int, default=10)
     parser.add_argument("--parts", default="data,passes,bigcut,throughput,accuracy",
-                        help="passes and bigcut come with data")
-    parser.add_argument("--bigcut-memory-gb", type=float, default=3.0)
+                        help="any of them; data, passes and bigcut share one generated set")
+    parser.add_argument("--bigcut-memory-gb", type=float, default=4.0)
     parser.add_argument("--pass-rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
@@ -444,13 +448,14 @@ def main() -> None:
     figures: dict[str, Any] = {"weights": weights, "epochs": args.epochs, "seeds": args.seeds,
                                "cpus": os.cpu_count()}
     try:
-        if "data" in parts:
+        if parts & {"data", "passes", "bigcut"}:
             started = time.perf_counter()
             dataset = generate(root / "data" / "scale", args.classes, args.per_class, 224)
             figures["dataset"] = f"{args.classes} classes x {args.per_class} images at 224 px"
             print(f"generated {figures['dataset']} in {time.perf_counter() - started:.0f} s; {os.cpu_count()} CPUs",
                   flush=True)
-            figures["data"] = data_part(root, dataset, weights, args.epochs)
+            if "data" in parts:
+                figures["data"] = data_part(root, dataset, weights, args.epochs)
             if "passes" in parts:
                 figures["passes"] = passes_part(root, dataset, weights, args.pass_rounds)
             if "bigcut" in parts:
