@@ -89,9 +89,8 @@ def prepare_augmented_training(
     if position <= 1:
         raise ValueError("no cut point after the input before the first trainable layer")
     features._check_frozen_through(model, min(position, len(model.get_layer("backbone").layers)))
-    the_plan = extraction.plan(config.backbone, len(all_paths), config.image_size)
-    spec = feature_spec(config, fingerprint, extraction.features_precision(the_plan, precision), storage_dtype,
-                        parent_model)
+    computed_in = extraction.spec_precision(config.backbone, len(all_paths), config.image_size, precision)
+    spec = feature_spec(config, fingerprint, computed_in, storage_dtype, parent_model)
     root = Path(dataset_root).resolve()
     relative = [Path(p).resolve().relative_to(root).as_posix() for p in all_paths]
     train_relative = [Path(p).resolve().relative_to(root).as_posix() for p in split.train_paths]

@@ -79,6 +79,11 @@ def features_precision(the_plan: Plan, precision: str) -> str:
     return "float32" if the_plan.engine == "tflite" else precision
 
 
+def spec_precision(backbone: str, images: int, image_size: int, precision: str) -> str:
+    """features_precision of the pass planned for a run's data set: what its feature_spec is keyed with."""
+    return features_precision(plan(backbone, images, image_size), precision)
+
+
 def cpu_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))

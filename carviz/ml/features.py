@@ -245,9 +245,8 @@ def prepare_cached_training(
     if position <= 1:
         raise ValueError("no cut point after the input before the first trainable layer")
     _check_frozen_through(model, min(position, len(model.get_layer("backbone").layers)))
-    the_plan = extraction.plan(config.backbone, len(all_paths), config.image_size)
-    spec = feature_spec(config, fingerprint, extraction.features_precision(the_plan, precision), storage_dtype,
-                        parent_model)
+    computed_in = extraction.spec_precision(config.backbone, len(all_paths), config.image_size, precision)
+    spec = feature_spec(config, fingerprint, computed_in, storage_dtype, parent_model)
     name = position_name(model, position)
     key = spec.key(name)
     root = Path(dataset_root).resolve()
@@ -297,8 +296,8 @@ def precompute(model: "keras.Model", config: "TrainConfig", precision: str, data
     positions = sorted({p for p in positions if p > 1})
     if not positions:
         return None
-    the_plan = extraction.plan(config.backbone, len(all_paths), config.image_size)
-    spec = feature_spec(config, fingerprint, extraction.features_precision(the_plan, precision), storage_dtype)
+    computed_in = extraction.spec_precision(config.backbone, len(all_paths), config.image_size, precision)
+    spec = feature_spec(config, fingerprint, computed_in, storage_dtype)
     deepest = positions[-1]
     key = spec.key(position_name(model, deepest))
     root = Path(dataset_root).resolve()

@@ -154,7 +154,8 @@ def cut_fit_warning(config: TrainConfig, layers: Sequence[Any], images: int, tra
                 "images, much more slowly. Raise the limit in the feature-cache panel, store float16, or freeze "
                 "later.")
     if needed > memory_budget:
-        return (f"{what}, more than half this machine's free memory ({format_size(memory_budget)}): epochs will "
+        return (f"{what}, more than half the machine's (or its container's) free memory "
+                f"({format_size(memory_budget)}): epochs will "
                 "read it from disk in shuffled blocks, so they are bound by the disk's speed.")
     return None
 
