@@ -117,19 +117,6 @@ def progress_fraction(progress: dict[str, Any] | None, status: str, epochs_done:
     return max(0.0, min(1.0, fraction))
 
 
-def format_seconds(seconds: float | None) -> str:
-    if number(seconds) is None:
-        return "–"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
 def format_metric(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if number(value) is not None else "–"
 

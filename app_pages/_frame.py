@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from carviz.core import settings
+from carviz.core import jobs, settings
 from carviz.core.store import list_runs
 from carviz.views.overview import (
     MORE_PAGES,
@@ -89,7 +89,7 @@ def sidebar_facts(dataset_names: list[str]) -> None:
     else:
         st.caption(runs_line(run_counts(statuses)), help=f"Runs are kept in `{runs_root}`")
     try:
-        backend = settings.default_backend()
+        backend = jobs.default_backend()
     except ValueError as exc:
         backend = f"? ({exc})"
     st.caption(jobs_line(backend, settings.ray_address(), _slots(os.environ.get("CARVIZ_SLOTS", ""))))

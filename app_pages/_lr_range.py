@@ -13,6 +13,7 @@ from carviz.core import settings
 from carviz.core.config import ConfigError
 from carviz.ml.lr_range import LRRangeResult, LRRangeState, ema_smooth
 from carviz.views.plots.lr_range import lr_range_figure
+from carviz.views.formatting import format_left
 from carviz.core.store import Status
 from app_pages._common import form_to_config, status_label
 
@@ -66,9 +67,15 @@ def lr_range_status() -> None:
     steps = int(state.progress.get("steps") or state.params.get("steps") or 0)
     step = int(state.progress.get("step") or 0)
     text = f"{status_label(state.status.value)} · step {step}/{steps}"
-    if live and state.progress.get("lr"):
+    fraction = min(1.0, step / steps) if steps else 0.0
+    if live and state.progress.get("phase") == "computing features":
+        done, total = state.progress.get("images") or 0, state.progress.get("of") or 0
+        text = f"{status_label(state.status.value)} · computing features · {done}/{total} images"
+        fraction = min(1.0, done / total) if total else 0.0
+    elif live and state.progress.get("lr"):
         text += f" · lr {state.progress['lr']:.2g}"
-    st.progress(min(1.0, step / steps) if steps else 0.0, text=text)
+    left = format_left(state.progress.get("eta_seconds")) if live else ""
+    st.progress(fraction, text=text + (f" · {left}" if left else ""))
     config = state.config
     st.caption(f"`{state.id}` · {config.get('backbone')} on {config.get('dataset')} · {config.get('optimizer')} · "
                f"batch {config.get('batch_size')} · {config.get('image_size')} px"

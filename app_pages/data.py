@@ -36,6 +36,7 @@ from carviz.data.datasets import MAX_PIXELS, ImageLoadError, load_image_rgb
 from carviz.data.importer import (MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, ImportFailed, import_folder,
                                   list_trash, restore_images, trash_images)
 from carviz.views.plots.data import class_counts_chart
+from carviz.views.formatting import format_left
 from app_pages._common import STATUS_ICONS, DEMO_DATASET, dataset_names, refresh_scan, scan, thumbnail_of
 from app_pages._browse import preview_toggle, sample_grid, use_in_train_button
 from app_pages._frame import start_here
@@ -219,7 +220,8 @@ def crawl_status(root: Path) -> None:
         st.caption(f"No crawl for `{root.name}` yet.")
         return
     icon = STATUS_ICONS.get(state.status.value, "") if state.status else ""
-    st.markdown(f"**Crawl of `{root.name}`** · {icon} {crawl_headline(state)}")
+    left = format_left(state.eta_seconds)
+    st.markdown(f"**Crawl of `{root.name}`** · {icon} {crawl_headline(state)}" + (f" · {left}" if left else ""))
     for row in crawl_rows(state):
         st.progress(row["fraction"], text=f"**{row['class']}** · {row['saved']}/{row['target']} saved · "
                                           f"{row['seen']} seen · {row['broken']} broken · "

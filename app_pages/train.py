@@ -12,7 +12,7 @@ from carviz.core.advice import frozen_random_backbone_warning
 from carviz.views.layer_select import carried_config, carry_note
 from carviz.views import cache_report
 from carviz.views.cache_report import run_line
-from carviz.views.formatting import format_accuracy
+from carviz.views.formatting import format_accuracy, format_seconds
 from carviz.views.plots.curves import chance_level, curves_figure
 from carviz.views.run_notes import live_value, progress_line, resume_line
 from carviz.core.store import BROKEN, Run, RunState, Status, Store, kept_label, list_runs, summarize
@@ -22,7 +22,6 @@ from app_pages._common import (
     dataset_names,
     form_to_config,
     format_metric,
-    format_seconds,
     launch_once,
     number,
     progress_fraction,

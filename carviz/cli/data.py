@@ -116,7 +116,8 @@ def _parse_class_arg(text: str, target: int):
 
 def _follow_crawl(dataset: Path, out: Any = None, poll: float = 1.0) -> Any:
     """Print the crawl's progress whenever it changes, until the job ends; returns the final CrawlState."""
-    from carviz.data.crawl.job import CrawlState, progress_lines, wait_crawl
+    from carviz.data.crawl.job import CrawlState, wait_crawl
+    from carviz.views.crawl_text import progress_lines
 
     out = out or sys.stdout
     last: list[str] = []
@@ -155,7 +156,8 @@ def cmd_crawl(args: argparse.Namespace) -> int:
 
 
 def cmd_crawl_status(args: argparse.Namespace) -> int:
-    from carviz.data.crawl.job import progress_lines, read_crawl
+    from carviz.data.crawl.job import read_crawl
+    from carviz.views.crawl_text import progress_lines
 
     state = read_crawl(dataset_arg(args.dataset))
     if args.json:
@@ -178,7 +180,8 @@ def cmd_crawl_status(args: argparse.Namespace) -> int:
 
 
 def cmd_crawl_stop(args: argparse.Namespace) -> int:
-    from carviz.data.crawl.job import progress_lines, read_crawl, stop_crawl
+    from carviz.data.crawl.job import read_crawl, stop_crawl
+    from carviz.views.crawl_text import progress_lines
 
     dataset = dataset_arg(args.dataset)
     current = read_crawl(dataset)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from carviz.cli.common import add_backend_flag, add_config_flags, add_dataset_flags, config_from_args, \
     dataset_from_args, fmt
 from carviz.core import settings
-from carviz.views.formatting import format_accuracy, is_number
+from carviz.views.formatting import format_accuracy, format_left, is_number
 from carviz.core.store import BROKEN, Run, Status, display_status, find_run, kept_label, list_runs, summarize
 
 
@@ -76,11 +76,15 @@ def follow(run: Run, out=sys.stdout, poll: float = 1.0) -> Status:
         state = run.state()
         progress = run.progress() or {}
         line = f"{run.id} {state.status.value}"
+        left = format_left(progress.get("eta_seconds")) if not state.status.is_terminal() else ""
         if progress.get("phase") == "training":
             line += (f" epoch {progress.get('epoch')}/{progress.get('epochs')}"
                      f" step {progress.get('step')}/{progress.get('steps_per_epoch')}"
                      f" {fmt(progress.get('images_per_second'), 3)} img/s"
-                     f" loss {fmt(progress.get('loss'))}")
+                     f" loss {fmt(progress.get('loss'))}" + (f", {left}" if left else ""))
+        elif progress.get("phase") == "computing features":
+            line += f" (computing features: batch {progress.get('step')}/{progress.get('steps_per_epoch')}" + \
+                (f", {left}" if left else "") + ")"
         elif progress.get("phase"):
             line += f" ({progress['phase']})"
         if line != last:

@@ -120,17 +120,18 @@ def follow_sweep(sweep_id: str, out=None, poll: float = 2.0) -> str:
     """Print a line whenever the sweep's progress changes, until no run is queued or running; returns its status."""
     from carviz.core.sweeps import read_sweep
 
+    from carviz.views.formatting import format_left
+
     out = out or sys.stdout
-    last = None
+    last, printed_at = None, 0.0
     while True:
         state = read_sweep(sweep_id)
         counts = ", ".join(f"{n} {status}" for status, n in sorted(state.counts.items()))
         line = f"{sweep_id} {state.status}: {state.progress_text} ({counts})"
-        if state.eta_seconds:
-            line += f", about {state.eta_seconds:.0f} s left"
-        if line != last:
-            print(line, file=out, flush=True)
-            last = line
+        left = format_left(state.eta_seconds) if state.status in ("queued", "running") else ""
+        if line != last or (left and time.monotonic() - printed_at > 30):  # the estimate: at most every 30 s
+            print(line + (f", {left}" if left else ""), file=out, flush=True)
+            last, printed_at = line, time.monotonic()
         if state.status not in ("queued", "running"):
             return state.status
         time.sleep(poll)

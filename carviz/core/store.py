@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from carviz.core.jobs.record import (
     read_json,
     read_json_object,
 )
+from carviz.core.jobs.registry import NAMES as BACKEND_NAMES
 from carviz.core.jobs.state import derive_state
 from carviz.core.metrics_file import METRIC_COLUMNS, MetricsWriter, metrics_problems, read_metrics
 from carviz.core.annotations import ANNOTATION_FIELDS, check_annotations, clean_annotations
@@ -38,12 +39,17 @@ from carviz.core.run_files import (  # noqa: F401 - the layout's names are the s
     SPLIT_FILE,
     MODEL_FILE,
     CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    LEGACY_BEST_WEIGHTS,
+    LEGACY_CHECKPOINT_FILE,
     BEST_WEIGHTS,
     TENSORBOARD_DIR,
     SWEEP_CONTEXT_FILE,
     RESUME_REQUEST_FILE,
     ANNOTATIONS_FILE,
     SWEEPS_DIR,
+    WORKER_FILE,
+    WORKERS_DIR,
     SWEEP_FILE,
     LR_TESTS_DIR,
     PARAMS_FILE,
@@ -157,17 +163,23 @@ class Run(JobRecord):
         return self.file(TENSORBOARD_DIR)
 
     def checkpoint(self) -> tuple[Path, int] | None:
-        """(the whole-model checkpoint file, the epochs it holds), or None when there is none."""
+        """(the checkpoint file, the epochs it holds), or None when there is none. The file is CHECKPOINT_FILE, or
+        an older run's whole-model LEGACY_CHECKPOINT_FILE (state.json names which)."""
         state = read_json_object(self.file(CHECKPOINT_DIR) / "state.json")
-        path = self.file(CHECKPOINT_DIR) / "last.keras"
+        name = state.get("file") if state.get("file") in (CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE) else \
+            LEGACY_CHECKPOINT_FILE
+        path = self.file(CHECKPOINT_DIR) / name
         epochs = state.get("epochs_done")
-        if not path.is_file() or not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+        if not path.is_file() or not is_int(epochs) or epochs < 0:
             return None
         return path, epochs
 
     def best_weights_path(self, epoch: int) -> Path:
-        """The file holding the whole model's weights after `epoch`, the best epoch so far (KeepBest writes it)."""
-        return self.file(CHECKPOINT_DIR) / BEST_WEIGHTS.format(epoch=epoch)
+        """The file holding the whole model's weights after `epoch`, the best epoch so far (KeepBest writes it): an
+        older run's .weights.h5 where that is what exists."""
+        path = self.file(CHECKPOINT_DIR) / BEST_WEIGHTS.format(epoch=epoch)
+        legacy = self.file(CHECKPOINT_DIR) / LEGACY_BEST_WEIGHTS.format(epoch=epoch)
+        return legacy if not path.is_file() and legacy.is_file() else path
 
     def checkpoint_best(self) -> tuple[Path, int, float] | None:
         """(its weights file, the epoch, its val_accuracy): the best epoch up to the checkpoint, as the checkpoint
@@ -183,10 +195,11 @@ class Run(JobRecord):
 
     def _best_files(self) -> list[tuple[int, Path]]:
         found = []
-        for path in self.file(CHECKPOINT_DIR).glob(BEST_WEIGHTS.replace("{epoch:04d}", "*")):
-            number = path.name.split("-", 1)[1].split(".", 1)[0]
-            if number.isdigit():
-                found.append((int(number), path))
+        for pattern in (BEST_WEIGHTS, LEGACY_BEST_WEIGHTS):
+            for path in self.file(CHECKPOINT_DIR).glob(pattern.replace("{epoch:04d}", "*")):
+                number = path.name.split("-", 1)[1].split(".", 1)[0]
+                if number.isdigit():
+                    found.append((int(number), path))
         return sorted(found)
 
     def discard_best(self, after: int, keep: int | None = None) -> None:
@@ -228,10 +241,12 @@ class Run(JobRecord):
             for entry in self.path.glob(pattern):
                 entry.unlink(missing_ok=True)
 
-    def _save_whole_model(self, model: Any, destination: Path) -> None:
-        tmp = destination.with_name(f"tmp-{destination.name}")
+    @staticmethod
+    def _write_replacing(destination: Path, write: Callable[[Path], None]) -> None:
+        """write(temp path) beside destination, then replace it: readers see the old file or the new, whole."""
+        tmp = destination.with_name(f"tmp-{destination.name}")  # keeps the suffix, as Keras and numpy require
         try:
-            model.save(tmp)
+            write(tmp)
             os.replace(tmp, destination)
         except BaseException:
             tmp.unlink(missing_ok=True)  # a full disk: the partial file goes before the error is recorded
@@ -239,32 +254,28 @@ class Run(JobRecord):
 
     def save_model(self, model: Any) -> None:
         """The finished model (Keras' .save), replaced atomically."""
-        self._save_whole_model(model, self.model_path())
+        self._write_replacing(self.model_path(), model.save)
 
-    def save_checkpoint(self, model: Any, epochs_done: int, best: tuple[int, float] | None = None) -> None:
-        """Whole model with optimizer state, replaced atomically, then the epoch it holds and the best epoch so far
-        (epoch, val_accuracy; its weights are in best_weights_path(epoch)), so a resumed run still knows it."""
+    def save_checkpoint(self, write: Callable[[Path], None], epochs_done: int,
+                        best: tuple[int, float] | None = None) -> None:
+        """The checkpoint (write(path) writes its contents: ml/checkpoints.save), replaced atomically, then the epoch
+        it holds and the best epoch so far (epoch, val_accuracy; its weights are in best_weights_path(epoch)), so a
+        resumed run still knows it."""
         folder = self.file(CHECKPOINT_DIR)
         folder.mkdir(exist_ok=True)
-        self._save_whole_model(model, folder / "last.keras")
-        state: dict[str, Any] = {"epochs_done": epochs_done, "saved_at": now_iso()}
+        self._write_replacing(folder / CHECKPOINT_FILE, write)
+        state: dict[str, Any] = {"epochs_done": epochs_done, "file": CHECKPOINT_FILE, "saved_at": now_iso()}
         if best is not None:
             state.update(best_epoch=int(best[0]), best_val_accuracy=float(best[1]))
         atomic_write_json(folder / "state.json", state)
+        (folder / LEGACY_CHECKPOINT_FILE).unlink(missing_ok=True)  # a resumed older run's: superseded
         if best is not None:  # older bests are no longer needed once the checkpoint names this one
             self.discard_best(after=epochs_done, keep=int(best[0]))
 
-    def save_best(self, model: Any, epoch: int) -> None:
-        """The whole model's weights after `epoch` (the best so far), replaced atomically."""
+    def save_best(self, write: Callable[[Path], None], epoch: int) -> None:
+        """The whole model's weights after `epoch` (the best so far; write(path) writes them), replaced atomically."""
         self.file(CHECKPOINT_DIR).mkdir(exist_ok=True)
-        destination = self.best_weights_path(epoch)
-        tmp = destination.with_name(f"tmp-{destination.name}")  # still *.weights.h5, as Keras requires
-        try:
-            model.save_weights(tmp)
-            os.replace(tmp, destination)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        self._write_replacing(self.file(CHECKPOINT_DIR) / BEST_WEIGHTS.format(epoch=epoch), write)
 
 
 class Sweep(JobRecord):
@@ -282,13 +293,44 @@ class Sweep(JobRecord):
         except (KeyError, TypeError, ValueError, ConfigError) as error:
             raise LookupError(f"no readable sweep in {self.path} ({type(error).__name__}: {error})") from error
         self.created_at: str = str(data.get("created_at", ""))
-        self.backend: str = data.get("backend") if data.get("backend") in ("local", "ray") else "local"
+        self.backend: str = data.get("backend") if data.get("backend") in BACKEND_NAMES else "local"
         self.runs_root = self.path.parent.parent
 
     def runs(self) -> list[Run]:
         return [Run(self.runs_root / run_id) for run_id in self.run_ids]
 
     def feeder_state(self) -> JobState:
+        return derive_state(self)
+
+    def workers(self) -> list["Worker"]:
+        """The sweep's warm workers, oldest first (each a job record of its own)."""
+        folder = self.file(WORKERS_DIR)
+        if not folder.is_dir():
+            return []
+        return [Worker(folder / name) for name in sorted(os.listdir(folder))
+                if (folder / name / WORKER_FILE).is_file()]
+
+    def create_worker(self) -> "Worker":
+        """A new worker record (queued; its backend launches it)."""
+        path = make_record_dir(self.file(WORKERS_DIR))
+        atomic_write_json(path / WORKER_FILE, {"sweep": self.id, "created_at": now_iso()})
+        worker = Worker(path)
+        worker.write_status(Status.QUEUED, created_at=now_iso())
+        return worker
+
+
+class Worker(JobRecord):
+    """A sweep's warm worker (runs/.sweeps/<sweep>/workers/<id>): a long-lived job that runs the sweep's runs one
+    after another in one process. Its own record holds its status, heartbeat, launch and log; each run it hosts
+    keeps its own record, as if it had a process of its own."""
+
+    MARKER = WORKER_FILE
+
+    def sweep(self) -> Sweep:
+        """The sweep it works for (LookupError when unreadable)."""
+        return Sweep(self.path.parent.parent)
+
+    def state(self) -> JobState:
         return derive_state(self)
 
 

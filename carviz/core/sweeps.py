@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from carviz.core import jobs
+from carviz.core import eta, jobs
 from carviz.core.config import (  # noqa: F401 - the sweep definition is re-exported for callers
     FREEZE_ALL,
     MAX_SWEEP_NAME,
@@ -29,6 +29,8 @@ from carviz.core.config import (  # noqa: F401 - the sweep definition is re-expo
 from carviz.core.jobs import JobContext, JobKind, Outcome, Status
 from carviz.core.launch import launch as launch_run
 from carviz.core.store import Run, Store, Sweep, summarize
+from carviz.core import workers
+from carviz.core.workers import never_launched, pruned_sibling_of  # noqa: F401 - pruned_sibling_of re-exported
 
 if TYPE_CHECKING:
     from carviz.ml.backbones import LayerInfo
@@ -106,27 +108,6 @@ def feeder_alive(record: Sweep) -> bool:
     return not record.feeder_state().status.is_terminal()
 
 
-def _never_launched(run: Run) -> bool:
-    status = run.raw_status()
-    return status.get("state") == Status.QUEUED.value and not status.get("pid") and not run.launch_info()
-
-
-def pruned_sibling_of(run: Run, runs: Iterable[Run]) -> Run | None:
-    """Another run of the same grid point (backbone, lr, freeze) that was pruned, or None."""
-    try:
-        point = grid_point(run.config())
-    except (ValueError, TypeError, KeyError):
-        return None
-    for other in runs:
-        if other.id != run.id and other.raw_status().get("state") == Status.PRUNED.value:
-            try:
-                if grid_point(other.config()) == point:
-                    return other
-            except (ValueError, TypeError, KeyError):
-                continue
-    return None
-
-
 def feed(record: Sweep, max_waiting: int | None = None, poll: float = 1.0,
          should_stop: Any = None) -> int:
     """Launch the sweep's never-launched runs in order, keeping at most max_waiting (default: the backend's
@@ -140,7 +121,7 @@ def feed(record: Sweep, max_waiting: int | None = None, poll: float = 1.0,
         for run in record.runs():
             if not run.path.is_dir():
                 continue
-            if _never_launched(run):
+            if never_launched(run):
                 if not run.stop_requested():
                     pending.append(run)
             elif run.status() == Status.QUEUED:
@@ -221,13 +202,26 @@ def sweep_status(statuses: Iterable[str]) -> str:
     return "failed"
 
 
-def estimate_eta(durations: Sequence[float], remaining_work: float, slots: int) -> float | None:
-    """Seconds left: mean duration of the finished runs × runs' worth of work left / concurrent slots."""
-    if remaining_work <= 0:
-        return 0.0
-    if not durations:
-        return None
-    return sum(durations) / len(durations) * remaining_work / max(1, slots)
+def _timing(run: Run, row: dict[str, Any]) -> eta.RunTiming:
+    """What the sweep's estimate needs of one run (its configuration, epochs and times), from its summary row."""
+    try:
+        point = grid_point(run.config())
+    except (ValueError, TypeError, KeyError):
+        point = run.id  # unreadable config: a configuration of its own
+    seconds = [row["seconds"] for row in run.metrics() if isinstance(row.get("seconds"), (int, float))]
+    progress = run.progress() or {}
+    started = bool(seconds) or progress.get("phase") == "training"
+    epochs = row["epochs"] if isinstance(row["epochs"], int) else len(seconds)
+    return eta.RunTiming(status=row["status"], point=point, epochs=epochs, epoch_seconds=seconds,
+                         wall_seconds=row["wall_seconds"], started=started)
+
+
+def sweep_eta(record: Sweep, present: Sequence[Run], rows: Sequence[dict[str, Any]], workers: int) -> float | None:
+    """Seconds left (core/eta.py: epochs left with pruning, per-configuration epoch times, the fixed cost of a run,
+    the sweep's concurrent workers)."""
+    prune = record.config.prune
+    rule = eta.PruneRule(prune.rungs[0], prune.keep_fraction) if prune and prune.rungs else None
+    return eta.sweep_eta([_timing(run, row) for run, row in zip(present, rows)], rule, workers)
 
 
 @dataclass(frozen=True)
@@ -251,36 +245,33 @@ class SweepState:
 
 
 def read_sweep(sweep_id: str, runs_root: Path | None = None, slots: int | None = None) -> SweepState:
-    """The sweep's runs with their statuses, n done of m, ETA from the finished runs' durations, and the best run."""
+    """The sweep's runs with their statuses, n done of m, the time left (sweep_eta) and the best run."""
     record = read_record(sweep_id, runs_root)
     present = [run for run in record.runs() if run.path.is_dir()]
     rows = [run_summary(run) for run in present]
     if not feeder_alive(record):  # runs nobody will launch (the feeder was killed): stopped, resumable
         for run, row in zip(present, rows):
-            if _never_launched(run):
+            if never_launched(run):
                 row["status"] = Status.STOPPED.value
     statuses = [row["status"] for row in rows]
     counts: dict[str, int] = {}
     for status in statuses:
         counts[status] = counts.get(status, 0) + 1
-    durations = [row["wall_seconds"] or row["seconds"] for row in rows
-                 if row["status"] == Status.SUCCEEDED.value and (row["wall_seconds"] or row["seconds"])]
-    remaining = sum(1 - min(1.0, (row["epochs_done"] or 0) / max(1, row["epochs"] or 1))
-                    for row in rows if row["status"] in (Status.QUEUED.value, Status.RUNNING.value))
     scored = [row for row in rows if row["status"] == Status.SUCCEEDED.value and not row.get("problems")
               and isinstance(row.get("kept_val_accuracy"), (int, float))]  # pruned and unfinished runs: not a best
     best = max(scored, key=lambda row: row["kept_val_accuracy"]) if scored else None
     status = sweep_status(statuses)
-    eta = None
+    left = None
     if status != "stopped":
         try:
-            eta = estimate_eta(durations, remaining, slots or jobs.capacity(record.backend))
-        except Exception:  # noqa: BLE001 - an unreachable Ray cluster: no ETA, the rest still reads
-            eta = None
+            workers = slots or jobs.capacity(record.backend)
+        except (jobs.ray_backend.RayUnavailable, ValueError):  # an unreachable Ray cluster: no ETA, the rest reads
+            workers = 0
+        left = sweep_eta(record, present, rows, workers) if workers else None
     return SweepState(
         record=record, rows=rows, status=status,
         n_done=sum(1 for s in statuses if s in DONE_STATUSES), n_total=len(record.run_ids), counts=counts,
-        eta_seconds=eta, best=best,
+        eta_seconds=left, best=best,
     )
 
 
@@ -289,14 +280,17 @@ def stop_sweep(sweep_id: str, runs_root: Path | None = None) -> list[str]:
     never-launched runs stopped; returns their ids. Never blocks."""
     record = read_record(sweep_id, runs_root)
     record.request_stop()  # first, so the feeder launches nothing more
+    workers.stop_workers(record)
     stopped = []
     for run in record.runs():
         if run.path.is_dir() and not run.status().is_terminal():
             run.request_stop()
-            if _never_launched(run):
+            if never_launched(run):
                 run.write_status(Status.STOPPED, ended_at=jobs.now_iso())
-            elif run.raw_status().get("state") == Status.QUEUED.value and run.state().backend == "ray":
-                jobs.ray_backend.kill(run.launch_info())  # still pending in Ray: it would start only to stop
+            elif run.raw_status().get("state") == Status.QUEUED.value:  # still pending in Ray: it would start
+                state = run.state()                                           # only to stop
+                if state.pid is None:
+                    jobs.backend_of(run.launch_info()).cancel_pending(run, state)
             stopped.append(run.id)
     return stopped
 
@@ -318,7 +312,7 @@ def resume_sweep(sweep_id: str, runs_root: Path | None = None) -> list[str]:
             run.write_status(Status.QUEUED, pid=None, pid_create_time=None, error=None, ended_at=None,
                              resumed_at=jobs.now_iso())
             resumed.append(run.id)
-        elif _never_launched(run):
+        elif never_launched(run):
             resumed.append(run.id)
     if resumed and not feeder_alive(record):
         record.clear_stop_request()
@@ -330,10 +324,18 @@ def resume_sweep(sweep_id: str, runs_root: Path | None = None) -> list[str]:
 
 
 def feeder_body(context: JobContext) -> Outcome:
+    """Warm workers (default): keep the sweep's workers alive while runs wait; else launch each run as its own
+    process (feed)."""
     record = Sweep(context.record.path)
-    launched = feed(record, should_stop=context.should_stop)
-    print(f"{jobs.now_iso()} feeder done: launched {launched} runs", flush=True)
-    return Outcome(Status.STOPPED if context.should_stop() else Status.SUCCEEDED, {"launched": launched})
+    if workers.enabled():
+        started = workers.supervise(record, context.should_stop)
+        print(f"{jobs.now_iso()} feeder done: started {started} workers", flush=True)
+        fields = {"workers": started}
+    else:
+        launched = feed(record, should_stop=context.should_stop)
+        print(f"{jobs.now_iso()} feeder done: launched {launched} runs", flush=True)
+        fields = {"launched": launched}
+    return Outcome(Status.STOPPED if context.should_stop() else Status.SUCCEEDED, fields)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from carviz.ml import extraction, feature_rows, features
+from carviz.ml import extraction, feature_rows, features, warm
 from carviz.ml.feature_cache import CacheFull, FeatureCache, FeatureSpec, feature_spec
 
 if TYPE_CHECKING:
@@ -133,8 +133,8 @@ def prepare_augmented_training(
     budget = feature_rows.ram_budget()
     in_memory = plain.nbytes + sum(array.nbytes for array in view_arrays) <= budget
     if in_memory:
-        plain = feature_rows.hold(plain, budget)[0]
-        view_arrays = [feature_rows.hold(array, budget)[0] for array in view_arrays]
+        plain = warm.hold(plain, budget)[0]
+        view_arrays = [warm.hold(array, budget)[0] for array in view_arrays]
 
     remainder = features.compiled_remainder(model, position, config)
     row_of = {path: row for row, path in enumerate(relative)}
@@ -144,13 +144,17 @@ def prepare_augmented_training(
                                       seed=config.seed, dtype=input_dtype, initial_epoch=initial_epoch)
     val_data = features.feature_pipeline(plain, val_rows, split.val_labels, len(split.classes), config.batch_size,
                                          training=False, seed=config.seed, dtype=input_dtype)
+    test_rows = [row_of[Path(p).resolve().relative_to(root).as_posix()] for p in split.test_paths]
+    test_data = features.feature_pipeline(plain, test_rows, split.test_labels, len(split.classes), config.batch_size,
+                                          training=False, seed=config.seed, dtype=input_dtype) if test_rows else None
     info = {"used": True, "position": position, "layer": name, "key": plain_key, "source": source,
             "augmented_views": views, "views_source": views_source, "view_keys": view_keys, "view_rule": VIEW_RULE,
             "shape": list(plain.shape[1:]), "dtype": str(plain.dtype),
             "bytes": int(plain.nbytes + sum(array.nbytes for array in view_arrays)), "seconds": round(seconds, 3),
             "computed_in": spec.precision, **({"engine": engine} if engine else {}),
             "read": "in memory" if in_memory else "from the cache files (larger than the memory budget)"}
-    return features.CachedTraining(remainder, train_data, val_data, info, steps_per_epoch=steps)
+    return features.CachedTraining(remainder, train_data, val_data, info, steps_per_epoch=steps,
+                                   test_data=test_data)
 
 
 def _extract(model: "keras.Model", config: "TrainConfig", spec: FeatureSpec, position: int,

@@ -16,7 +16,8 @@ from typing import Any
 import keras
 
 from carviz.core.config import grid_point
-from carviz.core.store import MetricsWriter, Run
+from carviz.core.store import MetricsWriter, Run, now_iso
+from carviz.ml import checkpoints
 from carviz.core.sweeps import pruned_sibling_of
 
 log = logging.getLogger("carviz.ml.train")
@@ -81,8 +82,9 @@ class MetricsCsv(keras.callbacks.Callback):
 
 class KeepBest(keras.callbacks.Callback):
     """The model a run keeps: the epoch with the highest val_accuracy (the first of equals). Whenever an epoch beats
-    the best so far, the whole model's weights go to the run's best-weights file; restore() loads them back after
-    fit(), before the final evaluation and save.
+    the best so far, the whole model's weights are copied in memory; save() writes them to the run's best-weights
+    file (the checkpoint calls it, so a resumed run still has them); restore() puts them back after fit(), before
+    the final evaluation and save.
 
     whole_model is the model whose weights are kept when fit() trains only part of it (the remainder on cached
     features shares its layers, so restoring the whole model restores the remainder too). best is the best epoch
@@ -96,6 +98,8 @@ class KeepBest(keras.callbacks.Callback):
         self.run = run
         self.whole_model = whole_model
         self.best_epoch, self.best_value = best if best is not None else (None, None)
+        self.best_weights: list[Any] | None = None  # in memory since the last improvement; None: in the file
+        self.unsaved = False
 
     @property
     def best(self) -> tuple[int, float] | None:
@@ -109,23 +113,33 @@ class KeepBest(keras.callbacks.Callback):
         if value is None or not math.isfinite(value):
             return
         if self.best_value is None or value > self.best_value:
-            self.run.save_best(self._whole(), epoch + 1)
-            self.best_epoch, self.best_value = epoch + 1, value
+            self.best_weights = self._whole().get_weights()
+            self.best_epoch, self.best_value, self.unsaved = epoch + 1, value, True
+
+    def save(self) -> None:
+        """Write the best epoch's weights to its file, if they are not there yet."""
+        if self.unsaved and self.best_weights is not None:
+            weights = self.best_weights
+            self.run.save_best(lambda path: checkpoints.write(path, weights), self.best_epoch)
+            self.unsaved = False
 
     def restore(self) -> int | None:
-        """Load the best epoch's weights into the whole model; returns that epoch (None: no epoch had a value,
+        """Put the best epoch's weights back into the whole model; returns that epoch (None: no epoch had a value,
         the model stays as it is)."""
         if self.best_epoch is None:
             return None
-        self._whole().load_weights(self.run.best_weights_path(self.best_epoch))
+        if self.best_weights is not None:
+            self._whole().set_weights(self.best_weights)
+        else:
+            checkpoints.load_weights(self._whole(), self.run.best_weights_path(self.best_epoch))
         return self.best_epoch
 
 
 class WholeModelCheckpoint(keras.callbacks.Callback):
-    """Saves the whole model with optimizer state every `every` epochs and after the last one, for resuming.
+    """Saves the whole model's weights with the optimizer's state every `every` epochs and after the last one, for
+    resuming (ml/checkpoints.py), with keep_best's best epoch so far and its weights, so a resumed run still knows it.
 
-    whole_model is what is saved when fit() trains only part of it (the remainder on cached features). keep_best's
-    best epoch so far is recorded with each checkpoint, so a resumed run still knows it."""
+    whole_model is what is saved when fit() trains only part of it (the remainder on cached features)."""
 
     def __init__(self, run: Run, every: int, epochs: int, whole_model: Any = None,
                  keep_best: KeepBest | None = None) -> None:
@@ -138,7 +152,10 @@ class WholeModelCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
-            self.run.save_checkpoint(self.whole_model if self.whole_model is not None else self.model, epoch + 1,
+            model = self.whole_model if self.whole_model is not None else self.model
+            if self.keep_best is not None:
+                self.keep_best.save()
+            self.run.save_checkpoint(lambda path: checkpoints.save(path, model), epoch + 1,
                                      best=self.keep_best.best if self.keep_best is not None else None)
 
 
@@ -188,6 +205,30 @@ class ProgressFile(keras.callbacks.Callback):
             "eta_seconds": eta, "loss": as_float((logs or {}).get("loss")),
             "accuracy": as_float((logs or {}).get("accuracy")),
         })
+
+
+class StepTimes(keras.callbacks.Callback):
+    """Records in run.json's current attempt when the first training step began and when fit() ended, so the time
+    a job spends before and after training (its start-up and wind-down) can be told from its training."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__()
+        self.run = run
+        self.started = False
+
+    def _note(self, **fields: str) -> None:
+        attempts = self.run.info().get("attempts")
+        if isinstance(attempts, list) and attempts and isinstance(attempts[-1], dict):
+            attempts[-1].update(fields)
+            self.run.update_info(attempts=attempts)
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if not self.started:
+            self.started = True
+            self._note(first_step_at=now_iso())
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._note(fit_ended_at=now_iso())
 
 
 class StopOnRequest(keras.callbacks.Callback):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 # The storage side (keys, settings, the on-disk cache) lives in feature_cache; these stay importable from here.
-from carviz.ml import extraction, feature_rows
+from carviz.ml import extraction, feature_rows, warm
 from carviz.ml.feature_cache import (  # noqa: F401 (re-exported)
     STORAGE_DTYPES,
     CacheEntry,
@@ -203,6 +203,7 @@ class CachedTraining:
     val_data: "tf.data.Dataset"
     info: dict[str, Any]  # recorded in run.json: position, key, how the features were obtained, seconds, bytes
     steps_per_epoch: int | None = None  # set when train_data repeats without end (augmented views: one per epoch)
+    test_data: "tf.data.Dataset | None" = None  # the test split's features, when the split has one
 
 
 def cache_position(model: "keras.Model", freeze_index: int, layers: list["LayerInfo"] | None = None) -> int:
@@ -272,18 +273,20 @@ def prepare_cached_training(
     as_rows = lambda paths: [row_of[Path(p).resolve().relative_to(root).as_posix()] for p in paths]  # noqa: E731
     num_classes = len(split.classes)
     input_dtype = remainder.inputs[0].dtype
-    features, in_memory = feature_rows.hold(features)  # steady epochs: rows in process memory when they fit
+    features, in_memory = warm.hold(features)  # steady epochs: rows in process memory when they fit
     pipeline = feature_pipeline if in_memory else feature_rows.block_pipeline
     train_data = pipeline(features, as_rows(split.train_paths), split.train_labels, num_classes,
                           config.batch_size, training=True, seed=config.seed, dtype=input_dtype)
     val_data = pipeline(features, as_rows(split.val_paths), split.val_labels, num_classes,
                         config.batch_size, training=False, seed=config.seed, dtype=input_dtype)
+    test_data = pipeline(features, as_rows(split.test_paths), split.test_labels, num_classes, config.batch_size,
+                         training=False, seed=config.seed, dtype=input_dtype) if split.test_paths else None
     info = {"used": True, "position": position, "layer": name, "key": key, "source": source,
             "shape": list(features.shape[1:]), "dtype": str(features.dtype),
             "bytes": int(features.nbytes), "seconds": round(seconds, 3), "computed_in": spec.precision,
             **({"engine": engine} if engine else {}),
             "read": "in memory" if in_memory else "from disk in shuffled blocks (larger than the memory budget)"}
-    return CachedTraining(remainder, train_data, val_data, info)
+    return CachedTraining(remainder, train_data, val_data, info, test_data=test_data)
 
 
 def precompute(model: "keras.Model", config: "TrainConfig", precision: str, dataset_root: Path,

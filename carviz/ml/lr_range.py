@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from carviz.core import settings
+from carviz.core import eta, settings
 from carviz.core.config import TrainConfig
 from carviz.core.jobs import JobContext, Outcome, Status, job_main, run_job
 from carviz.core.store import LRTest, Store
@@ -338,18 +338,27 @@ def lr_range_body(test: LRTest, context: JobContext) -> Outcome:
     losses: list[float | None] = []
     last_write = 0.0
 
+    step_rate, feature_rate = eta.Rate(), eta.Rate()
+
     def on_step(step: int, lr: float, loss: float) -> None:
         nonlocal last_write
         lrs.append(lr)
         losses.append(loss if math.isfinite(loss) else None)
+        left = step_rate.eta(step, steps)
         now = time.monotonic()
         if now - last_write >= PROGRESS_INTERVAL or step == steps:
             last_write = now
-            test.write_progress({"step": step, "steps": steps, "lr": lr, "lrs": lrs, "losses": losses})
+            test.write_progress({"step": step, "steps": steps, "lr": lr, "lrs": lrs, "losses": losses,
+                                 "eta_seconds": left})
+
+    feature_pass: dict[str, float] = {}  # its first and last report: (monotonic time, images done)
 
     def on_features(done: int, total: int) -> None:
+        feature_pass.setdefault("first", time.monotonic())
+        feature_pass.setdefault("first_done", done)
+        feature_pass.update(last=time.monotonic(), total=total)
         test.write_progress({"step": 0, "steps": steps, "phase": "computing features", "images": done,
-                             "of": total})
+                             "of": total, "eta_seconds": feature_rate.eta(done, total)})
 
     from carviz.core.recommend import PLAN_KEY
 
@@ -360,7 +369,11 @@ def lr_range_body(test: LRTest, context: JobContext) -> Outcome:
                            also_freeze_points=points if isinstance(points, list) else (), on_features=on_features)
     test.write_progress({"step": len(result.lrs), "steps": steps, "lr": result.lrs[-1] if result.lrs else None,
                          "lrs": lrs, "losses": losses})
-    test.write_result(result.to_dict())
+    feature_seconds = None  # the pass's seconds, its first batch counted at the others' rate
+    if feature_pass and feature_pass["total"] > feature_pass["first_done"]:
+        feature_seconds = round((feature_pass["last"] - feature_pass["first"]) * feature_pass["total"]
+                                / (feature_pass["total"] - feature_pass["first_done"]), 2)
+    test.write_result({**result.to_dict(), "feature_pass_seconds": feature_seconds})
     stopped = result.stopped_early_reason == "stopped on request"
     if not stopped:  # a recommended sweep's test: launch the planned sweep with the suggested learning rates
         from carviz.core.recommend import launch_planned

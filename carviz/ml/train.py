@@ -7,13 +7,14 @@ import math
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from carviz.core import eta
 from carviz.core.config import TrainConfig
 from carviz.core.jobs import JobContext, Outcome, Status, job_main, run_job
 from carviz.core.jobs.record import now_iso
 from carviz.core.store import Run, Store
-from carviz.ml import features
+from carviz.ml import features, warm
 
 log = logging.getLogger("carviz.ml.train")
 
@@ -27,15 +28,23 @@ def train(run: Run, stop_flag: threading.Event | None = None, extra_callbacks: l
                    stop_flag=stop_flag)
 
 
-def load_checkpoint(run: Run) -> tuple[Any, int] | None:
-    """(the whole model with optimizer state, the epochs it holds) from the run's checkpoint, or None."""
+def load_checkpoint(run: Run, build: Callable[[], Any]) -> tuple[Any, int] | None:
+    """(the whole model with optimizer state, the epochs it holds) from the run's checkpoint, or None. build()
+    makes the model (compiled, untrained) that a checkpoint's arrays go into; an older run's whole-model .keras
+    checkpoint is loaded as it is."""
     found = run.checkpoint()
     if found is None:
         return None
-    import keras
-
     path, epochs_done = found
-    return keras.saving.load_model(path), epochs_done
+    if path.suffix == ".keras":
+        import keras
+
+        return keras.saving.load_model(path), epochs_done
+    from carviz.ml import checkpoints
+
+    model = build()
+    checkpoints.restore(model, path)
+    return model, epochs_done
 
 
 class DatasetChanged(ValueError):
@@ -102,7 +111,7 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
 
     device = configure_devices()
     dataset_root = settings.resolve_dataset(config.dataset)
-    scan = datasets.scan_dataset(dataset_root)
+    scan = warm.scan_dataset(dataset_root)  # in a warm worker, reused while no file changed
     if len(scan.classes) < 2:
         raise ValueError(f"dataset {config.dataset!r} needs at least 2 classes with images, found {scan.counts()}")
     recorded_split = run.split()
@@ -118,9 +127,10 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
 
     import keras
 
-    checkpoint = load_checkpoint(run)
     run.write_progress({"phase": "building model"})
     precision, precision_reason = choose_precision(config.precision, device["kind"] == "gpu", config.backbone)
+    checkpoint = load_checkpoint(run, lambda: build_model(config, len(split.classes),
+                                                          on_gpu=device["kind"] == "gpu")[0])
     if checkpoint is not None:
         model, initial_epoch = checkpoint
         summary = None
@@ -188,6 +198,7 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
         MetricsCsv,
         ProgressFile,
         Pruned,
+        StepTimes,
         StopOnRequest,
         StopRequested,
         WholeModelCheckpoint,
@@ -201,6 +212,7 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
         WholeModelCheckpoint(run, config.checkpoint_every, config.epochs, whole_model=model, keep_best=keep_best),
         ProgressFile(run, steps_per_epoch, config.epochs, config.batch_size),
         StopOnRequest(context.should_stop),
+        StepTimes(run),
         keras.callbacks.TensorBoard(log_dir=str(run.tensorboard_dir()), profile_batch=0),
     ]
     if config.early_stopping_patience:
@@ -232,11 +244,17 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
                                   "accuracy": float(val_accuracy)}
     evaluation.update(kept)
     if split.test_paths:  # the held-out images, looked at once: the kept model, never used to choose anything
-        test_data = datasets.make_pipeline(split.test_paths, split.test_labels, len(split.classes), config.image_size,
-                                           config.batch_size, training=False, cache=False)
-        test_loss, test_accuracy = model.evaluate(test_data, verbose=0)  # the whole model on the images
+        if isinstance(cached, features.CachedTraining) and cached.test_data is not None:
+            # as validation: the remainder on the frozen part's cached output of the same images (no second pass)
+            test_loss, test_accuracy = fit_model.evaluate(cached.test_data, verbose=0)
+            computed_on = "cached features"
+        else:
+            test_data = datasets.make_pipeline(split.test_paths, split.test_labels, len(split.classes),
+                                               config.image_size, config.batch_size, training=False, cache=False)
+            test_loss, test_accuracy = model.evaluate(test_data, verbose=0)  # the whole model on the images
+            computed_on = "images"
         evaluation["test"] = {"split": "test", "images": len(split.test_paths), "loss": float(test_loss),
-                              "accuracy": float(test_accuracy)}
+                              "accuracy": float(test_accuracy), "computed_on": computed_on}
         evaluation["test_accuracy"] = float(test_accuracy)
         log.info("test split: accuracy %.4f on %d images", test_accuracy, len(split.test_paths))
     run.write_evaluation(evaluation)
@@ -249,6 +267,8 @@ def _best_so_far(run: Run, model: Any, initial_epoch: int) -> tuple[int, float] 
     Best-weights files of epochs after the checkpoint (an attempt that stopped before its next checkpoint) go: those
     epochs are trained again. A checkpoint that recorded no best (made before carviz kept the best epoch) offers its
     own epoch, the only earlier weights there are."""
+    from carviz.ml import checkpoints
+
     run.discard_best(after=initial_epoch)
     if initial_epoch == 0:
         return None
@@ -258,7 +278,8 @@ def _best_so_far(run: Run, model: Any, initial_epoch: int) -> tuple[int, float] 
     value = next((row.get("val_accuracy") for row in run.metrics() if row.get("epoch") == initial_epoch), None)
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
-    run.save_best(model, initial_epoch)
+    weights = model.get_weights()
+    run.save_best(lambda path: checkpoints.write(path, weights), initial_epoch)
     return initial_epoch, float(value)
 
 
@@ -288,8 +309,11 @@ def _cached_training(run: Run, model: Any, config: TrainConfig, freeze_index: in
     starting at initial_epoch's), or the reason (logged) why it trains on images."""
     reason = features.unavailable_reason(config)
     if reason is None:
+        rate = eta.Rate()
+
         def on_progress(done: int, total: int) -> None:
-            run.write_progress({"phase": "computing features", "step": done, "steps_per_epoch": total})
+            run.write_progress({"phase": "computing features", "step": done, "steps_per_epoch": total,
+                                "eta_seconds": rate.eta(done, total)})
 
         all_paths, all_labels = scan.labelled_files()
         cache_settings = features.load_settings()

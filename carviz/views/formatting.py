@@ -1,4 +1,5 @@
-"""One way to show a number: accuracy as a percentage, times as local wall-clock, everywhere (pages and CLI)."""
+"""One way to show a number: accuracy as a percentage, times as local wall-clock, durations, sizes, everywhere
+(pages and CLI)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,25 @@ def format_time(value: Any, now: datetime | None = None) -> str:
     if local.year == today.year:
         return local.strftime("%b %d %H:%M")
     return local.strftime("%Y-%m-%d %H:%M")
+
+
+def format_seconds(seconds: Any) -> str:
+    """A duration: "42 s", "3 min 05 s", "1 h 02 min"; "–" when it is not a number."""
+    if not is_number(seconds):
+        return "–"
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    minutes, whole = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {whole:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def format_left(seconds: Any) -> str:
+    """Time left as a phrase: "about 3 min 05 s left"; "" when there is no estimate."""
+    return f"about {format_seconds(seconds)} left" if is_number(seconds) else ""
 
 
 def format_size(n_bytes: float) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from carviz.views.formatting import format_left
+
 
 def resume_line(info: Mapping[str, Any]) -> str | None:
     """What the last resume found, e.g. "Resumed on the split recorded at launch: 1 image gone (skipped), 3 new
@@ -45,7 +47,9 @@ def progress_line(status: str, progress: Mapping[str, Any], epochs_done: int, ep
             text += f" · step {step}/{steps}"
         return text
     if phase == "computing features" and isinstance(progress.get("step"), int):
-        return f"computing features · batch {progress['step']}/{progress.get('steps_per_epoch') or '?'}"
+        left = format_left(progress.get("eta_seconds"))
+        return f"computing features · batch {progress['step']}/{progress.get('steps_per_epoch') or '?'}" + \
+            (f" · {left}" if left else "")
     return phase
 
 

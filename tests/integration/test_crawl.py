@@ -23,6 +23,7 @@ from carviz.data.crawl import crawler, fetch, job
 from carviz.data.crawl.engines import BingImages, Candidate, DuckDuckGoImages, GenericEngine, make_engine
 from carviz.data.crawl.record import CrawlRecord, read_jsonl
 from carviz.data.crawl.spec import CrawlSpec
+from carviz.views import crawl_text
 
 try:
     from . import fake_image_search as fake
@@ -283,7 +284,7 @@ def test_job_stop_resume_kill_and_resume_without_refetching(site, job_dataset):
     gets = site.crawler_gets()[before:]
     assert len(gets) - len(set(gets)) <= 1, "a URL was downloaded twice across stop, kill and resume"
     assert len(set(gets)) == 2 * TARGET
-    lines = job.progress_lines(final)
+    lines = crawl_text.progress_lines(final)
     assert lines[0].startswith("gamma") and "6/6" in lines[0] and lines[-1] == "status: succeeded"
     assert "crawl finished" in record.log_path().read_text(encoding="utf-8")
     assert not record.file(crawler.BROWSER_PROFILE).exists()  # the next run cleared it, and removed its own
@@ -311,7 +312,7 @@ def test_read_crawl_derives_lost_for_dead_reused_zombie_or_hung_jobs(tmp_path):
     _write_status(tmp_path, state="running", pid=dead.pid, pid_create_time=time.time() - 5)
     state = job.read_crawl(tmp_path)
     assert state.status == Status.LOST and "gone" in state.reason and not state.active
-    assert job.progress_lines(state)[-1] == f"status: lost - process {dead.pid} is gone"
+    assert crawl_text.progress_lines(state)[-1] == f"status: lost - process {dead.pid} is gone"
     record.request_stop()  # asked to stop, then gone: that is a stop
     assert job.read_crawl(tmp_path).status == Status.STOPPED
     record.clear_stop_request()

@@ -197,7 +197,7 @@ def test_a_full_disk_mid_training_fails_with_the_reason_and_resume_completes(sma
     pid, create_time = run.state().pid, run.raw_status()["pid_create_time"]
     os.kill(pid, signal.SIGSTOP)  # hold it while the disk fills, so the next checkpoint is sure to hit it
     try:
-        checkpoint_size = run.file("checkpoint/last.keras").stat().st_size
+        checkpoint_size = run.checkpoint()[0].stat().st_size
         assert checkpoint_size > 400_000, checkpoint_size
         filler = fill(small_disk, leave=256 * 1024)  # room for status, metrics and logs; not for a checkpoint
     finally:

@@ -39,7 +39,7 @@ def test_a_job_finishes_with_a_complete_run_record(home, wait_for):
     assert wait_terminal(wait_for, run) == Status.SUCCEEDED, run.log_tail()
     for name in ("config.json", "status.json", "metrics.csv", "progress.json", "heartbeat", "job.log",
                  "model.keras", "classes.json", "evaluation.json", "run.json", "split.json",
-                 "checkpoint/last.keras", "checkpoint/state.json"):
+                 "checkpoint/last.npz", "checkpoint/state.json"):
         assert run.file(name).exists(), name
     assert metric_epochs_on_disk(run) == [1, 2, 3]
     rows = run.metrics()

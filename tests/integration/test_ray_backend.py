@@ -41,7 +41,7 @@ TINY = TrainConfig(name="tiny", dataset="demo", backbone="small_cnn", weights="n
 
 # What a finished run's folder holds, whichever backend ran it (besides tensorboard/ and launch.json).
 RUN_FILES = ("config.json", "status.json", "metrics.csv", "progress.json", "run.json", "split.json", "classes.json",
-             "model.keras", "evaluation.json", "job.log", "heartbeat", "checkpoint/last.keras",
+             "model.keras", "evaluation.json", "job.log", "heartbeat", "checkpoint/last.npz",
              "checkpoint/state.json")
 
 
@@ -226,9 +226,35 @@ def test_a_pruning_sweep_through_ray_ends_done_with_every_run_recorded(home: Pat
             assert run.status() == Status.SUCCEEDED and metric_epochs_on_disk(run) == [1, 2, 3]
     feeder = record.feeder_state()
     assert feeder.status == Status.SUCCEEDED and feeder.backend == "ray"
-    assert record.raw_status()["launched"] == sum(1 for run in runs if run.launch_info())
+    workers = {worker.id: worker.launch_info() for worker in record.workers()}
+    assert 1 <= len(workers) <= 2 and record.raw_status()["workers"] == len(workers)  # Ray runs two at once
+    for run in runs:
+        if run.launch_info():  # hosted by a worker, a Ray job of its own: the run's launch names it
+            worker = workers[run.launch_info()["worker"]]
+            assert run.launch_info()["submission_id"] == worker["submission_id"]
+            assert worker["resources"] == {"entrypoint_num_cpus": 1.0}
     wait_for(lambda: ray_backend.status_name(ray_backend.job_info(feeder_launch)) == "SUCCEEDED", 30,
              "Ray to see the feeder exit")
+
+
+def test_a_ray_worker_killed_mid_run_loses_that_run_and_it_resumes_with_every_epoch_once(home: Path,
+                                                                                         wait_for) -> None:
+    epochs = 30
+    config = SweepConfig(name="ray-kill", base=TINY.replace(epochs=epochs), backbones=("small_cnn",),
+                         learning_rates=(1e-3, 2e-3, 3e-3), freeze_points=(1,), seeds=(1,))
+    record = sweep.launch_sweep(config, backend="ray")
+    first, second, third = record.runs()
+    wait_for(lambda: len(first.metrics()) >= 2, 120, f"two finished epochs (log:\n{first.log_tail()})")
+    os.kill(first.raw_status()["pid"], signal.SIGKILL)  # its worker: a Ray job running it
+
+    state = wait_for(lambda: (s := first.state()).status == Status.LOST and s, 30, "the run to read lost")
+    assert "killed by SIGKILL" in state.reason, state.reason
+    for run in (second, third):  # the other worker takes them (or one started in place of the killed one)
+        assert wait_terminal(wait_for, run, 180) == Status.SUCCEEDED, run.log_tail()
+    launch.resume(first)
+    assert wait_terminal(wait_for, first, 180) == Status.SUCCEEDED, first.log_tail()
+    assert metric_epochs_on_disk(first) == list(range(1, epochs + 1))
+    assert first.launch_info()["backend"] == "ray" and "worker" not in first.launch_info()  # a job of its own
 
 
 def test_a_job_that_cannot_see_its_record_fails_saying_so(home: Path, wait_for) -> None:

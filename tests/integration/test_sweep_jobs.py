@@ -70,7 +70,9 @@ def test_a_trailing_run_is_pruned_and_keeps_its_epochs(home: Path, wait_for) -> 
 
 def test_the_feeder_keeps_one_run_waiting_and_a_stopped_sweep_resumes(home: Path, wait_for,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # A process per run (CARVIZ_WARM_WORKERS=0): the feeder launches each run itself, one ahead of the slot.
     monkeypatch.setenv("CARVIZ_SLOTS", "1")
+    monkeypatch.setenv("CARVIZ_WARM_WORKERS", "0")
     config = SweepConfig(name="feed", base=TINY, backbones=("small_cnn",), learning_rates=(1e-3, 2e-3, 3e-3),
                          freeze_points=(1,), seeds=(7,))
     record = sweep.launch_sweep(config)

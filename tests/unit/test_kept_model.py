@@ -85,7 +85,7 @@ def _check_kept_first_epoch(run: runs.Run) -> None:
     assert (row["kept_epoch"], row["kept_rule"]) == (1, "best val")
     assert row["kept_val_accuracy"] == pytest.approx(accuracies[0], abs=1e-6)
     assert runs.kept_label(row) == "kept: epoch 1 (best val)"
-    assert [p.name for p in (run.path / "checkpoint").glob("best-*")] == ["best-0001.weights.h5"]
+    assert [p.name for p in (run.path / "checkpoint").glob("best-*")] == ["best-0001.weights.npz"]
 
 
 @pytest.mark.parametrize("config", [SMALL, CACHED], ids=["images", "feature cache"])
@@ -127,14 +127,19 @@ def test_keep_best_keeps_the_first_of_the_highest_and_the_checkpoint_records_it(
     assert keep.restore() == 2
     assert all(np.allclose(a, b) for a, b in zip(model.get_weights(), seen[1]))
     path, epoch, value = run.checkpoint_best()
-    assert (path.name, epoch, value) == ("best-0002.weights.h5", 2, 0.9)
-    assert [p.name for p in (run.path / "checkpoint").glob("best-*")] == ["best-0002.weights.h5"]
-    # A resumed run that starts from this checkpoint keeps judging against its best so far.
+    assert (path.name, epoch, value) == ("best-0002.weights.npz", 2, 0.9)
+    assert [p.name for p in (run.path / "checkpoint").glob("best-*")] == ["best-0002.weights.npz"]
+    # A resumed run that starts from this checkpoint keeps judging against its best so far, and restores it from
+    # the file while no later epoch beat it.
     again = KeepBest(run, model, best=(2, 0.9))
     again.on_epoch_end(4, {"val_accuracy": 0.9})
     assert again.best == (2, 0.9)
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    assert again.restore() == 2 and all(np.allclose(a, b) for a, b in zip(model.get_weights(), seen[1]))
     again.on_epoch_end(4, {"val_accuracy": 0.95})
-    assert again.best == (5, 0.95) and run.best_weights_path(5).is_file()
+    assert again.best == (5, 0.95) and not run.best_weights_path(5).is_file()  # in memory until a checkpoint
+    again.save()
+    assert run.best_weights_path(5).is_file()
     run.discard_best(after=2)  # what a resume from the epoch-2 checkpoint does first
     assert not run.best_weights_path(5).is_file() and run.best_weights_path(2).is_file()
 

@@ -288,17 +288,21 @@ def test_test_images_never_reach_the_training_or_validation_pipelines(trained) -
     assert images[0][1] == split.train_paths and images[1][1] == split.val_paths and images[2][1] == split.test_paths
     assert not test & set(images[0][1]) and not test & set(images[1][1])
     # on cached features: the cache holds every image's features (shared by all runs of the dataset), but the rows
-    # the run trains and validates on are the split's; the test images reach only the final evaluation
+    # the run trains and validates on are the split's; the test rows reach only the final evaluation's pipeline,
+    # which is made with the others but read once, after training (as the validation's, on the frozen part's output)
     all_paths, _ = scan_dataset(home / "data" / "demo").labelled_files()
     test_rows = {row for row, path in enumerate(all_paths) if path in test}
     rows = [(rows, training) for kind, _, rows, training in calls["cached"] if kind == "rows"]
-    assert [training for _, training in rows] == [True, False]
+    assert [training for _, training in rows] == [True, False, False]
     assert [all_paths[row] for row in rows[0][0]] == split.train_paths
     assert [all_paths[row] for row in rows[1][0]] == split.val_paths
+    assert [all_paths[row] for row in rows[2][0]] == split.test_paths
     assert not test_rows & set(rows[0][0]) and not test_rows & set(rows[1][0])
     from_body = [(paths, training) for kind, caller, paths, training in calls["cached"]
                  if kind == "images" and caller == "train_body"]
-    assert from_body == [(split.test_paths, False)]
+    assert from_body == []  # no pass over the images: the test split's features are cached with the others
+    assert made["cached"].evaluation()["test"]["computed_on"] == "cached features"
+    assert made["uncached"].evaluation()["test"]["computed_on"] == "images"
 
 
 @pytest.mark.slow

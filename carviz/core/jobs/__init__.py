@@ -8,88 +8,57 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
-from carviz.core.jobs import local, ray_backend
+from carviz.core.jobs import local, ray_backend  # noqa: F401 - ray_backend.RayUnavailable is part of the API
+from carviz.core.jobs.backend import Backend, JobKind
 from carviz.core.jobs.harness import JobContext, Outcome, _hold_job_lock, job_main, run_job
 from carviz.core.jobs.record import JobRecord, now_iso  # noqa: F401 - now_iso is part of the API
+from carviz.core.jobs.registry import NAMES as BACKENDS
+from carviz.core.jobs.registry import backend_of, get_backend
 from carviz.core.jobs.slots import gpu_count, slot_count
 from carviz.core.jobs.state import derive_state
 from carviz.core.jobs.status import JobState, ProcessCheck, Status, check_process
 
 __all__ = [
-    "BACKENDS", "JobContext", "JobKind", "JobRecord", "JobState", "Outcome", "Status", "available_backends",
-    "capacity", "derive_state", "gpu_count", "job_main", "launch", "resume", "run_job", "slot_count", "still_exiting",
-    "stop",
+    "BACKENDS", "Backend", "JobContext", "JobKind", "JobRecord", "JobState", "Outcome", "ProcessCheck", "Status",
+    "available_backends", "backend_of", "capacity", "check_process", "derive_state", "get_backend", "gpu_count",
+    "job_main", "launch", "resume", "run_job", "slot_count", "still_exiting", "stop",
 ]
-
-BACKENDS = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class JobKind:
-    """A kind of job: the module whose main is job_main, and whether it needs an accelerator (then it takes a
-    slot locally, or a GPU on Ray)."""
-
-    name: str
-    module: str
-    needs_accelerator: bool
 
 
 def default_backend() -> str:
-    from carviz.core import settings
-
-    return settings.default_backend()
+    """The configured backend's name ($CARVIZ_BACKEND, else local); ValueError for an unknown one."""
+    return get_backend().name
 
 
 def available_backends() -> list[str]:
     """Backends a user can pick now: local always, ray when a cluster address is configured."""
-    from carviz.core import settings
-
-    return ["local", "ray"] if settings.ray_address() else ["local"]
+    return [name for name in BACKENDS if get_backend(name).available()]
 
 
 def launch(record: JobRecord, kind: JobKind, backend: str | None = None) -> None:
     """Start the job of `record` on `backend` (default: the configured one). The job writes its own status."""
-    backend = backend or default_backend()
-    if backend == "local":
-        local.launch(record, kind.module, kind.needs_accelerator)
-    elif backend == "ray":
-        ray_backend.launch(record, kind.module, kind.needs_accelerator)
-    else:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    get_backend(backend).launch(record, kind)
 
 
 def capacity(backend: str | None = None) -> int:
     """How many accelerator jobs `backend` runs at once (local: slots; ray: the cluster's GPUs or CPUs)."""
-    return ray_backend.capacity() if (backend or default_backend()) == "ray" else local.capacity()
+    return get_backend(backend).capacity()
 
 
-def _kill(record: JobRecord, state: JobState) -> bool:
-    launch_info = record.launch_info()
-    if state.backend == "ray":
-        return ray_backend.kill(launch_info)
-    raw = record.raw_status()
-    own = raw.get("pid") == state.pid
-    create_time = raw.get("pid_create_time") if own else launch_info.get("pid_create_time")
-    return local.kill(record, state.pid, create_time, state.host)
+def _backend(record: JobRecord) -> Backend:
+    return backend_of(record.launch_info())
 
 
 def _process_lives(record: JobRecord, state: JobState) -> bool:
-    if state.backend == "ray":  # Ray's own job status, not the derived one: a hung job reads lost yet still runs
-        return ray_backend.job_alive(record.launch_info())
-    if state.pid is None:
-        return False
-    raw = record.raw_status()
-    create_time = raw.get("pid_create_time") if raw.get("pid") == state.pid else \
-        record.launch_info().get("pid_create_time")
-    return check_process(state.pid, create_time, state.host) == ProcessCheck.ALIVE
+    return _backend(record).lives(record, state)
 
 
 def still_exiting(record: JobRecord, state: JobState) -> bool:
-    """True for a local job recorded as ended whose process has not exited yet (it writes its status, then saves
+    """True for a job recorded as ended whose process has not exited yet (a local job writes its status, then saves
     and cleans up): resuming it now would be refused, so offer Resume only once this is False."""
-    return state.status.is_terminal() and state.backend != "ray" and _process_lives(record, state)
+    backend = _backend(record)
+    return state.status.is_terminal() and backend.exits_after_status() and backend.lives(record, state)
 
 
 def stop(record: JobRecord, timeout: float = 30.0) -> Status:
@@ -100,25 +69,23 @@ def stop(record: JobRecord, timeout: float = 30.0) -> Status:
     if state.recorded == Status.QUEUED and state.pid is None and not record.launch_info():
         record.write_status(Status.STOPPED, ended_at=now_iso())  # nobody runs it, so nobody races this write
         return Status.STOPPED
-    if state.backend == "ray" and state.recorded == Status.QUEUED and state.pid is None and state.status == \
-            Status.QUEUED:
-        # Still pending in Ray: no process of it runs yet, and Ray acts on stop_job only once the job gets its
-        # resources; then the job ends at once (Ray stops it, and it sees the stop request before it trains).
-        _kill(record, state)
+    backend = _backend(record)
+    if state.recorded == Status.QUEUED and state.pid is None and state.status == Status.QUEUED and \
+            backend.cancel_pending(record, state):  # e.g. still pending in Ray's queue
         record.write_status(Status.STOPPED, ended_at=now_iso())
         return Status.STOPPED
     hung = state.status == Status.LOST and state.reason.startswith("no heartbeat")
     deadline = time.monotonic() + (0 if hung else timeout)
-    while time.monotonic() < deadline and _process_lives(record, state):
+    while time.monotonic() < deadline and backend.lives(record, state):
         time.sleep(0.2)
         state = derive_state(record)
-    if _process_lives(record, state) and _kill(record, state):
+    if backend.lives(record, state) and backend.kill(record, state):
         for _ in range(100):
-            if not _process_lives(record, state):
+            if not backend.lives(record, state):
                 break
             time.sleep(0.1)
     final = derive_state(record)
-    if final.recorded in (Status.QUEUED, Status.RUNNING) and not _process_lives(record, final):
+    if final.recorded in (Status.QUEUED, Status.RUNNING) and not backend.lives(record, final):
         record.write_status(Status.STOPPED, ended_at=now_iso())  # the writer is dead: record what happened
         return Status.STOPPED
     return final.status
@@ -145,7 +112,7 @@ def resume(record: JobRecord, kind: JobKind, backend: str | None = None) -> None
         if not state.status.is_terminal() or state.status == Status.SUCCEEDED:
             raise ValueError(f"{record.id} is {state.status.value}: only stopped, lost or failed jobs resume")
         if _process_lives(record, state):
-            what = f"Ray job {record.launch_info().get('submission_id')}" if state.backend == "ray" else \
+            what = f"Ray job {record.launch_info().get('submission_id')}" if _backend(record).remote else \
                 f"process {state.pid}"
             raise ValueError(f"{record.id}: its {what} still runs (or waits in Ray's queue); stop it first")
         if lock_fd is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -11,8 +12,9 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+from carviz.core.jobs.registry import get_backend
 from carviz.core.jobs.record import BACKEND_ENV, HEARTBEAT_INTERVAL, LOG_FILE, JobRecord, hostname, now_iso
 from carviz.core.jobs.slots import Slot, acquire_slot, gpu_count
 from carviz.core.jobs.status import Status, process_create_time
@@ -40,9 +42,11 @@ class JobContext:
     stop_flag: threading.Event
     slot: Slot | None = None
     backend: str = "local"
+    host_stop: threading.Event | None = None  # a hosted job's worker's stop flag: stopping the worker stops it too
 
     def should_stop(self) -> bool:
-        if self.stop_flag.is_set() or self.record.stop_requested():
+        if self.stop_flag.is_set() or self.record.stop_requested() or \
+                (self.host_stop is not None and self.host_stop.is_set()):
             self.stop_flag.set()
             return True
         return False
@@ -86,6 +90,30 @@ def setup_logging(log_path: Path) -> None:
                         force=True)
 
 
+@contextlib.contextmanager
+def output_to(log_path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2: Python's prints, log lines and what native
+    code writes) to `log_path`, appended, until the block ends: a worker gives each job it hosts its own log."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    target = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, target):
+            os.close(fd)
+
+
 def install_stop_signals(stop_flag: threading.Event) -> None:
     """SIGTERM and SIGINT ask the job to stop between steps, as a stop request does."""
 
@@ -122,15 +150,22 @@ def _record_failure(record: JobRecord, error: BaseException) -> None:
 
 
 def run_job(record: JobRecord, body: Callable[[JobContext], Outcome | Status], *, needs_accelerator: bool,
-            stop_flag: threading.Event | None = None, slots_dir: Path | None = None) -> Status:
+            stop_flag: threading.Event | None = None, slots_dir: Path | None = None, lock_fd: int | None = None,
+            host: JobContext | None = None) -> Status:
     """Run `body` as the job of `record` in this process: lock, status, slot (local accelerator jobs), heartbeat,
-    final status. A body's exception propagates after "failed" is recorded. Returns the final status."""
+    final status. A body's exception propagates after "failed" is recorded. Returns the final status.
+
+    A warm worker hosting the job passes the job's lock, already taken when it claimed the job (closed here), and
+    its own context as `host`: the job then runs on the worker's slot, and stops when the worker is told to."""
     stop_flag = stop_flag or threading.Event()
     backend = os.environ.get(BACKEND_ENV, "local")
-    lock_fd = _hold_job_lock(record)
+    lock_fd = lock_fd if lock_fd is not None else _hold_job_lock(record)
     if lock_fd is None:
         raise JobBusy(f"another process is already running {record.path}")
-    context = JobContext(record, stop_flag, backend=backend)
+    context = JobContext(record, stop_flag, backend=backend, slot=host.slot if host else None,
+                         host_stop=host.stop_flag if host else None)
+    if host is not None:
+        needs_accelerator = False  # the worker holds a slot for its whole life, and this job runs on it
     try:
         try:
             with Heartbeat(record):
@@ -145,7 +180,7 @@ def run_job(record: JobRecord, body: Callable[[JobContext], Outcome | Status], *
         record.write_status(outcome.status, ended_at=now_iso(), **outcome.fields)
         return outcome.status
     finally:
-        if context.slot is not None:
+        if context.slot is not None and host is None:
             context.slot.release()
         os.close(lock_fd)
 
@@ -159,7 +194,7 @@ def _start_and_run(record: JobRecord, body: Callable[[JobContext], Outcome | Sta
     me = os.getpid()
     record.write_status(Status.QUEUED, pid=me, pid_create_time=process_create_time(me), host=hostname(),
                         backend=context.backend, error=None, ended_at=None)
-    if needs_accelerator and context.backend == "local":
+    if needs_accelerator and get_backend(context.backend).local_slots:
         context.slot = acquire_slot(slots_dir or settings.slots_dir(), record.id, context.should_stop)
         if context.slot is None:
             return Outcome(Status.STOPPED)

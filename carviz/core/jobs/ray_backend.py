@@ -24,9 +24,10 @@ import sys
 import time
 from typing import Any
 
+from carviz.core.jobs.backend import Backend, JobKind, Recorded, Verdict
 from carviz.core.jobs.local import job_environment
 from carviz.core.jobs.record import JobRecord
-from carviz.core.jobs.status import Status
+from carviz.core.jobs.status import JobState, Status
 
 NAME = "ray"
 CLIENT_TIMEOUT = 10.0  # seconds for one request to the cluster
@@ -138,7 +139,7 @@ def entrypoint_resources(address: str, needs_accelerator: bool) -> dict[str, flo
     return {"entrypoint_num_cpus": cpus_per_job()}
 
 
-def launch(record: JobRecord, module: str, needs_accelerator: bool) -> None:
+def submit(record: JobRecord, module: str, needs_accelerator: bool) -> None:
     """Submit `python -m MODULE FOLDER` as a Ray job; writes launch.json (address and submission id)."""
     address = _address()
     submission_id = f"carviz-{record.id}-{secrets.token_hex(3)}"  # a resumed job is a new submission
@@ -237,7 +238,7 @@ def kill(launch_info: dict[str, Any]) -> bool:
         return False
 
 
-def capacity() -> int:
+def cluster_capacity() -> int:
     """How many accelerator jobs the cluster runs at once: its GPUs, else its CPUs per job's CPUs."""
     resources = cluster_resources(_address())
     if resources.get("GPU", 0) >= 1:
@@ -309,3 +310,44 @@ def derive(record: JobRecord, recorded: Status, launch_info: dict[str, Any]) -> 
         return Status.FAILED, f"Ray job failed before it started: {words}", words
     return Status.LOST, f"Ray job {submission_id} is {ray_status.lower()} ({words}) but the job never recorded " \
                         f"an end", None
+
+
+class RayBackend(Backend):
+    """A job is a Ray job on the cluster at $CARVIZ_RAY_ADDRESS; Ray's own job status says what the record cannot."""
+
+    name = NAME
+    remote = True
+
+    def launch(self, record: JobRecord, kind: JobKind) -> None:
+        submit(record, kind.module, kind.needs_accelerator)
+
+    def capacity(self) -> int:
+        return cluster_capacity()
+
+    def judge(self, record: JobRecord, seen: Recorded) -> Verdict | None:
+        status, reason, error = derive(record, seen.status, seen.launch)
+        return Verdict(status, reason, error)
+
+    def lives(self, record: JobRecord, state: JobState) -> bool:
+        """Ray's own job status, not the derived one: a hung job reads lost yet still runs."""
+        return job_alive(record.launch_info())
+
+    def kill(self, record: JobRecord, state: JobState) -> bool:
+        return kill(record.launch_info())
+
+    def identify_self(self, record: JobRecord) -> dict[str, Any]:
+        """The Ray job that runs `record` (its own launch.json names it)."""
+        launch = record.launch_info()
+        return {"backend": NAME, "address": launch.get("address"), "submission_id": launch.get("submission_id")}
+
+    def available(self) -> bool:
+        """Once a cluster address is configured."""
+        from carviz.core import settings
+
+        return bool(settings.ray_address())
+
+    def cancel_pending(self, record: JobRecord, state: JobState) -> bool:
+        """Still pending in Ray: no process of it runs yet, and Ray acts on stop_job only once the job gets its
+        resources; then the job ends at once (Ray stops it, and it sees the stop request before it trains)."""
+        kill(record.launch_info())
+        return True

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from carviz.core.jobs import ray_backend
+from carviz.core.jobs.backend import Recorded, Verdict
 from carviz.core.jobs.record import HEARTBEAT_STALE_SECONDS, JobRecord
-from carviz.core.jobs.status import JobState, ProcessCheck, Status, check_process
+from carviz.core.jobs.registry import backend_of
+from carviz.core.jobs.status import JobState, ProcessCheck, Status
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -18,15 +19,16 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def derive_state(record: JobRecord, _reread: bool = True) -> JobState:
-    """The job's state now. A queued/running record whose process is gone reads LOST (or STOPPED after a stop
-    request); a running one whose heartbeat went stale reads LOST; a Ray job is judged by Ray's own status."""
+    """The job's state now. A queued/running record is judged by its backend (local: a process that is gone reads
+    LOST, or STOPPED after a stop request; Ray: Ray's own job status); then one whose heartbeat went stale reads
+    LOST."""
     raw = record.raw_status()
     launch = record.launch_info()
     try:
         recorded: Status | None = Status(raw.get("state"))
     except ValueError:
         recorded = None
-    backend = launch.get("backend") if isinstance(launch.get("backend"), str) else "local"
+    backend = backend_of(launch)
     own_pid = _int_or_none(raw.get("pid"))
     pid = own_pid or _int_or_none(launch.get("pid"))
     create_time = raw.get("pid_create_time") if own_pid else launch.get("pid_create_time")
@@ -35,24 +37,16 @@ def derive_state(record: JobRecord, _reread: bool = True) -> JobState:
     reason = "" if recorded is not None else "status.json missing or unreadable"
     process: ProcessCheck | None = None
     if recorded in (Status.QUEUED, Status.RUNNING):
-        if backend == "ray":
-            status, reason, error = ray_backend.derive(record, recorded, launch)
-            if error:
-                raw = {**raw, "error": error}
-        elif pid is None and "pid" in raw and raw.get("pid") is not None:
-            status, reason = Status.LOST, f"status.json names no valid process (pid {raw.get('pid')!r})"
-        elif pid is not None:
-            process = check_process(pid, create_time, host)
-            if process == ProcessCheck.GONE:
-                again = record.raw_status()  # a job that recorded its end just before exiting is not lost
-                if _reread and again.get("state") != raw.get("state"):
-                    return derive_state(record, _reread=False)
-                if record.stop_requested():
-                    status, reason = Status.STOPPED, "stopped on request (process ended)"
-                else:
-                    status, reason = Status.LOST, f"process {pid} is gone"
+        verdict = backend.judge(record, Recorded(recorded, raw, launch, pid, create_time, host))
+        if verdict is None:  # the job recorded its end while being judged: read it again (once)
+            if _reread:
+                return derive_state(record, _reread=False)
+            verdict = Verdict(Status.LOST, f"process {pid} is gone", process=ProcessCheck.GONE)
+        status, reason, process = verdict.status, verdict.reason, verdict.process
+        if verdict.error:
+            raw = {**raw, "error": verdict.error}
         # A job's harness beats from its start, also while it waits for a slot: a stale beat means hung or gone.
-        if status == recorded and status in (Status.RUNNING, Status.QUEUED) and process != ProcessCheck.GONE:
+        if status == recorded and process != ProcessCheck.GONE:
             age = record.heartbeat_age()
             if age is not None and age > HEARTBEAT_STALE_SECONDS:
                 status, reason = Status.LOST, f"no heartbeat for {age:.0f} s"
@@ -65,7 +59,7 @@ def derive_state(record: JobRecord, _reread: bool = True) -> JobState:
         started_at=_text_or_none(raw.get("started_at")),
         ended_at=_text_or_none(raw.get("ended_at")),
         reason=reason,
-        backend=backend,
+        backend=backend.name,
         host=host,
         process=process,
     )

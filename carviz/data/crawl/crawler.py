@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image
 
 from carviz.core import settings
+from carviz.core.eta import Rate
 from carviz.core.jobs.record import now_iso
 from carviz.data.crawl.engines import Candidate
 from carviz.data.crawl.fetch import FetchError, fetch, open_browser, url_key
@@ -75,6 +76,7 @@ class _Crawler:
         self.classes = {c.name: ClassProgress(target=c.target) for c in spec.classes}
         self.current: dict[str, str] = {}
         self.saved_now = 0
+        self.rate = Rate()  # images saved by this crawl per second: its time left
         self.stopped = False
         self._last_fetch = 0.0
         self._last_progress = 0.0
@@ -120,8 +122,11 @@ class _Crawler:
         if not force and now - self._last_progress < PROGRESS_INTERVAL:
             return
         self._last_progress = now
+        left = sum(max(0, p.target - p.saved) for p in self.classes.values())
         self.record.write_progress({"current": self.current,
-                                    "classes": {name: asdict(p) for name, p in self.classes.items()}})
+                                    "classes": {name: asdict(p) for name, p in self.classes.items()},
+                                    "saved_now": self.saved_now,
+                                    "eta_seconds": self.rate.eta(self.saved_now, self.saved_now + left)})
         if self.on_progress:
             self.on_progress(self.classes)
 

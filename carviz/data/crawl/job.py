@@ -46,6 +46,7 @@ class CrawlState:
     current: dict[str, str]
     reason: str = ""  # why the status differs from the recorded one (e.g. "process 123 is gone")
     job: JobState | None = None  # the job's state as derived by the shared runtime
+    eta_seconds: float | None = None  # while active: the images still wanted at this crawl's rate so far
 
     @property
     def record(self) -> CrawlRecord:
@@ -130,6 +131,8 @@ def read_crawl(dataset_dir: str | Path) -> CrawlState:
         current=current if isinstance(current, dict) else {},
         reason=reason,
         job=job,
+        eta_seconds=progress.get("eta_seconds") if active and isinstance(progress.get("eta_seconds"), (int, float))
+        else None,
     )
 
 
@@ -225,20 +228,6 @@ def wait_crawl(dataset_dir: str | Path, timeout: float | None = None, poll: floa
         if not state.active or (end is not None and time.monotonic() >= end):
             return state
         time.sleep(poll)
-
-
-def progress_lines(state: CrawlState, width: int = 30) -> list[str]:
-    """Text progress bars, one per class, and the status, for the CLI."""
-    lines = []
-    label = max((len(n) for n in state.classes), default=0)
-    for name, p in state.classes.items():
-        filled = int(round(p.fraction * width))
-        lines.append(f"{name:<{label}} [{'#' * filled}{'.' * (width - filled)}] {p.saved}/{p.target}"
-                     f"  ({p.candidates} seen, {p.failed} broken, {p.rejected} rejected, {p.state})")
-    status = state.status.value if state.status else "never crawled"
-    why = state.error or state.reason
-    lines.append(f"status: {status}" + (f" - {why}" if why else ""))
-    return lines
 
 
 # ---------------------------------------------------------------- the job process
