@@ -161,6 +161,7 @@ def config_to_form(config: TrainConfig) -> dict[str, Any]:
         "tf_patience": int(config.early_stopping_patience),
         "tf_precision": config.precision,
         "tf_feature_cache": bool(config.feature_cache),
+        "tf_class_weight": config.class_weight,
         "tf_init_from_run": config.init_from_run,  # the "Start from a finished run" box, above the form
     }
 
@@ -208,6 +209,7 @@ def form_to_config(values: dict[str, Any], base: TrainConfig | None = None) -> T
         early_stopping_patience=int(values["tf_patience"]),
         precision=values["tf_precision"],
         feature_cache=bool(values.get("tf_feature_cache", True)),
+        class_weight=str(values.get("tf_class_weight", base.class_weight)),
         init_from_run=str(values.get("tf_init_from_run") or ""),
     )
 

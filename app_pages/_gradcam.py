@@ -125,14 +125,14 @@ def show_heatmap(container: Any, run: Run, model_mtime: float, predictor: Any, s
     container.image(overlay(pixels, heatmap, controls.opacity), caption=caption, width="stretch")
 
 
-def gallery_controls() -> tuple[str, float]:
-    """The misclassified gallery's heatmap choice (predicted class, true class or off) and its opacity."""
+def gallery_controls(key: str = "predict_gallery") -> tuple[str, float]:
+    """A gallery's heatmap choice (predicted class, true class or off) and its opacity (key: the gallery's)."""
     mode_col, opacity_col = st.columns([2, 1])
     mode = mode_col.radio("Heatmap of", list(GALLERY_MODES), format_func=GALLERY_MODES.get, horizontal=True,
-                          key="predict_gallery_heatmap",
-                          help="Grad-CAM over each misclassified image: where the model found its (wrong) answer, "
-                               "or the evidence it saw for the true class")
-    opacity = opacity_col.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="predict_gallery_opacity",
+                          key=f"{key}_heatmap",
+                          help="Grad-CAM over each image: where the model found its answer, or the evidence it saw "
+                               "for the true class")
+    opacity = opacity_col.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}_opacity",
                                  disabled=mode == "off")
     return mode, float(opacity)
 

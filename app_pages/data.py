@@ -35,9 +35,11 @@ from carviz.core.config import Augmentation, ConfigError
 from carviz.data.datasets import MAX_PIXELS, ImageLoadError, load_image_rgb
 from carviz.data.importer import (MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, ImportFailed, import_folder,
                                   list_trash, restore_images, trash_images)
+from carviz.data.audit import imbalance_note
 from carviz.views.plots.data import class_counts_chart
 from carviz.views.formatting import format_left
 from app_pages._common import STATUS_ICONS, DEMO_DATASET, dataset_names, refresh_scan, scan, thumbnail_of
+from app_pages._audit import audit_section
 from app_pages._browse import preview_toggle, sample_grid, use_in_train_button
 from app_pages._frame import start_here
 from app_pages._imports import (import_result, recent_imports, reset_import_form, trash_grid, upload_type_error,
@@ -88,7 +90,8 @@ def _start_crawl() -> None:
         classes = parse_class_lines(ss.get("cr_classes", ""), int(ss["cr_per_class"]))
         engine = ss["cr_engine"]
         options = parse_engine_options({k: ss.get(f"cr_opt_{k}", "") for k in GENERIC_OPTIONS}) if engine == "generic" else {}
-        spec = build_spec(classes, engine, options, min_side=int(ss["cr_min_side"]), delay=float(ss["cr_delay"]))
+        spec = build_spec(classes, engine, options, min_side=int(ss["cr_min_side"]), delay=float(ss["cr_delay"]),
+                          audit_when_done=bool(ss.get("cr_audit")))
         crawl.launch_crawl(name, spec)
     except crawl.CrawlBusy as exc:
         _say("collect", "warning", str(exc))
@@ -129,6 +132,7 @@ def _load_spec(root: Path) -> None:
     ss["cr_engine"] = spec.engine
     ss["cr_min_side"] = int(spec.min_side)
     ss["cr_delay"] = float(spec.delay)
+    ss["cr_audit"] = bool(spec.audit_when_done)
     defaults = generic_defaults()
     for key in GENERIC_OPTIONS:
         value = spec.engine_options.get(key) or defaults.get(key, "")
@@ -283,6 +287,9 @@ def collect_section(names: list[str], root: Path | None) -> None:
     c1.number_input("Images per class", 1, 100_000, key="cr_per_class")
     c2.number_input("Min side (px)", 1, 10_000, key="cr_min_side", help="smaller images are skipped")
     c3.number_input("Delay between downloads (s)", 0.0, 60.0, step=0.1, key="cr_delay")
+    st.checkbox("Check the dataset when the crawl finishes", key="cr_audit",
+                help="Starts an audit (the Check tab) of the dataset once every class is collected: crawled images "
+                     "often hold wrong labels, copies and off-topic pictures")
     st.button("Start crawl", type="primary", key="cr_start", on_click=_start_crawl)
     _show_message("collect")
     st.divider()
@@ -391,7 +398,10 @@ if names:
     dataset = st.selectbox("Dataset", names, key="data_dataset")
     root = _root(dataset)
 
-browse_tab, collect_tab, import_tab, review_tab = st.tabs(["Browse", "Collect images", "Import", "Review"])
+browse_tab, check_tab, collect_tab, import_tab, review_tab = st.tabs(
+    ["Browse", "Check this dataset", "Collect images", "Import", "Review"])
+with check_tab:
+    audit_section(root)
 with collect_tab:
     collect_section(names, root)
 with import_tab:
@@ -421,6 +431,9 @@ with browse_tab:  # drawn last: its early st.stop()s must not hide the other tab
         st.warning("No usable images in this dataset yet.")
 
     st.altair_chart(class_counts_chart(counts), key="data_counts")  # Vega-Lite: no empty box while Plotly loads
+    imbalance = imbalance_note(counts)
+    if imbalance:
+        st.caption(imbalance[0].upper() + imbalance[1:])
 
     st.subheader("Samples")
     sample_grid(result)

@@ -10,15 +10,16 @@ import streamlit as st
 from carviz.views import compare
 from carviz.core import settings
 from carviz.views.formatting import format_accuracy, is_number
-from carviz.views.plots.evaluation import confusion_figure, per_class_accuracy_figure, topk_figure
+from carviz.views.plots.evaluation import per_class_accuracy_figure, topk_figure
 from carviz.core.store import Run, Status, Store, kept_label, list_runs
 from app_pages._common import _folder_signature, dataset_names
-from app_pages._gradcam import gallery_controls, gallery_overlays, heatmap_controls, show_heatmap
+from app_pages._gradcam import gallery_controls, heatmap_controls, show_heatmap
+from app_pages._evaluation import (calibration_section, comparison_section, confusion_section, per_class_section,
+                                   show_gallery)
 from app_pages._exports import model_section
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "webp"]
 TOP_K = 5
-GALLERY_COLUMNS = 4
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
@@ -38,6 +39,31 @@ def get_evaluation(run_path: str, model_mtime: float, split: str = "validation",
 
     return evaluate_run(Run(run_path), predictor=get_predictor(run_path, model_mtime), split=split, dataset=dataset,
                         skip_extra=skip_extra)
+
+
+@st.cache_data(max_entries=8, show_spinner="Evaluating the other run…")
+def get_evaluation_of(other_path: str, other_mtime: float, paths: tuple[str, ...], labels: tuple[int, ...],
+                      classes: tuple[str, ...]):  # noqa: ANN201 - evaluate.Evaluation
+    """Another run's model on exactly the given images (cached per its model version and the images)."""
+    from carviz.ml.evaluate import evaluate_images
+
+    return evaluate_images(Run(other_path), [Path(p) for p in paths], list(labels), list(classes),
+                           predictor=get_predictor(other_path, other_mtime))
+
+
+def calibrate_run(run: Run) -> None:
+    """The Calibrate button: fit the run's temperature on its validation split, store it, forget cached models."""
+    from carviz.core.calibration import calibrate
+    from carviz.ml.evaluate import evaluate_run, has_test_split
+    from carviz.ml.predict import model_version
+
+    predictor = get_predictor(str(run.path), model_version(run))
+    validation = evaluate_run(run, predictor=predictor, split="validation")
+    test = evaluate_run(run, predictor=predictor, split="test") if has_test_split(run) else None
+    run.write_calibration(calibrate(validation.raw_probabilities, validation.labels,
+                                    test.raw_probabilities if test else None, test.labels if test else None).to_dict())
+    get_predictor.clear()
+    get_evaluation.clear()
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -183,32 +209,27 @@ with evaluate_tab:
                 st.caption(f"Left out (not classes of the run): {', '.join(evaluation.skipped_classes)}")
             if evaluation.absent_classes:
                 st.caption(f"No images of: {', '.join(evaluation.absent_classes)}")
-            normalize = st.toggle("Colour by share of the true class", key="predict_normalize")
-            st.plotly_chart(confusion_figure(evaluation.confusion, evaluation.classes, normalize=normalize),
-                            key="predict_confusion")
-            per_class_col, table_col = st.columns(2)
+            version = model_version(run)
+            predictor = get_predictor(str(run.path), version)
+            st.caption("Grad-CAM in the galleries below (a cell's images, the misclassified, a comparison):")
+            heat = gallery_controls()
+            st.subheader("Confusion matrix")
+            confusion_section(run, predictor, evaluation, version, heat)
+            per_class_col, table_col = st.columns([1, 2])
             per_class_col.plotly_chart(per_class_accuracy_figure(evaluation.classes, evaluation.per_class_accuracy,
                                                                  evaluation.class_counts), key="predict_per_class")
-            table_col.dataframe([{**row, "accuracy": row["accuracy"] * 100 if is_number(row["accuracy"]) else None}
-                                 for row in evaluation.per_class_rows()], hide_index=True,
-                                column_config={"accuracy": st.column_config.NumberColumn(format="%.1f %%")})
+            with table_col:
+                per_class_section(evaluation)
             wrong = evaluation.misclassified
             st.subheader(f"Misclassified images ({len(wrong)})")
             if wrong:
-                limit = st.slider("Show", 1, len(wrong), min(len(wrong), 24), key="predict_gallery_limit") \
-                    if len(wrong) > 1 else 1
-                heat_mode, heat_opacity = gallery_controls()
-                overlays = gallery_overlays(run, model_version(run), get_predictor(str(run.path), model_version(run)),
-                                            wrong[:limit], heat_mode, heat_opacity)
-                columns = st.columns(GALLERY_COLUMNS)
-                for index, item in enumerate(wrong[:limit]):
-                    caption = f"true {item.true} → {item.predicted} ({item.confidence:.0%})"
-                    try:
-                        columns[index % GALLERY_COLUMNS].image(
-                            str(item.path) if overlays[index] is None else overlays[index],
-                            caption=caption if overlays[index] is None else f"{caption} · Grad-CAM: {heat_mode} class",
-                            width="stretch")
-                    except Exception:  # noqa: BLE001 - a file removed since evaluating: say so, keep the gallery
-                        columns[index % GALLERY_COLUMNS].warning(f"{item.path.name}: cannot be shown. {caption}")
+                show_gallery(run, predictor, wrong, "predict_gallery", version, heat, default=24)
             else:
                 st.success("Every image is classified correctly.")
+            st.subheader("Calibration")
+            calibration_section(run, evaluation, lambda: calibrate_run(run))
+            st.subheader("Compare with another run")
+            shown = (tuple(str(path) for path in evaluation.paths), tuple(evaluation.labels), tuple(evaluation.classes))
+            comparison_section(run, predictor, evaluation, finished,
+                               lambda other: get_evaluation_of(str(other.path), model_version(other), *shown),
+                               version, describe, heat)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from carviz.core import jobs, launch, lineage, settings
-from carviz.core.config import (BACKBONES, HEADS, MAX_AUGMENT_VIEWS, OPTIMIZERS, PRECISIONS, PRESETS, ConfigError,
-                                TrainConfig)
+from carviz.core.config import (BACKBONES, CLASS_WEIGHTS, HEADS, MAX_AUGMENT_VIEWS, OPTIMIZERS, PRECISIONS, PRESETS,
+                                ConfigError, TrainConfig)
 from carviz.core.advice import frozen_random_backbone_warning
 from carviz.views.layer_select import carried_config, carry_note
 from carviz.views import cache_report
@@ -186,6 +186,9 @@ with st.form("train_form", border=True):
         a2.slider("Zoom (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_zoom")
         a3.slider("Width shift (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_width_shift")
         a3.slider("Height shift (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_height_shift")
+    st.radio("Class weights in the loss", CLASS_WEIGHTS, key="tf_class_weight", horizontal=True,
+             help="balanced: each class counts alike whatever its number of training images (for imbalanced "
+                  "data; the dataset's health report says when it would matter); none: each image counts alike")
     st.checkbox("Frozen-feature cache", key="tf_feature_cache",
                 help="Run the frozen layers once per image and train the rest on their stored output. "
                      "With augmentation on, a few augmented views per image are cached (Augmentation → Cached "

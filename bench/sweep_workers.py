@@ -25,7 +25,6 @@ data), e.g. with --variants warm: where the time of the recommended sweep goes a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil

@@ -1,6 +1,7 @@
 """`python -m carviz …`: demo data and layer listings; training jobs, sweeps and the run store (rename, tag, note,
-archive, delete, diff); using a run (predict, compare, evaluate, gradcam, export); collecting, importing and reviewing
-images (crawl, import, undo-import, trash, restore, health); and the frozen-feature cache."""
+archive, delete, diff); using a run (predict, compare, evaluate, calibrate, gradcam, export); collecting, importing
+and reviewing images (crawl, import, undo-import, trash, restore, health); auditing a dataset (audit, move); and the
+frozen-feature cache."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from carviz.cli import cache, data, explain, manage, results, runs, ship, sweeps
+from carviz.cli import audit, cache, data, explain, manage, results, runs, ship, sweeps
 from carviz.core.config import ConfigError
 
-GROUPS = (data, runs, manage, results, explain, ship, sweeps, cache)  # the registry: each group adds its subcommands and returns their handlers
+GROUPS = (data, audit, runs, manage, results, explain, ship, sweeps, cache)  # the registry: each group adds its subcommands and returns their handlers
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

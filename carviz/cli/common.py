@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from carviz.core import settings
-from carviz.core.config import FREEZE_ALL, PRESETS, Augmentation, ConfigError, TrainConfig
+from carviz.core.config import CLASS_WEIGHTS, FREEZE_ALL, PRESETS, Augmentation, ConfigError, TrainConfig
 
 
 def freeze_arg(text: str) -> int | str:
@@ -41,6 +41,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-all-bn", action="store_true",
                         help="BatchNorm layers of the trainable part are frozen too (the recommended preset does this)")
     parser.add_argument("--xla", action="store_true", help="compile with XLA (slow first epoch on CPU)")
+    parser.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=None,
+                        help="balanced: every class counts alike in the loss whatever its size (see `health`)")
     parser.add_argument("--no-feature-cache", action="store_true",
                         help="run the frozen layers on every image each epoch instead of training on cached features")
     parser.add_argument("--from-run", default=None, metavar="RUN",
@@ -111,7 +113,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         changes["dataset"] = dataset
     for field in ("name", "backbone", "alpha", "weights", "image_size", "head", "dropout", "optimizer",
                   "learning_rate", "epochs", "batch_size", "validation_split", "seed", "early_stopping_patience",
-                  "precision", "checkpoint_every", "freeze", "augment_views"):
+                  "precision", "checkpoint_every", "freeze", "augment_views", "class_weight"):
         value = getattr(args, field, None)
         if value is not None:
             changes[field] = value

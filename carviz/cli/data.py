@@ -40,6 +40,8 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
                             "more_button_selector... (repeat)")
     crawl.add_argument("--min-side", type=int, default=100, help="smaller images are skipped (pixels)")
     crawl.add_argument("--delay", type=float, default=1.0, help="seconds between two downloads")
+    crawl.add_argument("--audit", action="store_true",
+                       help="audit the dataset when the crawl finishes (a job of its own; see `audit`)")
     crawl.add_argument("--wait", action="store_true", help="follow the job's progress until it ends")
 
     status = sub.add_parser("crawl-status", help="a dataset's crawl: per-class progress and status")
@@ -142,7 +144,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names):
         raise ValueError("each --class name may be given once")
     spec = build_spec(classes, args.engine, parse_engine_options(args.engine_options),
-                      min_side=args.min_side, delay=args.delay)
+                      min_side=args.min_side, delay=args.delay, audit_when_done=args.audit)
     try:
         dataset = launch_crawl(dataset_arg(args.dataset, create=True), spec)
     except CrawlBusy as error:

@@ -68,6 +68,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
+    from carviz.data.audit import imbalance_note
     from carviz.data.datasets import scan_dataset
 
     if args.dataset and args.dataset_path:
@@ -80,14 +81,17 @@ def cmd_health(args: argparse.Namespace) -> int:
     counts = scan.counts()
     problems = [{"problem": p.kind, "file": p.path.relative_to(scan.root).as_posix(), "detail": p.detail}
                 for p in scan.problems]
+    imbalance = imbalance_note(counts)
     if args.json:
-        print(json.dumps({"dataset": str(root), "classes": counts, "usable": scan.total(), "problems": problems},
-                         indent=2, ensure_ascii=False))
+        print(json.dumps({"dataset": str(root), "classes": counts, "usable": scan.total(), "problems": problems,
+                          "imbalance": imbalance}, indent=2, ensure_ascii=False))
         return 0
     print(f"{root}: {len(scan.classes)} classes, {scan.total()} usable images, {len(problems)} set aside")
     width = max((len(c) for c in counts), default=5)
     for name, count in counts.items():
         print(f"  {name:<{width}}  {count:>6}")
+    if imbalance:
+        print(imbalance[0].upper() + imbalance[1:])
     for problem in problems:
         print(f"set aside ({problem['problem']}): {problem['file']}  {problem['detail']}")
     if not problems:

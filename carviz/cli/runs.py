@@ -65,8 +65,11 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
                                "(refused otherwise)")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--json", action="store_true", help="print the whole evaluation as JSON")
+    calibrate = sub.add_parser("calibrate", help="fit a finished run's temperature on its validation split "
+                                                 "(probabilities that match accuracy); predict and exports apply it")
+    calibrate.add_argument("run")
     return {"train": cmd_train, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
-            "lr-find": cmd_lr_find, "evaluate": cmd_evaluate}
+            "lr-find": cmd_lr_find, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate}
 
 
 def follow(run: Run, out=sys.stdout, poll: float = 1.0) -> Status:
@@ -297,8 +300,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if evaluation.absent_classes:
         print(f"classes without images there: {', '.join(evaluation.absent_classes)}")
     width = max(len("class"), *(len(name) for name in evaluation.classes))
-    print(f"{'class':<{width}} {'images':>7} {'correct':>7} {'accuracy':>8}  most confused with")
+    print(f"{'class':<{width}} {'images':>7} {'correct':>7} {'recall':>8} {'precision':>9} {'F1':>6}  "
+          "most confused with")
     for row in evaluation.per_class_rows():
-        print(f"{row['class']:<{width}} {row['images']:>7} {row['correct']:>7} {_accuracy(row['accuracy']):>8}  "
-              f"{row['most_confused_with']}")
+        f1 = "–" if row["f1"] is None else f"{row['f1']:.2f}"
+        print(f"{row['class']:<{width}} {row['images']:>7} {row['correct']:>7} {_accuracy(row['recall']):>8} "
+              f"{_accuracy(row['precision']):>9} {f1:>6}  {row['most_confused_with']}")
+    calibration = evaluation.calibration_summary()
+    if "ece" in calibration:
+        print(f"calibration: expected calibration error {calibration['ece']:.3f}"
+              + (f", {calibration['ece_scaled']:.3f} with the run's temperature {calibration['temperature']:.2f}"
+                 if calibration["temperature"] != 1.0 else " (the run has no temperature: `calibrate` fits one)"))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit the run's temperature on its validation split and store it (runs trained before calibration existed;
+    a finished run's job did it already, and this fits it again the same way)."""
+    from carviz.core.calibration import calibrate
+    from carviz.ml.evaluate import evaluate_run, has_test_split
+
+    run = find_run(args.run)
+    if run.status() != Status.SUCCEEDED or not run.has_model():
+        raise ValueError(f"run {run.id} is {run.status().value}: only a finished run's model is calibrated")
+    validation = evaluate_run(run, split="validation")
+    test = evaluate_run(run, split="test") if has_test_split(run) else None
+    result = calibrate(validation.raw_probabilities, validation.labels,
+                       test.raw_probabilities if test else None, test.labels if test else None)
+    run.write_calibration(result.to_dict())
+    print(f"run {run.id}: temperature {result.temperature:.3f} (fitted on {result.fitted_on} validation images); "
+          f"expected calibration error on validation {result.ece_validation:.3f} -> {result.ece_validation_scaled:.3f}"
+          + (f", on the test split {result.ece_test:.3f} -> {result.ece_test_scaled:.3f}" if test else ""))
+    print("predictions, the Predict page and new exports apply it; existing exports now read stale")
     return 0

@@ -15,6 +15,7 @@ BACKBONES = ("mobilenet", "mobilenetv2", "resnet50", "densenet121", "efficientne
 HEADS = ("recommended", "seed")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+CLASS_WEIGHTS = ("none", "balanced")  # balanced: each class weighs n / (classes x its training images) in the loss
 FREEZE_ALL = "all"
 MAX_AUGMENT_VIEWS = 16
 
@@ -99,6 +100,9 @@ class TrainConfig:
     # starting weights (core/lineage.py); its backbone, alpha, image_size and head must be this config's, and
     # weights is then not loaded (kept as the parent's, for the record). "" starts from `weights` as usual.
     init_from_run: str = ""
+    # "balanced" weighs each training image's loss by n / (classes x its class's training images), so every class
+    # counts alike whatever its size; "none" (the default) weighs every image alike.
+    class_weight: str = "none"
 
     def __post_init__(self) -> None:
         if len(self.name) > 200:
@@ -109,6 +113,7 @@ class TrainConfig:
         _one_of("head", self.head, HEADS)
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("precision", self.precision, PRECISIONS)
+        _one_of("class_weight", self.class_weight, CLASS_WEIGHTS)
         if not self.weights:
             raise ConfigError("weights must be 'imagenet', 'none' or a file path")
         if self.backbone == "small_cnn" and self.weights == "imagenet":

@@ -97,7 +97,7 @@ class ExportRecord:
     format: str
     path: Path
     check: dict[str, Any]
-    stale: bool  # checked against a model file that has changed since
+    stale: bool  # checked against a model file, or a calibration, that has changed since
 
     @property
     def passed(self) -> bool:
@@ -108,20 +108,28 @@ class ExportRecord:
         if not self.check:
             return "not checked"
         if self.stale:
-            return "stale: the run's model changed since this export"
+            return "stale: the run's model or its calibration changed since this export"
         return "passed" if self.passed else "FAILED its check"
+
+
+def run_temperature(run: Run) -> float:
+    """The temperature the run's predictions are scaled by (calibration.json), 1.0 when it has none."""
+    calibration = run.calibration()
+    return float(calibration["temperature"]) if calibration else 1.0
 
 
 def list_exports(run: Run) -> list[ExportRecord]:
     """The run's exports whose artifact exists, in FORMATS order."""
     records = []
     stamp = model_stamp(run)
+    temperature = run_temperature(run)
     for fmt in FORMATS:
         path = artifact_path(run, fmt)
         if not path.exists():
             continue
         check = read_json_object(check_path(run, fmt))
-        stale = bool(check) and check.get("model_mtime_ns") != stamp
+        stale = bool(check) and (check.get("model_mtime_ns") != stamp
+                                 or check.get("temperature", 1.0) != temperature)
         records.append(ExportRecord(format=fmt, path=path, check=check, stale=stale))
     return records
 

@@ -5,6 +5,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 INFO_FILE = "run.json"
 EVALUATION_FILE = "evaluation.json"
+CALIBRATION_FILE = "calibration.json"  # the temperature fitted on validation (core/calibration.py), when there is one
 CLASSES_FILE = "classes.json"
 SPLIT_FILE = "split.json"
 MODEL_FILE = "model.keras"

@@ -35,6 +35,7 @@ from carviz.core.run_files import (  # noqa: F401 - the layout's names are the s
     METRICS_FILE,
     INFO_FILE,
     EVALUATION_FILE,
+    CALIBRATION_FILE,
     CLASSES_FILE,
     SPLIT_FILE,
     MODEL_FILE,
@@ -92,6 +93,16 @@ class Run(JobRecord):
 
     def evaluation(self) -> dict[str, Any] | None:
         return read_json_object(self.file(EVALUATION_FILE)) or None
+
+    def calibration(self) -> dict[str, Any] | None:
+        """calibration.json when it holds a usable temperature (a positive number), else None."""
+        data = read_json_object(self.file(CALIBRATION_FILE))
+        temperature = data.get("temperature")
+        return data if is_number(temperature) and 0 < temperature < 1e6 else None
+
+    def write_calibration(self, calibration: dict[str, Any]) -> None:
+        """The job at its end, or later the UI/CLI (like exports: once the job has ended)."""
+        atomic_write_json(self.file(CALIBRATION_FILE), {**calibration, "calibrated_at": now_iso()})
 
     def classes(self) -> list[str] | None:
         data = read_json(self.file(CLASSES_FILE))

@@ -489,6 +489,21 @@ def trash_images(dataset_dir: str | Path, class_name: str, file_names: Iterable[
     return moved
 
 
+def move_image(dataset_dir: str | Path, relative: str, to_class: str) -> Path:
+    """Move one image ("<class>/<file>") into another class folder of the dataset (made if missing), keeping its
+    name (suffixed on a clash); the file is never overwritten or lost. Returns its new path."""
+    dataset = dataset_path(dataset_dir) if isinstance(dataset_dir, str) else Path(dataset_dir).resolve()
+    class_name, _, file_name = relative.partition("/")
+    src = settings.safe_join(dataset, safe_class_name(class_name), safe_class_name(file_name))
+    if src.is_symlink() or not src.is_file():
+        raise FileNotFoundError(f"{relative} is not an image file in {dataset}")
+    if safe_class_name(to_class) == safe_class_name(class_name):
+        raise ValueError(f"{relative} is in class {class_name} already")
+    dest_dir = settings.safe_join(dataset, safe_class_name(to_class))
+    dest_dir.mkdir(exist_ok=True)
+    return place_no_clobber(src, dest_dir, src.name)
+
+
 def list_trash(dataset_dir: str | Path) -> list[TrashEntry]:
     """Images now in the dataset's trash, with their original location (newest index line wins)."""
     dataset = dataset_path(dataset_dir) if isinstance(dataset_dir, str) else Path(dataset_dir).resolve()

@@ -46,6 +46,29 @@ class Evaluation:
     dataset: str = ""  # the folder the images came from
     absent_classes: list[str] = field(default_factory=list)  # the run's classes the folder has no images of
     skipped_classes: list[str] = field(default_factory=list)  # the folder's classes the run does not know (skipped)
+    # every image, in order: its path, true label, the model's probabilities (scaled by the run's temperature, as
+    # predictions are) and the model's own (unscaled: what calibration is measured and fitted on)
+    paths: list[Path] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    raw_probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    temperature: float = 1.0
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1) if len(self.probabilities) else np.zeros(0, dtype=np.int64)
+
+    def cell(self, true: int, predicted: int) -> list[int]:
+        """Indices of the images of class `true` the model predicted as `predicted` (one confusion-matrix cell)."""
+        labels = np.asarray(self.labels, dtype=np.int64)
+        return [int(i) for i in np.flatnonzero((labels == true) & (self.predicted == predicted))]
+
+    def reliability(self, calibrated: bool = False) -> Any:
+        """Confidence against accuracy (core/calibration.Reliability) of the model's own probabilities, or of the
+        temperature-scaled ones."""
+        from carviz.core.calibration import reliability
+
+        return reliability(self.probabilities if calibrated else self.raw_probabilities, np.asarray(self.labels))
 
     def to_json_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (what `carviz evaluate --json` prints)."""
@@ -57,21 +80,42 @@ class Evaluation:
             "misclassified": [{"path": str(m.path), "true": m.true, "predicted": m.predicted,
                                "confidence": m.confidence, "true_probability": m.true_probability}
                               for m in self.misclassified],
+            "calibration": self.calibration_summary(),
+            "predictions": [{"path": str(path), "true": self.classes[label],
+                             "predicted": self.classes[int(row.argmax())], "confidence": float(row.max())}
+                            for path, label, row in zip(self.paths, self.labels, self.probabilities)],
         }
 
+    def calibration_summary(self) -> dict[str, Any]:
+        """The run's temperature and the expected calibration error without and with it, on these images."""
+        if not len(self.labels):
+            return {"temperature": self.temperature}
+        return {"temperature": self.temperature, "ece": self.reliability().ece,
+                "ece_scaled": self.reliability(calibrated=True).ece}
+
     def per_class_rows(self) -> list[dict[str, Any]]:
-        """A table of per-class results: images, correct, accuracy, most frequent wrong prediction."""
+        """A table of per-class results: images, correct, accuracy (= recall), precision (of the images predicted
+        as the class, the share that are), F1, most frequent wrong prediction. None where undefined (no images of
+        the class, or none predicted as it)."""
         rows = []
+        predicted_as = self.confusion.sum(axis=0)
         for index, name in enumerate(self.classes):
             wrong = self.confusion[index].copy()
             wrong[index] = 0
             confused = self.classes[int(wrong.argmax())] if wrong.sum() else ""
             accuracy = self.per_class_accuracy[index]
+            recall = None if np.isnan(accuracy) else float(accuracy)
+            precision = float(self.confusion[index, index] / predicted_as[index]) if predicted_as[index] else None
+            f1 = 2 * precision * recall / (precision + recall) if precision and recall else \
+                (0.0 if precision is not None and recall is not None else None)
             rows.append({
                 "class": name,
                 "images": int(self.class_counts[index]),
                 "correct": int(self.confusion[index, index]),
-                "accuracy": None if np.isnan(accuracy) else float(accuracy),
+                "accuracy": recall,
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
                 "most_confused_with": confused,
             })
         return rows
@@ -182,8 +226,13 @@ def confusion_matrix(true: np.ndarray, predicted: np.ndarray, num_classes: int) 
 
 
 def summarize_predictions(run_id: str, classes: list[str], paths: list[Path], labels: list[int],
-                          probabilities: np.ndarray) -> Evaluation:
-    """The Evaluation of given probabilities (N, classes) against the true labels."""
+                          probabilities: np.ndarray, temperature: float = 1.0) -> Evaluation:
+    """The Evaluation of the model's own probabilities (N, classes) against the true labels; what it shows of each
+    image (confidence, misclassified) is scaled by the run's temperature, as predictions are."""
+    from carviz.core.calibration import scale
+
+    raw = np.asarray(probabilities)
+    probabilities = scale(raw, temperature) if len(raw) else raw
     labels_array = np.asarray(labels, dtype=np.int64)
     predicted = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, dtype=np.int64)
     matrix = confusion_matrix(labels_array, predicted, len(classes))
@@ -203,6 +252,8 @@ def summarize_predictions(run_id: str, classes: list[str], paths: list[Path], la
         run_id=run_id, classes=list(classes), confusion=matrix,
         accuracy=float(np.trace(matrix) / total) if total else float("nan"),
         per_class_accuracy=per_class, class_counts=counts, misclassified=wrong, images=total,
+        paths=list(paths), labels=[int(label) for label in labels_array], probabilities=probabilities,
+        raw_probabilities=raw, temperature=temperature,
     )
 
 
@@ -216,9 +267,6 @@ def evaluate_run(run: Run, batch_size: int = 64, predictor: Any | None = None, s
     Raises FileNotFoundError (listing them) when recorded images are gone, ValueError for a run without a test split
     or a folder whose classes do not match.
     """
-    from carviz.data.datasets import make_pipeline
-    from carviz.ml.predict import load_model
-
     absent: list[str] = []
     skipped: list[str] = []
     if dataset is not None:
@@ -232,16 +280,54 @@ def evaluate_run(run: Run, batch_size: int = 64, predictor: Any | None = None, s
         if not paths:
             raise ValueError(f"run {run.id} has an empty {split} split")
         check_files(paths, split)
+    evaluation = evaluate_images(run, list(paths), list(labels), classes, predictor, batch_size, what)
+    return dataclasses.replace(evaluation, split=what, dataset=str(root), absent_classes=absent,
+                               skipped_classes=skipped)
+
+
+def evaluate_images(run: Run, paths: list[Path], labels: list[int], classes: list[str],
+                    predictor: Any | None = None, batch_size: int = 64, what: str = "images") -> Evaluation:
+    """The run's model on given images (labels index `classes`, which must be the model's), through the training
+    input pipeline: another run's split, to compare two runs on the same images."""
+    from carviz.data.datasets import make_pipeline
+    from carviz.ml.predict import load_model
+
     predictor = predictor or load_model(run)
     if list(predictor.classes) != list(classes):
         raise ValueError(f"run {run.id}: the model's classes {predictor.classes} differ from the recorded {classes}")
     # the same tf.data pipeline as training's validation data, so the images are decoded and resized identically
     dataset = make_pipeline(paths, labels, len(classes), predictor.image_size, batch_size, training=False, cache=False)
     try:
-        outputs = [predictor.predict_batch(np.asarray(images), batch_size) for images, _ in dataset]
+        outputs = [predictor.predict_batch(np.asarray(images), batch_size, calibrated=False) for images, _ in dataset]
     except Exception as exc:  # tf.errors.InvalidArgumentError etc.: a file changed into something undecodable
         raise ValueError(f"run {run.id}: a {what} image could not be decoded: {exc}") from exc
     probabilities = np.concatenate(outputs) if outputs else np.zeros((0, len(classes)), dtype=np.float32)
-    evaluation = summarize_predictions(run.id, list(classes), list(paths), list(labels), probabilities)
-    return dataclasses.replace(evaluation, split=what, dataset=str(root), absent_classes=absent,
-                               skipped_classes=skipped)
+    return summarize_predictions(run.id, list(classes), list(paths), list(labels), probabilities,
+                                 predictor.temperature)
+
+
+def trained_on(run: Run, paths: list[Path]) -> int:
+    """How many of `paths` are in the run's training split (a comparison on them would flatter it)."""
+    from carviz.data.datasets import Split
+
+    raw = run.split()
+    if raw is None:
+        return 0
+    root = Path(run.info().get("dataset_path") or ".")
+    try:
+        train = {p.resolve() for p in Split.from_json_dict(raw, root).train_paths}
+    except (KeyError, TypeError, ValueError):
+        return 0
+    return sum(1 for path in paths if Path(path).resolve() in train)
+
+
+def compare_predictions(first: Evaluation, second: Evaluation) -> dict[str, list[int]]:
+    """Two runs on the same images (in the same order): indices of the images both get right, only the first gets
+    right, only the second, and neither."""
+    if [str(p) for p in first.paths] != [str(p) for p in second.paths] or first.labels != second.labels:
+        raise ValueError("the two evaluations are not of the same images")
+    labels = np.asarray(first.labels)
+    right_a, right_b = first.predicted == labels, second.predicted == labels
+    pick = lambda mask: [int(i) for i in np.flatnonzero(mask)]  # noqa: E731
+    return {"both": pick(right_a & right_b), "only_first": pick(right_a & ~right_b),
+            "only_second": pick(~right_a & right_b), "neither": pick(~right_a & ~right_b)}

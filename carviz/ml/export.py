@@ -46,7 +46,20 @@ def in_float32(model: Any) -> Any:
     return copy
 
 
-def write_artifact(model: Any, fmt: str, folder: Path) -> Path:
+def with_temperature(model: Any, temperature: float) -> Any:
+    """The model with the run's calibration applied to its output, softmax(log p / T), so an export gives the
+    probabilities carviz's own predictions give; the model itself when T is 1."""
+    if temperature == 1.0:
+        return model
+    import keras
+
+    inputs = keras.Input(model.input_shape[1:], dtype="float32", name="images")
+    probabilities = keras.ops.cast(model(inputs), "float32")
+    logits = keras.ops.log(keras.ops.clip(probabilities, 1e-12, 1.0)) / float(temperature)
+    return keras.Model(inputs, keras.ops.softmax(logits, axis=-1), name=f"{model.name}_calibrated")
+
+
+def write_artifact(model: Any, fmt: str, folder: Path, temperature: float = 1.0) -> Path:
     """Write the model in `fmt` into folder (created); the artifact's path.
 
     savedmodel: Keras' model.export(format="tf_saved_model") (a `serve` endpoint, (None, S, S, 3) float32 pixels
@@ -57,7 +70,7 @@ def write_artifact(model: Any, fmt: str, folder: Path) -> Path:
     exports.check_format(fmt)
     folder.mkdir(parents=True, exist_ok=True)
     destination = folder / exports.ARTIFACTS[fmt]
-    model = in_float32(model)
+    model = with_temperature(in_float32(model), temperature)
     if fmt == "savedmodel":
         model.export(str(destination), format="tf_saved_model", verbose=False)
         return destination
@@ -162,6 +175,7 @@ def run_check(run: Run, fmt: str, path: Path, predictor: Predictor, images: np.n
         "images": int(len(images)), "top1_agreement": _finite(agreement), "max_prob_diff": _finite(diff),
         "tolerance": tolerance.to_json_dict(), "passed": error is None and tolerance.passes(agreement, diff),
         "error": error, "model_mtime_ns": exports.model_stamp(run), "size_bytes": exports.size_bytes(Path(path)),
+        "temperature": predictor.temperature,  # the export applies it (export.with_temperature) and is checked so
     }
 
 
@@ -191,7 +205,7 @@ def export_run(run: Run, fmt: str, predictor: Predictor | None = None) -> dict[s
     started = time.perf_counter()
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{fmt}-"))
     try:
-        artifact = write_artifact(predictor.model, fmt, staging)
+        artifact = write_artifact(predictor.model, fmt, staging, predictor.temperature)
         seconds = time.perf_counter() - started
         check = run_check(run, fmt, artifact, predictor)
         check["file"] = str(exports.artifact_path(run, fmt).relative_to(run.path))  # where it is moved next

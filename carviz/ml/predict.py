@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 from PIL import Image
 
+from carviz.core.calibration import scale
 from carviz.data.datasets import load_image_rgb
 from carviz.core.store import Run
 
@@ -103,6 +104,7 @@ class Predictor:
     image_size: int
     run_id: str = ""
     infer: Any = None  # built in __post_init__ unless given
+    temperature: float = 1.0  # the run's calibration (core/calibration.py): applied to every probability given out
 
     def __post_init__(self) -> None:
         if self.infer is None:
@@ -119,15 +121,21 @@ class Predictor:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         return np.asarray(self.predict_batch(batch, batch_size))
 
-    def predict_batch(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Softmax outputs for an already preprocessed float32 (N, S, S, 3) batch."""
+    def predict_batch(self, batch: np.ndarray, batch_size: int = 32, calibrated: bool = True) -> np.ndarray:
+        """Softmax outputs for an already preprocessed float32 (N, S, S, 3) batch, scaled by the run's temperature
+        unless calibrated=False (the model's own outputs: what a temperature is fitted on)."""
         outputs = []
         batch = np.asarray(batch, dtype=np.float32)
         for start in range(0, len(batch), batch_size):
             # the compiled function rather than model.predict (tf.data and callback overhead per call) or an eager
             # model(x) (op-by-op dispatch): one graph call per chunk, whatever its size
             outputs.append(self.infer(batch[start:start + batch_size]).numpy())
-        return np.concatenate(outputs) if outputs else np.zeros((0, len(self.classes)), dtype=np.float32)
+        if not outputs:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        probabilities = np.concatenate(outputs)
+        if calibrated and self.temperature != 1.0:
+            probabilities = scale(probabilities, self.temperature).astype(np.float32)
+        return probabilities
 
     def predict(self, images: Sequence[Image.Image | np.ndarray] | np.ndarray, top_k: int = 5) -> list[TopK]:
         """Per image the top_k (class, probability) pairs, most likely first."""
@@ -157,7 +165,9 @@ def load_model(run: Run) -> Predictor:
     outputs = model.output_shape[-1]
     if outputs != len(classes):
         raise ValueError(f"run {run.id}: the model has {outputs} outputs but {len(classes)} classes are recorded")
-    predictor = Predictor(model=model, classes=list(classes), image_size=image_size, run_id=run.id)
+    calibration = run.calibration()
+    predictor = Predictor(model=model, classes=list(classes), image_size=image_size, run_id=run.id,
+                          temperature=float(calibration["temperature"]) if calibration else 1.0)
     predictor.warm_up()  # built once per loaded model and traced here, not on the user's first image
     return predictor
 

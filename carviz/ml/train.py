@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from carviz.core import eta
 from carviz.core.config import TrainConfig
 from carviz.core.jobs import JobContext, Outcome, Status, job_main, run_job
@@ -227,7 +229,8 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
     if initial_epoch < config.epochs:
         try:
             fit_model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
-                          steps_per_epoch=fit_steps, callbacks=callbacks, verbose=2)
+                          steps_per_epoch=fit_steps, callbacks=callbacks, verbose=2,
+                          class_weight=class_weights(config.class_weight, split.train_labels, len(split.classes)))
         except Pruned as pruned:  # before StopRequested: Pruned is one
             log.info("pruned by the sweep at epoch %d (val_accuracy %s)", pruned.epoch, pruned.value)
             run.write_progress({"phase": "pruned", "epoch": pruned.epoch, "epochs": config.epochs})
@@ -238,28 +241,63 @@ def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None 
 
     run.write_progress({"phase": "evaluating", "epoch": config.epochs, "epochs": config.epochs})
     kept = _restore_kept(run, keep_best)  # the best-validation epoch's weights, in the whole model (and remainder)
-    val_loss, val_accuracy = fit_model.evaluate(val_data, verbose=0)  # the remainder on cached features is exact
     run.save_model(model)
-    evaluation: dict[str, Any] = {"split": "validation", "images": len(split.val_paths), "loss": float(val_loss),
-                                  "accuracy": float(val_accuracy)}
-    evaluation.update(kept)
-    if split.test_paths:  # the held-out images, looked at once: the kept model, never used to choose anything
-        if isinstance(cached, features.CachedTraining) and cached.test_data is not None:
-            # as validation: the remainder on the frozen part's cached output of the same images (no second pass)
-            test_loss, test_accuracy = fit_model.evaluate(cached.test_data, verbose=0)
-            computed_on = "cached features"
-        else:
-            test_data = datasets.make_pipeline(split.test_paths, split.test_labels, len(split.classes),
-                                               config.image_size, config.batch_size, training=False, cache=False)
-            test_loss, test_accuracy = model.evaluate(test_data, verbose=0)  # the whole model on the images
-            computed_on = "images"
-        evaluation["test"] = {"split": "test", "images": len(split.test_paths), "loss": float(test_loss),
-                              "accuracy": float(test_accuracy), "computed_on": computed_on}
-        evaluation["test_accuracy"] = float(test_accuracy)
-        log.info("test split: accuracy %.4f on %d images", test_accuracy, len(split.test_paths))
-    run.write_evaluation(evaluation)
+    test_data = cached.test_data if isinstance(cached, features.CachedTraining) else None
+    run.write_evaluation(evaluate_kept(run, config, split, model, fit_model, val_data, test_data, kept))
     run.write_progress({"phase": "done", "epoch": config.epochs, "epochs": config.epochs})
     return Outcome(Status.SUCCEEDED)
+
+
+def _loss_and_accuracy(probabilities: np.ndarray, labels: list[int]) -> tuple[float, float]:
+    """Categorical cross-entropy (clipped as Keras clips it) and accuracy of probabilities against labels."""
+    true = probabilities[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)]
+    return float(-np.mean(np.log(np.clip(true, 1e-7, 1.0)))), float(np.mean(probabilities.argmax(axis=1) == labels))
+
+
+def evaluate_kept(run: Run, config: TrainConfig, split: Any, model: Any, fit_model: Any, val_data: Any,
+                  cached_test: Any, kept: dict[str, Any]) -> dict[str, Any]:
+    """The kept model's evaluation (validation, and the test split when there is one: looked at once, never used to
+    choose anything), and its calibration: a temperature fitted on validation (calibration.json, with the expected
+    calibration error before and after on both splits). A cached run evaluates on the frozen part's cached output
+    of the images, which is exact, so the test split costs no second pass over its images."""
+    from carviz.core.calibration import calibrate
+    from carviz.data import datasets
+
+    val_loss, val_accuracy = fit_model.evaluate(val_data, verbose=0)
+    val_probabilities = np.asarray(fit_model.predict(val_data, verbose=0), dtype=np.float64)
+    evaluation: dict[str, Any] = {"split": "validation", "images": len(split.val_paths), "loss": float(val_loss),
+                                  "accuracy": float(val_accuracy), **kept}
+    test_probabilities = None
+    if split.test_paths:
+        if cached_test is not None:
+            test_probabilities = fit_model.predict(cached_test, verbose=0)
+            computed_on = "cached features"
+        else:
+            images = datasets.make_pipeline(split.test_paths, split.test_labels, len(split.classes),
+                                            config.image_size, config.batch_size, training=False, cache=False)
+            test_probabilities = model.predict(images, verbose=0)  # the whole model on the images
+            computed_on = "images"
+        test_probabilities = np.asarray(test_probabilities, dtype=np.float64)
+        test_loss, test_accuracy = _loss_and_accuracy(test_probabilities, split.test_labels)
+        evaluation["test"] = {"split": "test", "images": len(split.test_paths), "loss": test_loss,
+                              "accuracy": test_accuracy, "computed_on": computed_on}
+        evaluation["test_accuracy"] = test_accuracy
+        log.info("test split: accuracy %.4f on %d images", test_accuracy, len(split.test_paths))
+    calibration = calibrate(val_probabilities, np.asarray(split.val_labels), test_probabilities,
+                            np.asarray(split.test_labels) if split.test_paths else None)
+    run.write_calibration(calibration.to_dict())
+    log.info("calibration: temperature %.3f, validation ECE %.4f -> %.4f", calibration.temperature,
+             calibration.ece_validation, calibration.ece_validation_scaled)
+    return evaluation
+
+
+def class_weights(rule: str, labels: list[int], num_classes: int) -> dict[int, float] | None:
+    """Keras' class_weight for the rule: "balanced" gives class c the weight n / (classes x n_c) over the training
+    labels (a class without training images gets 1); "none" gives None (every image alike)."""
+    if rule == "none":
+        return None
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    return {c: float(len(labels) / (num_classes * counts[c])) if counts[c] else 1.0 for c in range(num_classes)}
 
 
 def _best_so_far(run: Run, model: Any, initial_epoch: int) -> tuple[int, float] | None:

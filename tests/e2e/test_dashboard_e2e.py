@@ -263,6 +263,35 @@ def test_train_compare_predict_in_browser(browser_page, dashboard, artifacts_dir
     assert not page.locator('[data-testid="stException"]').count()
     screenshot(page, artifacts_dir, "5-predict")
 
+    # Evaluate: a click on a cell of the confusion matrix shows that cell's images (the first non-empty cell is the
+    # first marker of the matrix's clickable layer).
+    page.get_by_role("tab", name="Evaluate").click()
+    button(page, "predict_evaluate").click()
+    matrix = widget(page, "predict_confusion").locator(".js-plotly-plot")
+    matrix.wait_for(timeout=SLOW)
+    wait_idle(page, timeout=SLOW)
+    screenshot(page, artifacts_dir, "5a-evaluate")
+    from carviz.ml.evaluate import evaluate_run
+
+    evaluation = evaluate_run(run)
+    first = tuple(int(v) for v in next(zip(*evaluation.confusion.nonzero())))
+    matrix.locator(".scatterlayer .point").first.click(force=True)
+    cell_box = widget(page, "predict_cell").locator('input[role="combobox"]')
+    expected = evaluation.classes[first[0]]
+    deadline = time.monotonic() + 30
+    wanted = f"{expected} {'right' if first[0] == first[1] else 'as'}"
+    while not (cell_box.input_value() if cell_box.count() else "").startswith(wanted):
+        if time.monotonic() > deadline:
+            screenshot(page, artifacts_dir, "debug-cell")
+            pytest.fail(f"the click did not pick cell {first}: the box says "
+                        f"{cell_box.input_value() if cell_box.count() else 'nothing (no box)'!r}")
+        page.wait_for_timeout(300)
+    wait_idle(page, timeout=SLOW)
+    gallery = page.locator('[data-testid="stImageCaption"]').filter(
+        has_text=f"true {expected} → {evaluation.classes[first[1]]}")
+    assert gallery.count() == min(12, int(evaluation.confusion[first])), gallery.count()
+    screenshot(page, artifacts_dir, "5b-confusion-cell")
+
     # Sweeps: a two-run sweep launched from the form reads done in the selector, and its Stop turns off, without
     # a reload (the table, selector and buttons refresh together).
     open_page(page, "sweeps", "Sweeps")

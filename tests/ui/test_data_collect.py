@@ -55,7 +55,7 @@ def test_collect_tab_without_crawl_and_form_errors(carviz_home: Path) -> None:
     tiny_demo(carviz_home)
     at = open_data(AppTest.from_file(APP, default_timeout=30))
     assert not at.exception
-    assert [tab.label for tab in at.tabs] == ["Browse", "Collect images", "Import", "Review"]
+    assert [tab.label for tab in at.tabs] == ["Browse", "Check this dataset", "Collect images", "Import", "Review"]
     assert "No crawl for `demo` yet." in texts(at)
     assert not progress_bars(at)
 
@@ -289,10 +289,10 @@ def test_review_paginates_and_shows_broken_images(carviz_home: Path) -> None:
     at = open_data(AppTest.from_file(APP, default_timeout=30), dataset="many")
     at.selectbox(key="rv_class::many").set_value("cars").run()
     assert not at.exception
-    review = at.tabs[3]
+    review = at.tabs[4]
     assert len([c for image in review.image for c in image.captions]) == 24
     at.number_input(key="rv_page::many::cars").set_value(2).run()
-    captions = [c for image in at.tabs[3].image for c in image.captions]
+    captions = [c for image in at.tabs[4].image for c in image.captions]
     assert len(captions) == 6 and "c29.jpg" in captions
     assert "zz_broken.jpg (does not decode)" in texts(at)
     at.checkbox(key="rv_mark::many::cars::zz_broken.jpg").check().run()

@@ -126,7 +126,7 @@ def test_the_trash_shows_thumbnails(carviz_home: Path) -> None:
     (root / ".trash" / "bus" / "bus_002.jpg").write_bytes(b"no longer an image")
     at = open_data(AppTest.from_file(APP, default_timeout=30))
     assert not at.exception
-    review = at.tabs[3]
+    review = at.tabs[4]
     assert len(review.image) == 1  # no class chosen: the only image is the trash's decodable one
     assert "does not decode" in " ".join(c.value for c in review.caption)
     assert at.checkbox(key="rv_restore::demo::bus/bus_001.jpg").label.startswith("bus/bus_001.jpg · ")

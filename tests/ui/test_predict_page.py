@@ -82,6 +82,31 @@ def test_page_evaluates_the_run(trained_home):
     assert not at.exception
 
 
+def test_a_confusion_matrix_cell_shows_its_images_and_the_page_analyses_errors(trained_home):
+    from carviz.ml.evaluate import evaluate_run
+
+    _, run = trained_home
+    evaluation = evaluate_run(run)
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.button(key="predict_evaluate").click().run()
+    cell = at.selectbox(key="predict_cell")
+    mistakes = [(i, j) for i in range(4) for j in range(4) if i != j and evaluation.confusion[i, j]]
+    assert len(cell.options) == int((evaluation.confusion > 0).sum())  # every non-empty cell
+    assert tuple(cell.value) in mistakes if mistakes else cell.value[0] == cell.value[1]  # mistakes first
+    # as a click on the matrix would: a cell of right answers (its images are in no other gallery of the page)
+    right = max(range(4), key=lambda i: evaluation.confusion[i, i])
+    cell.set_value((right, right)).run()
+    assert not at.exception
+    shown = [caption for image in at.image for caption in image.captions if caption.startswith("true ")]
+    name = evaluation.classes[right]
+    assert sum(c.startswith(f"true {name} → {name} (") for c in shown) == min(12, len(evaluation.cell(right, right)))
+    table = next(frame.value for frame in at.dataframe if "precision" in frame.value.columns)
+    assert list(table.columns[:5]) == ["class", "images", "correct", "precision", "recall"]
+    assert at.get("download_button")  # the per-class CSV
+    assert any("Calibration" in header.value for header in at.subheader)
+    assert any("No other finished run with the same classes" in caption.value for caption in at.caption)
+
+
 def test_the_pages_prediction_path_on_uploads(trained_home):
     """AppTest cannot upload files: feed predict_files what st.file_uploader returns (named file objects)."""
     home, run = trained_home

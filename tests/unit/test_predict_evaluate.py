@@ -59,7 +59,12 @@ def test_predictions_agree_with_model_predict_on_the_training_pipeline(trained, 
     _, paths, labels = validation(trained[1])
     pipeline = datasets.make_pipeline(paths, labels, len(predictor.classes), 32, 64, training=False)
     batch = np.concatenate([np.asarray(x) for x, _ in pipeline])
-    expected = predictor.model.predict(batch, verbose=0)
+    from carviz.core.calibration import scale
+
+    # what carviz gives is the model's output scaled by the run's temperature (fitted on validation at the end of
+    # training): the same ranking of classes, honester probabilities
+    expected = scale(predictor.model.predict(batch, verbose=0), predictor.temperature)
+    assert predictor.temperature == pytest.approx(trained[1].calibration()["temperature"])
     # files are decoded as training decodes them: the very same pixels reach the model
     decoded = [decode_like_training(p.read_bytes()) for p in paths]
     assert np.array_equal(preprocess(decoded, 32), batch)
@@ -139,6 +144,32 @@ def test_summarize_predictions_and_top_k_by_hand():
     assert evaluation.per_class_accuracy.tolist() == [1.0, 1.0, 0.5]
     assert [(m.true, m.predicted, m.confidence) for m in evaluation.misclassified] == [("c", "a", 0.5)]
     assert top_k(probabilities[:1], ["a", "b", "c"], k=2) == [[("a", 0.7), ("b", 0.2)]]
+    rows = {row["class"]: row for row in evaluation.per_class_rows()}
+    # "a": 1 of 1 right (recall 1) but 2 predicted as a (precision 0.5); "c": 1 of 2 right, its one prediction right
+    assert (rows["a"]["recall"], rows["a"]["precision"], rows["a"]["f1"]) == (1.0, 0.5, pytest.approx(2 / 3))
+    assert (rows["c"]["recall"], rows["c"]["precision"], rows["c"]["f1"]) == (0.5, 1.0, pytest.approx(2 / 3))
+    assert evaluation.cell(2, 0) == [2] and evaluation.cell(2, 2) == [3] and evaluation.cell(0, 1) == []
+    data = evaluation.to_json_dict()
+    assert data["per_class"][0]["precision"] == 0.5 and data["predictions"][2] == {
+        "path": "2.jpg", "true": "c", "predicted": "a", "confidence": 0.5}
+    assert data["calibration"]["temperature"] == 1.0 and 0 <= data["calibration"]["ece"] <= 1
+
+
+def test_two_runs_are_compared_image_by_image_and_a_temperature_never_changes_a_prediction():
+    from carviz.ml.evaluate import compare_predictions
+
+    paths = [Path(f"{i}.jpg") for i in range(4)]
+    first = summarize_predictions("a", ["x", "y"], paths, [0, 1, 1, 0], np.array([[.9, .1], [.2, .8], [.6, .4],
+                                                                                   [.3, .7]]))
+    second = summarize_predictions("b", ["x", "y"], paths, [0, 1, 1, 0], np.array([[.4, .6], [.1, .9], [.3, .7],
+                                                                                    [.2, .8]]), temperature=2.5)
+    assert compare_predictions(first, second) == {"both": [1], "only_first": [0], "only_second": [2],
+                                                  "neither": [3]}
+    assert second.predicted.tolist() == second.raw_probabilities.argmax(axis=1).tolist()  # scaled, same classes
+    assert second.probabilities[1, 1] < 0.9  # softened by T > 1
+    with pytest.raises(ValueError, match="not of the same images"):
+        compare_predictions(first, summarize_predictions("c", ["x", "y"], paths[:3], [0, 1, 1],
+                                                         np.full((3, 2), 0.5)))
 
 
 def test_load_model_refuses_a_run_without_a_model(carviz_home):

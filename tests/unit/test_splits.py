@@ -284,7 +284,7 @@ def test_test_images_never_reach_the_training_or_validation_pipelines(trained) -
     # on images: the training and validation pipelines are exactly the split's, the test one comes last, alone
     images = [(caller, paths, training) for kind, caller, paths, training in calls["uncached"] if kind == "images"]
     assert [(caller, training) for caller, _, training in images] == [("train_body", True), ("train_body", False),
-                                                                      ("train_body", False)]
+                                                                      ("evaluate_kept", False)]
     assert images[0][1] == split.train_paths and images[1][1] == split.val_paths and images[2][1] == split.test_paths
     assert not test & set(images[0][1]) and not test & set(images[1][1])
     # on cached features: the cache holds every image's features (shared by all runs of the dataset), but the rows
@@ -299,7 +299,7 @@ def test_test_images_never_reach_the_training_or_validation_pipelines(trained) -
     assert [all_paths[row] for row in rows[2][0]] == split.test_paths
     assert not test_rows & set(rows[0][0]) and not test_rows & set(rows[1][0])
     from_body = [(paths, training) for kind, caller, paths, training in calls["cached"]
-                 if kind == "images" and caller == "train_body"]
+                 if kind == "images" and caller in ("train_body", "evaluate_kept")]
     assert from_body == []  # no pass over the images: the test split's features are cached with the others
     assert made["cached"].evaluation()["test"]["computed_on"] == "cached features"
     assert made["uncached"].evaluation()["test"]["computed_on"] == "images"

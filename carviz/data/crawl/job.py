@@ -241,8 +241,15 @@ def crawl_body(context: JobContext) -> Outcome:
     short = {n: f"{p.saved}/{p.target}" for n, p in result.classes.items() if p.saved < p.target}
     message = "" if result.stopped or not short else \
         "search results ran out: " + ", ".join(f"{n} {v}" for n, v in short.items())
-    return Outcome(Status.STOPPED if result.stopped else Status.SUCCEEDED,
-                   {"saved_now": result.saved_now, "message": message})
+    fields: dict[str, Any] = {"saved_now": result.saved_now, "message": message}
+    if spec.audit_when_done and not result.stopped:  # a job of its own: the crawl's Chromium is not kept waiting
+        from carviz.data.audit_record import launch_audit
+
+        try:
+            fields["audit"] = launch_audit(record.dataset_dir).id
+        except (OSError, ValueError) as error:
+            fields["message"] = (message + "; " if message else "") + f"the audit could not start: {error}"
+    return Outcome(Status.STOPPED if result.stopped else Status.SUCCEEDED, fields)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,7 @@ class CrawlSpec:
     max_rounds: int = 60  # scrolls per query at most
     thumbnail_fallback: bool = True  # try the thumbnail when the full-size link is broken
     page_timeout: float = 30.0  # seconds for a results page to load
+    audit_when_done: bool = False  # start an audit of the dataset when the crawl finishes (not when stopped)
 
     def __post_init__(self) -> None:
         classes = tuple(c if isinstance(c, ClassRequest) else ClassRequest(**c) for c in self.classes)
