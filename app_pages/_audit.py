@@ -13,8 +13,8 @@ from carviz.core.config import BACKBONES as CONFIG_BACKBONES
 from carviz.core.jobs import Status, derive_state
 from carviz.data import audit_record
 from carviz.views.audit_view import Done, actions_by_image, described, headline
-from carviz.views.formatting import format_accuracy, format_left, format_time
-from app_pages._common import STATUS_ICONS, refresh_scan, thumbnail_of
+from carviz.views.formatting import STATUS_ICONS, format_accuracy, format_left, format_time
+from app_pages._common import refresh_scan, thumbnail_of
 
 SHOWN = 12  # findings of each kind shown at first
 COLUMNS = 4

@@ -8,13 +8,13 @@ import streamlit as st
 
 from carviz.core.config import PRESETS, Augmentation
 from carviz.data.datasets import DatasetScan
-from app_pages._common import config_to_form, thumbnail_of
+from app_pages._common import thumbnail_of
+from carviz.views.config_form import config_to_form
+from app_pages._keys import DEFAULT_TRAIN_PRESET, TRAIN_FORM
 from app_pages._frame import FRAME_PAGES
 
 SAMPLE_COLUMNS = 8  # thumbnails per row, stretched to the column width: one row per class on a wide page
 SAMPLE_SIDE = 256  # px of the thumbnail sent to the browser (the column is narrower on most screens)
-TRAIN_SAVED_FORM = "train_form_values"  # app_pages/train.py SAVED_FORM: the Train form reloads from it
-TRAIN_DEFAULT_PRESET = "demo quick"  # app_pages/train.py DEFAULT_PRESET: the form's values before any visit
 AUG_MESSAGE = "aug_carry_message"
 PREVIEW_CHOICE = "aug_show_chosen"  # the preview toggle's last value: widget state is dropped on a page switch
 
@@ -70,8 +70,8 @@ def _preview_settings() -> Augmentation:
 def _use_in_train() -> None:
     aug = _preview_settings()
     values = aug_form_values(aug)
-    saved = st.session_state.get(TRAIN_SAVED_FORM) or config_to_form(PRESETS[TRAIN_DEFAULT_PRESET])
-    st.session_state[TRAIN_SAVED_FORM] = {**saved, **values}  # what the Train form loads when it is next shown
+    saved = st.session_state.get(TRAIN_FORM) or config_to_form(PRESETS[DEFAULT_TRAIN_PRESET])
+    st.session_state[TRAIN_FORM] = {**saved, **values}  # what the Train form loads when it is next shown
     for key, value in values.items():
         st.session_state[key] = value
     st.session_state[AUG_MESSAGE] = (

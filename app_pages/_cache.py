@@ -7,9 +7,10 @@ from typing import Any
 import streamlit as st
 
 from carviz.views import cache_report
-from carviz.ml import feature_cache
+from carviz.core import feature_cache
 from carviz.core.config import ConfigError
-from app_pages._common import form_to_config, layers_of, scan
+from app_pages._common import layers_of, scan
+from carviz.views.config_form import form_to_config
 
 MESSAGE = "cache_panel_message"  # (kind, text) left by a callback for the next render
 

@@ -9,6 +9,7 @@ import streamlit as st
 
 from carviz.core import jobs, settings
 from carviz.core.store import list_runs
+from app_pages._keys import TRAIN_FORM
 from carviz.views.overview import (
     MORE_PAGES,
     START_INTRO,
@@ -55,7 +56,7 @@ def _slots(configured: str) -> int | None:
 
 @st.cache_data(ttl=30, show_spinner=False, max_entries=8)
 def _cache_bytes(cache_root: str) -> int | None:
-    from carviz.ml import feature_cache  # numpy and the file layout only: no TensorFlow
+    from carviz.core import feature_cache  # numpy and the file layout only: no TensorFlow
 
     try:
         return feature_cache.default_cache().size_bytes()
@@ -66,7 +67,7 @@ def _cache_bytes(cache_root: str) -> int | None:
 def shown_dataset(names: list[str]) -> str | None:
     """The dataset the sidebar describes: the one browsed on Data, else the Train form's, else demo, else the first."""
     for candidate in (st.session_state.get("data_dataset"), st.session_state.get("tf_dataset"),
-                      (st.session_state.get("train_form_values") or {}).get("tf_dataset"), DEFAULT_DATASET):
+                      (st.session_state.get(TRAIN_FORM) or {}).get("tf_dataset"), DEFAULT_DATASET):
         if candidate in names:
             return candidate
     return names[0] if names else None

@@ -15,13 +15,15 @@ from carviz.ml.lr_range import LRRangeResult, LRRangeState, ema_smooth
 from carviz.views.plots.lr_range import lr_range_figure
 from carviz.views.formatting import format_left
 from carviz.core.store import Status
-from app_pages._common import form_to_config, status_label
+from carviz.views.config_form import form_to_config
+from app_pages._keys import SWEEP_LR_PREFILL
+from carviz.views.formatting import status_label
 
 CURRENT = "lr_range_dir"  # the test shown: the one launched here, else the newest on disk
 WAS_LIVE = "lr_range_was_live"
 ERROR = "lr_range_error"
 LR_WIDGET = "tf_learning_rate"  # the Train form's learning-rate widget
-SWEEP_PREFILL = "sweep_lr_prefill"  # read by the Sweeps page
+SWEEP_PREFILL = SWEEP_LR_PREFILL
 LR_WIDGET_RANGE = (1e-7, 10.0)  # the form widget's min/max
 
 

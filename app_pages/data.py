@@ -37,8 +37,8 @@ from carviz.data.importer import (MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, Im
                                   list_trash, restore_images, trash_images)
 from carviz.data.audit import imbalance_note
 from carviz.views.plots.data import class_counts_chart
-from carviz.views.formatting import format_left
-from app_pages._common import STATUS_ICONS, DEMO_DATASET, dataset_names, refresh_scan, scan, thumbnail_of
+from carviz.views.formatting import STATUS_ICONS, format_left
+from app_pages._common import DEMO_DATASET, dataset_names, refresh_scan, scan, thumbnail_of
 from app_pages._audit import audit_section
 from app_pages._browse import preview_toggle, sample_grid, use_in_train_button
 from app_pages._frame import start_here
@@ -480,7 +480,7 @@ with browse_tab:  # drawn last: its early st.stop()s must not hide the other tab
             image = load_image_rgb(picked)
             image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
             aug = Augmentation(True, float(rotation), width_shift, height_shift, zoom, flip)
-            from carviz.data.datasets import augment_preview  # the first call imports Keras (seconds)
+            from carviz.ml.pipelines import augment_preview  # the first call imports Keras (seconds)
 
             with st.spinner("Augmenting…"):
                 copies = augment_preview(np.asarray(image), aug, count=8, seed=int(seed))

@@ -20,6 +20,7 @@ from carviz.views.layer_select import (
 )
 from carviz.views.plots.layers import layer_strip_figure
 from app_pages._common import layers_of
+from app_pages._keys import TRAIN_PREFILL
 
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
 SIZES = (96, 128, 160, 192, 224)
@@ -94,7 +95,7 @@ with summary:
     if st.button("Use in Train", type="primary", key="layers_use",
                  help="Opens Train on the recommended preset (ImageNet weights, the recommended head) with this "
                       "backbone, input size and freeze point; the dataset stays as the form had it"):
-        st.session_state["train_prefill"] = {
+        st.session_state[TRAIN_PREFILL] = {
             "backbone": backbone,
             "alpha": alpha,
             "image_size": int(image_size),

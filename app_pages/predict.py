@@ -13,6 +13,7 @@ from carviz.views.formatting import format_accuracy, is_number
 from carviz.views.plots.evaluation import per_class_accuracy_figure, topk_figure
 from carviz.core.store import Run, Status, Store, kept_label, list_runs
 from app_pages._common import _folder_signature, dataset_names
+from app_pages._keys import PREDICT_RUN
 from app_pages._gradcam import gallery_controls, heatmap_controls, show_heatmap
 from app_pages._evaluation import (calibration_section, comparison_section, confusion_section, per_class_section,
                                    show_gallery)
@@ -114,7 +115,7 @@ def describe(run_id: str) -> str:
     return f"{compare.run_label(row)} · {row.get('backbone')}{score}" + (f" ({label})" if label else "")
 
 
-run_id = st.selectbox("Run", [run.id for run in finished], format_func=describe, key="predict_run")
+run_id = st.selectbox("Run", [run.id for run in finished], format_func=describe, key=PREDICT_RUN)
 run = Store().get_run(run_id)
 classes = run.classes() or []
 st.caption(f"{len(classes)} classes: {', '.join(classes[:20])}{' …' if len(classes) > 20 else ''}")
@@ -169,7 +170,7 @@ with evaluate_tab:
                       horizontal=True)
     other, skip_extra = None, False
     if target == "dataset":
-        own = str(run.info().get("dataset_path") or "")
+        own = str(run.run_info().dataset_path or "")
         others = [name for name in dataset_names()  # not the run's own: it holds the training images
                   if not own or (settings.data_dir() / name).resolve() != Path(own).resolve()]
         other = st.selectbox("Dataset", others, index=None, key="predict_eval_dataset",

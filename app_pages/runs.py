@@ -11,6 +11,7 @@ from carviz.core.annotations import filter_rows
 from carviz.core.store import Run, Status, Store, display_status, summarize
 from carviz.views.formatting import format_accuracy, format_size, format_time
 from carviz.views.run_table import PAGE_SIZE, choices, display_rows, page_count, page_of
+from app_pages._keys import PREDICT_RUN
 
 PAGE_KEY = "runs_page"
 CONFIRM_DELETE = "runs_confirm_delete"
@@ -107,7 +108,7 @@ else:
                     "Download model", data=lambda: run.model_path().read_bytes(), file_name=f"{run.id}.keras",
                     mime="application/octet-stream", key="runs_download", icon=":material/download:")
                 if st.button("Open in Predict", key="runs_predict"):
-                    st.session_state["predict_run"] = run.id
+                    st.session_state[PREDICT_RUN] = run.id
                     st.switch_page("app_pages/predict.py")
             st.subheader(row["name"] or row["id"])
             st.caption(f"{row['id']} · {display_status(row)} · val acc (kept) {format_accuracy(row['kept_val_accuracy'])}"

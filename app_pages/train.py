@@ -6,44 +6,32 @@ from __future__ import annotations
 import streamlit as st
 
 from carviz.core import jobs, launch, lineage, settings
-from carviz.core.config import (BACKBONES, CLASS_WEIGHTS, HEADS, MAX_AUGMENT_VIEWS, OPTIMIZERS, PRECISIONS, PRESETS,
-                                ConfigError, TrainConfig)
+from carviz.core.config import PRESETS, ConfigError, TrainConfig
 from carviz.core.advice import frozen_random_backbone_warning
 from carviz.views.layer_select import carried_config, carry_note
 from carviz.views import cache_report
-from carviz.views.cache_report import run_line
-from carviz.views.formatting import format_accuracy, format_seconds
 from carviz.views.plots.curves import chance_level, curves_figure
-from carviz.views.run_notes import live_value, progress_line, resume_line
-from carviz.core.store import BROKEN, Run, RunState, Status, Store, kept_label, list_runs, summarize
-from app_pages._common import (
-    WEIGHT_CHOICES,
-    config_to_form,
-    dataset_names,
-    form_to_config,
-    format_metric,
-    launch_once,
-    number,
-    progress_fraction,
-    status_label,
-    where_ran,
-)
+from carviz.views.run_card import run_card
+from carviz.core.store import Run, RunState, Status, Store, list_runs
+from carviz.views.config_form import FIELD_BY_KEY, WEIGHTS_PATH_KEY, config_to_form, form_to_config
+from app_pages._common import dataset_names, launch_once
+from app_pages._config_form import config_widget
+from app_pages._keys import DEFAULT_TRAIN_PRESET, TRAIN_FORM, TRAIN_PREFILL
 from app_pages._cache import form_cache_note, form_cut_warning, render_cache_panel
 from app_pages._lr_range import lr_range_section
 
-DEFAULT_PRESET = "demo quick"
-ALPHAS = [0.25, 0.5, 0.75, 1.0]
+DEFAULT_PRESET = DEFAULT_TRAIN_PRESET
 FINISHED_SHOWN = 10
 FINISHED_LIMIT = "train_finished_limit"  # grows by FINISHED_SHOWN with each "show more"
-SAVED_FORM = "train_form_values"  # survives page switches (widget state does not)
-PREFILL = "train_prefill"  # set by the Layers page
+SAVED_FORM = TRAIN_FORM
+PREFILL = TRAIN_PREFILL
 CARRY_PRESET = "recommended"  # what "Use in Train" on Layers starts from
 WARNED = "train_warned_config"  # set while a frozen-random-backbone warning is on screen
 RESUME_ERRORS = "train_resume_errors"
 STOP_ASKED = "train_stop_asked"  # run ids whose Stop was clicked and awaits "Yes, stop it"
 FORM_KEYS = list(config_to_form(PRESETS[DEFAULT_PRESET]))
 PARENT_KEY = "tf_init_from_run"  # "Start from a finished run": a run id, "" for none
-PARENT_FORM_KEYS = ("tf_backbone", "tf_alpha", "tf_image_size", "tf_head", "tf_weights", "tf_weights_path")
+PARENT_FORM_KEYS = ("tf_backbone", "tf_alpha", "tf_image_size", "tf_head", "tf_weights", WEIGHTS_PATH_KEY)
 
 
 def _load_form(values: dict) -> None:
@@ -116,11 +104,8 @@ st.selectbox("Preset", list(PRESETS), key="train_preset", index=list(PRESETS).in
 finished_runs = _finished_runs()
 if st.session_state.get(PARENT_KEY) not in ("", None, *finished_runs):
     st.session_state[PARENT_KEY] = ""  # the run is gone (deleted) or no longer finished
-st.selectbox("Start from a finished run", ["", *finished_runs], key=PARENT_KEY, on_change=_apply_parent,
-             format_func=lambda run_id: finished_runs.get(run_id, run_id) or "none: start from the weights below",
-             help="Transfer from a run: the new run starts from that run's trained model, every layer but the "
-                  "classifier, which is new for this dataset's classes. Its backbone, alpha, image size and head "
-                  "are the run's; freeze as usual.")
+config_widget(st, PARENT_KEY, options=["", *finished_runs], on_change=_apply_parent,
+              format_func=lambda run_id: finished_runs.get(run_id, run_id) or "none: start from the weights below")
 parent_id = st.session_state.get(PARENT_KEY) or ""
 if parent_id:
     st.caption(f"{lineage.lineage_line(None, parent_id)} Backbone, alpha, image size, head and weights come from "
@@ -129,71 +114,47 @@ if parent_id:
 datasets = dataset_names()
 if st.session_state.get("tf_dataset") and st.session_state["tf_dataset"] not in datasets:
     datasets.append(st.session_state["tf_dataset"])  # e.g. a preset's "demo" before data/ has it
-if st.session_state.get("tf_alpha") not in ALPHAS:
-    ALPHAS.append(st.session_state["tf_alpha"])
+alphas = list(FIELD_BY_KEY["tf_alpha"].spec.options)
+if st.session_state.get("tf_alpha") not in alphas:
+    alphas.append(st.session_state["tf_alpha"])
 
 with st.form("train_form", border=True):
-    st.text_input("Run name", key="tf_name", max_chars=200)
+    locked = bool(parent_id)  # started from a run: its architecture and weights
+    config_widget(st, "tf_name")
     c1, c2, c3, c4 = st.columns(4)
-    c1.selectbox("Dataset", datasets, key="tf_dataset", help=f"Folders under {settings.data_dir()}")
-    c2.selectbox("Backbone", BACKBONES, key="tf_backbone", disabled=bool(parent_id))
-    c3.selectbox("Alpha (MobileNets)", ALPHAS, key="tf_alpha", disabled=bool(parent_id))
-    c4.number_input("Image size (px)", 32, 1024, step=16, key="tf_image_size", disabled=bool(parent_id))
+    config_widget(c1, "tf_dataset", options=datasets, help=f"Folders under {settings.data_dir()}")
+    config_widget(c2, "tf_backbone", disabled=locked)
+    config_widget(c3, "tf_alpha", options=alphas, disabled=locked)
+    config_widget(c4, "tf_image_size", disabled=locked)
     c1, c2, c3, c4 = st.columns(4)
-    c1.selectbox("Weights", WEIGHT_CHOICES, key="tf_weights", disabled=bool(parent_id),
-                 help="ImageNet (offline cache), none, or a file; started from a run: that run's weights")
-    c2.text_input("Weights file (when 'file')", key="tf_weights_path", disabled=bool(parent_id))
-    c3.selectbox("Head", HEADS, key="tf_head", disabled=bool(parent_id),
-                 help="recommended: pooled head; seed: the seed study's conv head")
-    c4.slider("Dropout", 0.0, 0.9, step=0.05, key="tf_dropout")
+    config_widget(c1, "tf_weights", disabled=locked)
+    c2.text_input("Weights file (when 'file')", key=WEIGHTS_PATH_KEY, disabled=locked)
+    config_widget(c3, "tf_head", disabled=locked)
+    config_widget(c4, "tf_dropout")
     c1, c2, c3, c4 = st.columns(4)
-    c1.selectbox("Optimizer", OPTIMIZERS, key="tf_optimizer")
-    c2.number_input("Learning rate", min_value=1e-7, max_value=10.0, step=1e-4, format="%.1e",
-                    key="tf_learning_rate")
-    c3.number_input("Epochs", 1, 1000, step=1, key="tf_epochs")
-    c4.number_input("Batch size", 1, 4096, step=1, key="tf_batch_size")
+    for column, key in zip((c1, c2, c3, c4), ("tf_optimizer", "tf_learning_rate", "tf_epochs", "tf_batch_size")):
+        config_widget(column, key)
     c1, c2, c3, c4 = st.columns(4)
-    c1.text_input("Freeze (layer number or 'all')", key="tf_freeze",
-                  help="freeze N freezes layers 1…N-1 (InputLayer = 1); 1 trains everything")
-    c2.checkbox("Frozen BN: inference", key="tf_freeze_batchnorm",
-                help="Frozen BatchNormalization layers run in inference mode (their stored statistics); off lets "
-                     "them use each batch's statistics")
-    c2.checkbox("Train BN after freeze", key="tf_train_batchnorm",
-                help="Train the BatchNormalization layers of the trainable part (from the freeze point on). Off "
-                     "keeps every BatchNorm at its ImageNet statistics while fine-tuning (recommended: batch "
-                     "statistics of small batches hurt validation accuracy)")
-    c3.slider("Validation split", 0.05, 0.5, step=0.05, key="tf_validation_split")
-    c4.number_input("Seed", 0, 2**31 - 1, step=1, key="tf_seed",
-                    help="The run's: initial weights, shuffling, augmentation. The split has its own seed.")
+    config_widget(c1, "tf_freeze")
+    config_widget(c2, "tf_freeze_batchnorm")
+    config_widget(c2, "tf_train_batchnorm")
+    config_widget(c3, "tf_validation_split")
+    config_widget(c4, "tf_seed")
     c1, c2, c3, c4 = st.columns(4)
-    c1.number_input("Early stopping patience (0 = off)", 0, 1000, step=1, key="tf_patience")
-    c2.selectbox("Precision", PRECISIONS, key="tf_precision")
-    c3.slider("Test split (held out)", 0.0, 0.5, step=0.05, key="tf_test_fraction",
-              help="Share of all images set aside before the validation split: never trained on, never used for "
-                   "early stopping or pruning; the finished model is evaluated on it once.")
-    c4.number_input("Split seed", 0, 2**32 - 1, step=1, key="tf_split_seed",
-                    help="Which images are validation and test (123: the study's). Runs with the same split seed "
-                         "share the split whatever their run seed.")
+    for column, key in zip((c1, c2, c3, c4), ("tf_patience", "tf_precision", "tf_test_fraction", "tf_split_seed")):
+        config_widget(column, key)
     with st.expander("Augmentation"):
         a1, a2, a3 = st.columns(3)
-        a1.checkbox("Augment the training split", key="tf_aug_enabled")
-        a1.checkbox("Horizontal flip", key="tf_aug_flip")
-        a1.number_input("Cached views", 0, MAX_AUGMENT_VIEWS, step=1, key="tf_aug_views",
-                        help="With the frozen-feature cache on: each training image is augmented this many times "
-                             "and its frozen features stored; epoch e trains on view (e-1) mod this number. "
-                             "0 augments the images afresh every epoch (no cache).")
-        a2.slider("Rotation (± degrees)", 0.0, 180.0, step=1.0, key="tf_aug_rotation")
-        a2.slider("Zoom (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_zoom")
-        a3.slider("Width shift (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_width_shift")
-        a3.slider("Height shift (± fraction)", 0.0, 0.9, step=0.05, key="tf_aug_height_shift")
-    st.radio("Class weights in the loss", CLASS_WEIGHTS, key="tf_class_weight", horizontal=True,
-             help="balanced: each class counts alike whatever its number of training images (for imbalanced "
-                  "data; the dataset's health report says when it would matter); none: each image counts alike")
-    st.checkbox("Frozen-feature cache", key="tf_feature_cache",
-                help="Run the frozen layers once per image and train the rest on their stored output. "
-                     "With augmentation on, a few augmented views per image are cached (Augmentation → Cached "
-                     "views). Never used with trainable frozen BatchNormalization; without augmentation, results "
-                     "equal an uncached run.")
+        for column, key in ((a1, "tf_aug_enabled"), (a1, "tf_aug_flip"), (a1, "tf_aug_views"),
+                            (a2, "tf_aug_rotation"), (a2, "tf_aug_zoom"),
+                            (a3, "tf_aug_width_shift"), (a3, "tf_aug_height_shift")):
+            config_widget(column, key)
+    config_widget(st, "tf_class_weight")
+    config_widget(st, "tf_feature_cache")
+    with st.expander("Advanced"):
+        a1, a2, _ = st.columns(3)
+        config_widget(a1, "tf_checkpoint_every")
+        config_widget(a2, "tf_jit_compile")
     form_values = {key: st.session_state[key] for key in FORM_KEYS}
     # Form values change on submit, so this line describes the settings as last launched or loaded;
     # the rule itself is stated too, so a user who just ticked augmentation is not misled.
@@ -268,44 +229,20 @@ def _confirm_stop(run: Run) -> None:
 
 
 def _job_card(run: Run, state: RunState) -> None:
-    status = state.status
-    config = run.config_dict()
-    metrics = run.metrics()
-    progress = run.progress() or {}
-    info = run.info()
-    row = summarize(run, config, metrics, info, state)  # each file read once per refresh
-    problems = row["problems"]  # a damaged record shows as broken, with what is wrong
-    epochs = int(number(config.get("epochs")) or number(progress.get("epochs")) or 1)
-    name = config.get("name") if isinstance(config.get("name"), str) else ""
+    card = run_card(run, state)  # the card's words, each file read once per refresh (views/run_card.py)
+    status, live = card.status, card.live
     with st.container(border=True):
         head, bar, actions = st.columns([3, 5, 1])
-        head.markdown(f"**{name or run.id}**  \n`{run.id}`")
-        head.caption(
-            (f"{status_label(BROKEN)} (job {status.value})" if problems else status_label(status.value))
-            + f" · {config.get('backbone')} · lr {config.get('learning_rate')} · "
-            f"freeze {config.get('freeze')} · {where_ran(state, info)}"
-            + (f"  \n{state.reason}" if state.reason else "")
-        )
-        text = progress_line(status.value, progress, len(metrics), epochs)
-        bar.progress(progress_fraction(progress, BROKEN if problems else status.value, len(metrics), epochs),
-                     text=text)
-        last = metrics[-1] if metrics else {}
-        ips = number(progress.get("images_per_second"))
-        live = status in (Status.QUEUED, Status.RUNNING)
-        bar.caption(
-            (f"{ips:.0f} img/s · ETA {format_seconds(progress.get('eta_seconds'))} · " if live and ips else "")
-            + f"loss {format_metric(live_value(progress, last, 'loss') if live else last.get('loss'))} · "
-            f"acc {format_accuracy(live_value(progress, last, 'accuracy') if live else last.get('accuracy'))} · "
-            f"val loss {format_metric(last.get('val_loss'))} · val acc {format_accuracy(last.get('val_accuracy'))}"
-            + (f" (latest: epoch {last['epoch']})" if number(last.get("epoch")) else "")
-        )
-        if kept_label(row):  # the one number of the run: its kept model's (the best-validation epoch)
-            bar.caption(f"**{kept_label(row)}** · val acc {format_accuracy(row['kept_val_accuracy'])}"
-                        + (f" · test acc {format_accuracy(row['test_accuracy'])}"
-                           if row.get("test_accuracy") is not None else ""))
-        if live and metrics:  # a small live chart of the finished epochs
+        head.markdown(f"**{card.title}**  \n`{run.id}`")
+        head.caption(card.headline)
+        bar.progress(card.progress, text=card.progress_text)
+        bar.caption(card.metrics_line)
+        if card.kept_line:  # the one number of the run: its kept model's (the best-validation epoch)
+            bar.caption(card.kept_line)
+        if live and card.metrics:  # a small live chart of the finished epochs
             for column, metric in zip(st.columns(2), ("loss", "accuracy")):
-                figure = curves_figure([(name or run.id, config, metrics)], metric, chance=chance_level([row]))
+                figure = curves_figure([(card.title, card.config, card.metrics)], metric,
+                                       chance=chance_level([card.row]))
                 figure.update_layout(height=220, margin={"l": 10, "r": 10, "t": 30, "b": 10}, showlegend=False)
                 column.plotly_chart(figure, key=f"live_{metric}_{run.id}")
         if live:
@@ -335,16 +272,14 @@ def _job_card(run: Run, state: RunState) -> None:
                                help="Continue on the split and classes recorded at launch, without the images "
                                     "gone since (new images are not added)")
         resume_error = st.session_state.get(RESUME_ERRORS, {}).get(run.id)
-        for note in (lineage.lineage_line(info.get("parent"), config.get("init_from_run")), run_line(info),
-                     resume_line(info)):
-            if note:
-                bar.caption(note)
+        for note in card.notes:
+            bar.caption(note)
         if resume_error and status.is_terminal():
             st.error(resume_error)
         if status == Status.FAILED:
             st.error(state.error or "The job failed; see its log.")
-        if problems:
-            st.warning("Broken record: " + "; ".join(problems))
+        if card.problems:
+            st.warning("Broken record: " + "; ".join(card.problems))
         with st.expander("log"):
             st.code(run.log_tail(40) or "(empty)", language=None)
 

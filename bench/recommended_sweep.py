@@ -5,7 +5,7 @@ Both parts on one dataset (default ../shared/data/cars20), MobileNet 1.0 with Im
 CARVIZ_HOME and feature cache (nothing computed by one is reused by another), all in one run:
 
   (A) the recommended sweep (`carviz sweep --recommended`: the LR range test, then the grid it picks: block-start
-      freeze points and "all", the suggested rate and a tenth of it, seeds 1-3, pruning, the cache) against a hand
+      freeze points and "all", three times the suggested rate and the rate itself, seeds 1-3, pruning, the cache) against a hand
       grid (learning rates 1e-3 and 1e-4 x freeze all, 73, 59, 47, the same seeds, pruning rule and epochs). Both
       use the plan's split_seed and test_fraction, so their test splits are the same images. Per sweep: wall time
       (the LR test included), the verdict (views.plots.sweeps.verdict: is the winner clear?) and the recommended

@@ -161,6 +161,7 @@ def work_pass(dataset: str, weights: str, engine: str, batch: int) -> dict[str, 
     """carviz's feature pass alone (freeze 73's cut, float32, into a fresh cache) with one engine and batch size."""
     from carviz.core.config import RECOMMENDED
     from carviz.data.datasets import scan_dataset
+    from carviz.core import feature_cache
     from carviz.ml import extraction, features
     from carviz.ml.model import build_model
 
@@ -171,7 +172,7 @@ def work_pass(dataset: str, weights: str, engine: str, batch: int) -> dict[str, 
     scan = scan_dataset(Path(dataset))
     paths, labels = scan.labelled_files()
     model, summary = build_model(config, len(scan.classes))
-    cache = features.FeatureCache(features.cache_root(), 40 * 2**30)
+    cache = feature_cache.FeatureCache(feature_cache.cache_root(), 40 * 2**30)
     started = time.perf_counter()
     source = features.precompute(model, config, summary.precision, Path(dataset), paths, labels, scan.fingerprint,
                                  cache, "float32", [features.cache_position(model, 73)])
@@ -246,7 +247,7 @@ def in_worker(kind: str, cgroup: Path | None = None, **arguments: Any) -> dict[s
 
 def use_home(root: Path, label: str, max_gb: float = 40.0) -> None:
     """A fresh CARVIZ_HOME and feature cache (limit max_gb) for the next workers."""
-    from carviz.ml.feature_cache import CacheSettings, save_settings
+    from carviz.core.feature_cache import CacheSettings, save_settings
 
     home = root / label
     (home / "runs").mkdir(parents=True)

@@ -127,7 +127,7 @@ def peak_rss_mib(pid: int | None) -> float:
 def run_sweep(label: str, root: Path, dataset: Path, epochs: int, batch_size: int, use_cache: bool,
               prune: bool) -> dict:
     """Launch one sweep in its own runs folder and cache, wait for it, collect timings, accuracies, memory."""
-    from carviz.ml import features
+    from carviz.core import feature_cache
     from carviz.core.config import RECOMMENDED
     from carviz.core.store import read_json
     from carviz.core.sweeps import PruneConfig, SweepConfig, launch_sweep, read_sweep
@@ -167,7 +167,7 @@ def run_sweep(label: str, root: Path, dataset: Path, epochs: int, batch_size: in
             "cache": cache_info.get("source") if cache_info.get("used") else None,
             "feature_seconds": cache_info.get("seconds"),
         }
-    cache = features.FeatureCache(home / "cache" / "features", 1 << 62)
+    cache = feature_cache.FeatureCache(home / "cache" / "features", 1 << 62)
     return {"wall_seconds": wall, "points": points, "peak_rss_mib": peak, "cache_bytes": cache.size_bytes()}
 
 

@@ -72,6 +72,7 @@ def config_for(dataset: str, freeze, epochs: int, batch_size: int):
 def worker(kind: str, dataset: str, freeze, epochs: int, batch_size: int) -> dict:
     """One measurement in this process: 'carviz' (the job code, run record and all) or 'plain' (model.fit)."""
     from carviz.data import datasets
+    from carviz.ml import pipelines
     from carviz.core import settings
     from carviz.core.store import create_run
 
@@ -89,9 +90,9 @@ def worker(kind: str, dataset: str, freeze, epochs: int, batch_size: int) -> dic
 
         scan = datasets.scan_dataset(settings.resolve_dataset(dataset))
         split = datasets.split_files(scan, config.validation_split, config.split_seed, config.test_fraction)
-        train_data = datasets.make_pipeline(split.train_paths, split.train_labels, len(split.classes),
+        train_data = pipelines.make_pipeline(split.train_paths, split.train_labels, len(split.classes),
                                             config.image_size, config.batch_size, training=True)
-        val_data = datasets.make_pipeline(split.val_paths, split.val_labels, len(split.classes),
+        val_data = pipelines.make_pipeline(split.val_paths, split.val_labels, len(split.classes),
                                           config.image_size, config.batch_size, training=False)
         model, _ = build_model(config, len(split.classes))
         model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=[timer], verbose=0)

@@ -23,7 +23,7 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from carviz.views import cache_report
-    from carviz.ml import feature_cache
+    from carviz.core import feature_cache
 
     try:
         if args.limit_gb is not None or args.dtype is not None:

@@ -1,71 +1,114 @@
-"""What the command groups share: TrainConfig flags and their reading, the backend flag, small formatters."""
+"""What the command groups share: TrainConfig flags (derived from its field specs) and their reading, the backend
+flag, small formatters."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from carviz.core import settings
-from carviz.core.config import CLASS_WEIGHTS, FREEZE_ALL, PRESETS, Augmentation, ConfigError, TrainConfig
+from carviz.views.formatting import format_number
+from carviz.core.config import PRESETS, ConfigError, TrainConfig, parse_freeze
+from carviz.core.field_spec import FieldSpec, flag_name, range_text, specs
 
 
 def freeze_arg(text: str) -> int | str:
-    if text == FREEZE_ALL:
-        return FREEZE_ALL
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"freeze must be an integer >= 1 or 'all', got {text!r}")
+        return parse_freeze(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """The TrainConfig flags of `train` (read back by config_from_args): --config/--preset, then one per field."""
-    parser.add_argument("--config", type=Path, help="a config.json to start from")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named preset to start from")
-    add_dataset_flags(parser)
-    for flag, kind in (("name", str), ("backbone", str), ("alpha", float), ("weights", str),
-                       ("image-size", int), ("head", str), ("dropout", float), ("optimizer", str),
-                       ("learning-rate", float), ("epochs", int), ("batch-size", int),
-                       ("validation-split", float), ("early-stopping-patience", int),
-                       ("precision", str), ("checkpoint-every", int)):
-        parser.add_argument(f"--{flag}", type=kind, default=None)
-    add_split_flags(parser)
-    parser.add_argument("--lr", dest="learning_rate", type=float, default=None, help="same as --learning-rate")
-    parser.add_argument("--freeze", type=freeze_arg, default=None)
-    parser.add_argument("--augment", action="store_true", default=None, help="augment the training split")
-    parser.add_argument("--augment-views", type=int, default=None, metavar="K",
-                        help="with --augment and the feature cache: cache K augmented views of each training image "
-                             "and train epoch e on view (e-1) mod K (default 4; 0: augment the images every epoch)")
-    parser.add_argument("--train-frozen-bn", action="store_true", help="frozen BatchNorm layers keep training")
-    parser.add_argument("--freeze-all-bn", action="store_true",
-                        help="BatchNorm layers of the trainable part are frozen too (the recommended preset does this)")
-    parser.add_argument("--xla", action="store_true", help="compile with XLA (slow first epoch on CPU)")
-    parser.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=None,
-                        help="balanced: every class counts alike in the loss whatever its size (see `health`)")
-    parser.add_argument("--no-feature-cache", action="store_true",
-                        help="run the frozen layers on every image each epoch instead of training on cached features")
-    parser.add_argument("--from-run", default=None, metavar="RUN",
-                        help="start from a finished run's model (id, prefix or name): every layer but the classifier, "
-                             "which is new for this dataset's classes; backbone, alpha, image size and head are the "
-                             "run's (--freeze as usual)")
+@dataclass(frozen=True)
+class ConfigFlag:
+    """A TrainConfig field's command-line flag: the field (a path into nested dataclasses) and its spec."""
+
+    path: tuple[str, ...]
+    flag: str
+    spec: FieldSpec
+    kind: type
+
+    @property
+    def dest(self) -> str:
+        return ".".join(self.path)
 
 
-def add_split_flags(parser: argparse.ArgumentParser) -> None:
-    """--seed, --split-seed and --test-fraction (read back by config_from_args / split_changes_from_args)."""
-    parser.add_argument("--seed", type=int, default=None,
-                        help="the run seed: initial weights, shuffling, augmentation (not the split)")
-    parser.add_argument("--split-seed", type=int, default=None,
-                        help="which images are validation and test (default 123, the study's)")
-    parser.add_argument("--test-fraction", type=float, default=None,
-                        help="share of all images held out as a test split, evaluated once at the end "
-                             "(default 0: none)")
+def _flags(cls: type, prefix: tuple[str, ...] = ()) -> list[ConfigFlag]:
+    found, defaults = [], cls()
+    for name, spec in specs(cls):
+        if spec.nested is not None:
+            found += _flags(spec.nested, prefix + (name,))
+        elif flag_name(name, spec):
+            found.append(ConfigFlag(prefix + (name,), flag_name(name, spec), spec, type(getattr(defaults, name))))
+    return found
 
 
-def split_changes_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The config changes --split-seed and --test-fraction ask for."""
-    return {field: getattr(args, field) for field in ("split_seed", "test_fraction")
-            if getattr(args, field, None) is not None}
+CONFIG_FLAGS: tuple[ConfigFlag, ...] = tuple(_flags(TrainConfig))
+# What the sweep command takes from these (the grid's own flags set backbones, learning rates and freeze points).
+SWEEP_BASE_FIELDS = ("epochs", "batch_size", "image_size", "weights", "head", "split_seed", "test_fraction")
+
+
+def _as_argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse_flag(text: str) -> Any:
+        try:
+            return parse(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse_flag
+
+
+def add_config_flags(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None) -> None:
+    """One flag per TrainConfig field (read back by config_from_args / config_changes_from_args), derived from its
+    spec; `fields` picks some (dotted paths). Without `fields`: all of them, plus --config/--preset, the dataset
+    flags and --from-run."""
+    if fields is None:
+        parser.add_argument("--config", type=Path, help="a config.json to start from")
+        parser.add_argument("--preset", choices=sorted(PRESETS), help="a named preset to start from")
+        add_dataset_flags(parser)
+        parser.add_argument("--from-run", default=None, metavar="RUN",
+                            help="start from a finished run's model (id, prefix or name): every layer but the "
+                                 "classifier, which is new for this dataset's classes; backbone, alpha, image size "
+                                 "and head are the run's (--freeze as usual)")
+    for option in CONFIG_FLAGS:
+        if fields is not None and option.dest not in fields:
+            continue
+        spec = option.spec
+        names = (option.flag, *spec.aliases)
+        text = spec.help or spec.label
+        if spec.const is not None:
+            parser.add_argument(*names, dest=option.dest, action="store_const", const=spec.const, default=None,
+                                help=f"{text} (sets {option.dest} to {str(spec.const).lower()})")
+            continue
+        kind = _as_argument_type(spec.parse) if spec.parse else option.kind
+        if spec.low is not None and not spec.choices:
+            text += f" ({range_text(spec)})"
+        parser.add_argument(*names, dest=option.dest, type=kind, default=None, choices=spec.choices or None,
+                            metavar=spec.metavar or (None if spec.choices else option.path[-1].upper()), help=text)
+
+
+def config_changes_from_args(args: argparse.Namespace, base: TrainConfig,
+                             fields: Sequence[str] | None = None) -> dict[str, Any]:
+    """The changes to `base` that the config flags given ask for (nested fields as their dataclass, replaced);
+    `fields`: only these flags' (as add_config_flags added them)."""
+    changes: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for option in CONFIG_FLAGS:
+        value = getattr(args, option.dest, None) if fields is None or option.dest in fields else None
+        if value is None:
+            continue
+        if len(option.path) == 1:
+            changes[option.path[0]] = value
+        else:
+            nested.setdefault(option.path[0], {})[option.path[1]] = value
+    for name, parts in nested.items():
+        changes[name] = dataclasses.replace(getattr(base, name), **parts)
+    if changes.get("freeze_batchnorm") is False and "train_batchnorm" not in changes:
+        changes["train_batchnorm"] = True  # --train-frozen-bn: every BatchNorm trains
+    return changes
 
 
 def add_dataset_flags(parser: argparse.ArgumentParser) -> None:
@@ -101,33 +144,17 @@ def add_backend_flag(parser: argparse.ArgumentParser,
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig that `train`'s flags describe: --config / --preset / defaults, then each flag given."""
     if args.config:
         base = TrainConfig.load(args.config)
     elif args.preset:
         base = PRESETS[args.preset]
     else:
         base = TrainConfig()
-    changes: dict[str, Any] = {}
+    changes = config_changes_from_args(args, base)
     dataset = dataset_from_args(args)
     if dataset is not None:
         changes["dataset"] = dataset
-    for field in ("name", "backbone", "alpha", "weights", "image_size", "head", "dropout", "optimizer",
-                  "learning_rate", "epochs", "batch_size", "validation_split", "seed", "early_stopping_patience",
-                  "precision", "checkpoint_every", "freeze", "augment_views", "class_weight"):
-        value = getattr(args, field, None)
-        if value is not None:
-            changes[field] = value
-    changes.update(split_changes_from_args(args))
-    if args.augment:
-        changes["augmentation"] = Augmentation(enabled=True)
-    if args.train_frozen_bn:
-        changes.update(freeze_batchnorm=False, train_batchnorm=True)  # every BatchNorm trains
-    if args.freeze_all_bn:
-        changes["train_batchnorm"] = False
-    if args.xla:
-        changes["jit_compile"] = True
-    if args.no_feature_cache:
-        changes["feature_cache"] = False
     config = base.replace(**changes)
     return _from_run(config, args) if getattr(args, "from_run", None) else config
 
@@ -150,12 +177,7 @@ def _from_run(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
     return config
 
 
-def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
+fmt = format_number  # the CLI's short name for views.formatting.format_number
 
 
 def split(text: str | None) -> list[str]:

@@ -201,8 +201,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print("  epoch {epoch:>3}  loss {l}  acc {a}  val_loss {vl}  val_acc {va}  {s}s".format(
             epoch=row["epoch"], l=fmt(row.get("loss")), a=_accuracy(row.get("accuracy")), vl=fmt(row.get("val_loss")),
             va=_accuracy(row.get("val_accuracy")), s=fmt(row.get("seconds"), 3)))
-    for note in (lineage_line(detail["info"].get("parent"), config.get("init_from_run")), run_line(detail["info"]),
-                 resume_line(detail["info"])):
+    info = run.run_info()
+    for note in (lineage_line(info.parent, config.get("init_from_run")), run_line(info), resume_line(info)):
         if note:
             print(note)
     evaluation = detail["evaluation"] or {}
@@ -210,7 +210,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         def four(value: Any) -> str:  # a wrong-typed value (the problems above say so) prints as it is
             return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else fmt(value)
 
-        row = summarize(run, config, metrics, detail["info"])
+        row = summarize(run, config, metrics, info)
         print(f"{kept_label(row)} of {len(metrics)}: val accuracy {_accuracy(evaluation.get('accuracy'))} on "
               f"{fmt(evaluation.get('images'))} images, loss {four(evaluation.get('loss'))}")
         if isinstance(evaluation.get("kept_reason"), str):

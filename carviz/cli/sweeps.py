@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from carviz.cli.common import (
+    SWEEP_BASE_FIELDS,
     add_backend_flag,
+    add_config_flags,
     add_dataset_flags,
+    config_changes_from_args,
     dataset_from_args,
     fmt,
     split,
-    split_changes_from_args,
 )
 from carviz.core import settings
 from carviz.core.config import PRESETS, ConfigError, TrainConfig
@@ -45,14 +47,10 @@ def register(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
                         help="generate freeze points from each backbone's layers (builds it once)")
     sweep.add_argument("--every", type=int, default=1, help="with --freeze-rule cut: keep every K-th cut point")
     sweep.add_argument("--seeds", help="comma list of run seeds (default: the base's); every run shares one split")
-    sweep.add_argument("--split-seed", type=int, default=None,
-                       help="the split every run shares (default: the base's, 123 in the presets)")
-    sweep.add_argument("--test-fraction", type=float, default=None, help="share of all images held out as a test split")
     sweep.add_argument("--vary-split", action="store_true",
                        help="each run splits with its own seed instead (the split varies with --seeds)")
     add_dataset_flags(sweep)
-    for flag, kind in (("epochs", int), ("batch-size", int), ("image-size", int), ("weights", str), ("head", str)):
-        sweep.add_argument(f"--{flag}", type=kind, default=None)
+    add_config_flags(sweep, SWEEP_BASE_FIELDS)  # the base config's epochs, batch size, …, split seed (every run's)
     sweep.add_argument("--prune", action="store_true", help="successive halving at the rung epochs")
     sweep.add_argument("--rungs", default="2,4", help="with --prune: comma list of rung epochs (default 2,4)")
     sweep.add_argument("--keep-fraction", type=float, default=0.5, help="with --prune: share kept at a rung")
@@ -79,12 +77,10 @@ def sweep_config_from_args(args: argparse.Namespace) -> Any:
     from carviz.core.sweeps import PruneConfig, SweepConfig, freeze_points
 
     base = TrainConfig.load(args.config) if args.config else PRESETS[args.preset or "demo quick"]
-    changes = {field: getattr(args, field) for field in ("epochs", "batch_size", "image_size", "weights", "head")
-               if getattr(args, field) is not None}
+    changes = config_changes_from_args(args, base, SWEEP_BASE_FIELDS)
     dataset = dataset_from_args(args)  # a checked name, or --dataset-path recorded as an absolute path
     if dataset is not None:
         changes["dataset"] = dataset
-    changes.update(split_changes_from_args(args))
     backbones = split(args.backbones) or [base.backbone]
     changes["backbone"] = backbones[0]  # the base itself must be valid (small_cnn has no ImageNet weights)
     base = base.replace(**changes)
@@ -148,9 +144,7 @@ def cmd_recommended(args: argparse.Namespace) -> int:
     if dataset is None:
         raise ConfigError("sweep --recommended needs --dataset NAME (or --dataset-path FOLDER)")
     backbone = args.backbone or (split(args.backbones) or ["mobilenet"])[0]
-    changes = {field: getattr(args, field) for field in ("epochs", "batch_size", "image_size", "weights", "head")
-               if getattr(args, field) is not None}
-    changes.update(split_changes_from_args(args))
+    changes = config_changes_from_args(args, recommend.RECOMMENDED, SWEEP_BASE_FIELDS)
     image_size = changes.get("image_size", recommend.RECOMMENDED.image_size)
     plan = recommend.recommended_sweep(dataset, backbone, list_layers(backbone, image_size), name=args.name or "",
                                        **changes)

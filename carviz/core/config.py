@@ -11,6 +11,8 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, Mapping
 
+from carviz.core.field_spec import check_fields, setting
+
 BACKBONES = ("mobilenet", "mobilenetv2", "resnet50", "densenet121", "efficientnetb0", "small_cnn")
 HEADS = ("recommended", "seed")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -31,27 +33,49 @@ def reject_unknown_keys(cls: type, data: Mapping[str, Any], what: str) -> None:
         raise ConfigError(f"unknown {what} keys: {', '.join(sorted(unknown))}")
 
 
+def parse_freeze(text: str | int) -> int | str:
+    """A freeze value typed by a person or read from a record: a layer number >= 1 or "all"; ConfigError otherwise."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        cleaned = str(text).strip().lower()
+        if cleaned == FREEZE_ALL:
+            return FREEZE_ALL
+        try:
+            value = int(cleaned)
+        except ValueError:
+            raise ConfigError(f"freeze must be a layer number >= 1 or 'all', got {text!r}") from None
+    if value < 1:
+        raise ConfigError(f"freeze must be a layer number >= 1 or 'all', got {text!r}")
+    return value
+
+
+FRACTION = {"low": 0, "high": 1, "high_open": True, "widget": "slider", "form_min": 0.0, "form_max": 0.9,
+            "step": 0.05}
+
+
 @dataclass(frozen=True)
 class Augmentation:
-    """On-the-fly augmentation of the training split, as the seed's ImageDataGenerator did it.
+    """On-the-fly augmentation of the training split, as the seed's ImageDataGenerator did it."""
 
-    rotation: degrees (±); shift: fraction of width/height (±); zoom: fraction (±); flip: horizontal.
-    """
-
-    enabled: bool = False
-    rotation: float = 20.0
-    width_shift: float = 0.2
-    height_shift: float = 0.2
-    zoom: float = 0.2
-    horizontal_flip: bool = True
+    enabled: bool = setting(False, label="Augment the training split", widget="checkbox", flag="--augment",
+                            const=True, form_key="tf_aug_enabled", help="augment the training split")
+    rotation: float = setting(20.0, label="Rotation (± degrees)", widget="slider", low=0, high=180, step=1.0,
+                              flag="--aug-rotation", form_key="tf_aug_rotation",
+                              help="with --augment: random rotation, ± degrees (default 20)")
+    width_shift: float = setting(0.2, label="Width shift (± fraction)", **FRACTION, flag="--aug-width-shift",
+                                 form_key="tf_aug_width_shift",
+                                 help="with --augment: random horizontal shift, ± fraction of the width (default 0.2)")
+    height_shift: float = setting(0.2, label="Height shift (± fraction)", **FRACTION, flag="--aug-height-shift",
+                                  form_key="tf_aug_height_shift",
+                                  help="with --augment: random vertical shift, ± fraction of the height (default 0.2)")
+    zoom: float = setting(0.2, label="Zoom (± fraction)", **FRACTION, flag="--aug-zoom", form_key="tf_aug_zoom",
+                          help="with --augment: random zoom, ± fraction (default 0.2)")
+    horizontal_flip: bool = setting(True, label="Horizontal flip", widget="checkbox", flag="--no-flip", const=False,
+                                    form_key="tf_aug_flip", help="with --augment: no random horizontal flips")
 
     def __post_init__(self) -> None:
-        if not 0 <= self.rotation <= 180:
-            raise ConfigError(f"augmentation rotation must be 0..180 degrees, got {self.rotation}")
-        for name in ("width_shift", "height_shift", "zoom"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                raise ConfigError(f"augmentation {name} must be in [0, 1), got {value}")
+        check_fields(self, ConfigError, prefix="augmentation ")
 
 
 @dataclass(frozen=True)
@@ -61,95 +85,110 @@ class TrainConfig:
     freeze follows the seed study: layers of the backbone are counted from 1 with the
     InputLayer as number 1, and "freeze N" freezes layers[:N-1]; 1 trains everything,
     "all" (or any N past the last layer) freezes the whole backbone.
+
+    Each field's range, help, flag and form widget is its setting(...) (core/field_spec.py); the checks that
+    involve several fields are in __post_init__.
     """
 
-    name: str = ""
-    dataset: str = "demo"
-    backbone: str = "mobilenet"
-    alpha: float = 1.0  # width multiplier, MobileNet/MobileNetV2 only
-    weights: str = "imagenet"  # "imagenet", "none", or a path to a weights file
-    image_size: int = 224
-    head: str = "recommended"
-    dropout: float = 0.2
-    optimizer: str = "adam"
-    learning_rate: float = 1e-4
-    epochs: int = 20
-    batch_size: int = 64
-    freeze: int | str = 1
-    freeze_batchnorm: bool = True  # frozen BatchNormalization layers run in inference mode
-    # BatchNormalization layers in the trainable part use batch statistics and learn gamma/beta (Keras' default).
-    # False freezes them too: Keras 3 ignores training=False on a nested backbone inside fit(), so this is the way
-    # to keep the ImageNet statistics while fine-tuning (measured: 0.57 vs 0.16 validation accuracy, cars20,
-    # MobileNet freeze 47, 5 epochs).
-    train_batchnorm: bool = True
-    augmentation: Augmentation = field(default_factory=Augmentation)
-    validation_split: float = 0.2
-    seed: int = 123  # the run's: initial weights, shuffling, augmentation (never the split)
-    split_seed: int = 123  # which images are validation and test (the study's 123); a sweep's runs share it
-    test_fraction: float = 0.0  # share of all images held out as a test split (never trained on, nor chosen by)
-    early_stopping_patience: int = 0  # epochs without val_loss improvement; 0 = off
-    precision: str = "auto"  # auto: mixed_float16 on GPU, float32 on CPU
-    jit_compile: bool = False
-    checkpoint_every: int = 1  # epochs between resumable checkpoints
-    feature_cache: bool = True  # train on cached frozen-part outputs when that gives the same result (features.py)
-    # With augmentation and the cache on: K augmented views of each training image are cached at the cut and epoch e
-    # trains on view (e-1) mod K (augmented_views.py); 0 trains on freshly augmented images every epoch instead.
-    augment_views: int = 4
-    sweep: str = ""  # id of the sweep this run belongs to (runs/.sweeps/<id>); "" for a lone run
-    # Transfer from a run: the id of a finished run whose model.keras gives every layer but the classifier its
-    # starting weights (core/lineage.py); its backbone, alpha, image_size and head must be this config's, and
-    # weights is then not loaded (kept as the parent's, for the record). "" starts from `weights` as usual.
-    init_from_run: str = ""
-    # "balanced" weighs each training image's loss by n / (classes x its class's training images), so every class
-    # counts alike whatever its size; "none" (the default) weighs every image alike.
-    class_weight: str = "none"
+    name: str = setting("", label="Run name", widget="text", max_length=200,
+                        help="shown in lists and charts (empty: the run id)")
+    dataset: str = setting("demo", label="Dataset", widget="select", flag=None, cli="--dataset / --dataset-path",
+                           help="a folder under data/, or a dataset folder's absolute path")
+    backbone: str = setting("mobilenet", label="Backbone", widget="select", choices=BACKBONES)
+    alpha: float = setting(1.0, label="Alpha (MobileNets)", widget="select", low=0, low_open=True, high=1.4,
+                           options=(0.25, 0.5, 0.75, 1.0), help="width multiplier, MobileNet/MobileNetV2 only")
+    weights: str = setting("imagenet", label="Weights", widget="select", options=("imagenet", "none", "file"),
+                           help="imagenet (offline cache), none, or the path of a weights file; started from a "
+                                "run: that run's weights")
+    image_size: int = setting(224, label="Image size (px)", integer=True, low=32, high=1024, step=16)
+    head: str = setting("recommended", label="Head", widget="select", choices=HEADS,
+                        help="recommended: pooled head; seed: the seed study's conv head")
+    dropout: float = setting(0.2, label="Dropout", **FRACTION)
+    optimizer: str = setting("adam", label="Optimizer", widget="select", choices=OPTIMIZERS)
+    learning_rate: float = setting(1e-4, label="Learning rate", low=0, low_open=True, high=10, form_min=1e-7,
+                                   step=1e-4, number_format="%.1e", aliases=("--lr",))
+    epochs: int = setting(20, label="Epochs", integer=True, low=1, form_max=1000, step=1)
+    batch_size: int = setting(64, label="Batch size", integer=True, low=1, form_max=4096, step=1)
+    freeze: int | str = setting(1, label="Freeze (layer number or 'all')", widget="text", parse=parse_freeze,
+                                help="freeze N freezes layers 1…N-1 (InputLayer = 1); 1 trains everything; all "
+                                     "freezes the whole backbone")
+    freeze_batchnorm: bool = setting(
+        True, label="Frozen BN: inference", widget="checkbox", flag="--train-frozen-bn", const=False,
+        help="frozen BatchNormalization layers run in inference mode (their stored statistics); off lets them use "
+             "each batch's statistics, and every BatchNorm trains")
+    # Keras 3 ignores training=False on a nested backbone inside fit(), so train_batchnorm=False is the way to keep
+    # the ImageNet statistics while fine-tuning (measured: 0.57 vs 0.16 validation accuracy, cars20, MobileNet
+    # freeze 47, 5 epochs).
+    train_batchnorm: bool = setting(
+        True, label="Train BN after freeze", widget="checkbox", flag="--freeze-all-bn", const=False,
+        help="train the BatchNormalization layers of the trainable part (from the freeze point on); off keeps "
+             "every BatchNorm at its ImageNet statistics while fine-tuning (the recommended preset: batch "
+             "statistics of small batches hurt validation accuracy)")
+    augmentation: Augmentation = setting(default_factory=Augmentation, label="Augmentation", widget="none",
+                                         flag=None, nested=Augmentation, cli="--augment, --aug-*",
+                                         form="its own fields, in the form's Augmentation section")
+    validation_split: float = setting(0.2, label="Validation split", widget="slider", low=0, low_open=True, high=1,
+                                      high_open=True, form_min=0.05, form_max=0.5, step=0.05)
+    seed: int = setting(123, label="Seed", integer=True, low=0, high=2**32 - 1, form_max=2**31 - 1, step=1,
+                        help="the run seed: initial weights, shuffling, augmentation (never the split)")
+    split_seed: int = setting(123, label="Split seed", integer=True, low=0, high=2**32 - 1, step=1,
+                              help="which images are validation and test (123: the study's); a sweep's runs "
+                                   "share it, and runs with the same split seed share the split")
+    test_fraction: float = setting(0.0, label="Test split (held out)", **{**FRACTION, "form_max": 0.5},
+                                   help="share of all images set aside before the validation split: never trained "
+                                        "on, never used for early stopping or pruning; the finished model is "
+                                        "evaluated on it once (default 0: none)")
+    early_stopping_patience: int = setting(0, label="Early stopping patience (0 = off)", integer=True, low=0,
+                                           form_max=1000, step=1, form_key="tf_patience",
+                                           help="epochs without val_loss improvement before stopping; 0 = off")
+    precision: str = setting("auto", label="Precision", widget="select", choices=PRECISIONS,
+                             help="auto: mixed_float16 on GPU, float32 on CPU")
+    jit_compile: bool = setting(False, label="Compile with XLA", widget="checkbox", flag="--xla", const=True,
+                                help="compile with XLA (slow first epoch; measured 7x slower per epoch on CPU)")
+    checkpoint_every: int = setting(1, label="Checkpoint every (epochs)", integer=True, low=1, form_max=1000,
+                                    step=1, help="epochs between resumable checkpoints")
+    feature_cache: bool = setting(
+        True, label="Frozen-feature cache", widget="checkbox", flag="--no-feature-cache", const=False,
+        help="run the frozen layers once per image and train the rest on their stored output (features.py); "
+             "with augmentation on, a few augmented views per image are cached (cached views). Never used with "
+             "trainable frozen BatchNormalization; without augmentation, results equal an uncached run. Off: the "
+             "frozen layers run on every image each epoch")
+    augment_views: int = setting(4, label="Cached views", integer=True, low=0, high=MAX_AUGMENT_VIEWS, step=1,
+                                 form_key="tf_aug_views", metavar="K",
+                                 help="with augmentation and the feature cache: K augmented views of each training "
+                                      "image are cached at the cut and epoch e trains on view (e-1) mod K "
+                                      "(augmented_views.py); 0 trains on freshly augmented images every epoch")
+    sweep: str = setting("", label="Sweep", widget="none", flag=None, cli="set by the sweep that launches the run",
+                         form="set by the sweep that launches the run",
+                         help="id of the sweep this run belongs to (runs/.sweeps/<id>); empty for a lone run")
+    init_from_run: str = setting(
+        "", label="Start from a finished run", widget="select", flag=None, cli="--from-run RUN",
+        help="Transfer from a run: a finished run's model.keras gives every layer but the classifier its starting "
+             "weights (core/lineage.py); its backbone, alpha, image size and head must be this config's, and "
+             "weights is then not loaded (kept as the parent's, for the record). Empty: start from the weights")
+    class_weight: str = setting("none", label="Class weights in the loss", widget="radio", choices=CLASS_WEIGHTS,
+                                help="balanced: each class counts alike in the loss whatever its number of training "
+                                     "images (for imbalanced data; the dataset's health report says when it would "
+                                     "matter); none: each image counts alike")
 
     def __post_init__(self) -> None:
-        if len(self.name) > 200:
-            raise ConfigError("name is longer than 200 characters")
+        check_fields(self, ConfigError)
         if not self.dataset:
             raise ConfigError("dataset is empty")
-        _one_of("backbone", self.backbone, BACKBONES)
-        _one_of("head", self.head, HEADS)
-        _one_of("optimizer", self.optimizer, OPTIMIZERS)
-        _one_of("precision", self.precision, PRECISIONS)
-        _one_of("class_weight", self.class_weight, CLASS_WEIGHTS)
         if not self.weights:
             raise ConfigError("weights must be 'imagenet', 'none' or a file path")
         if self.backbone == "small_cnn" and self.weights == "imagenet":
             raise ConfigError("small_cnn has no ImageNet weights: use weights='none'")
-        if not 0 < self.alpha <= 1.4:
-            raise ConfigError(f"alpha must be in (0, 1.4], got {self.alpha}")
-        if not 32 <= self.image_size <= 1024:
-            raise ConfigError(f"image_size must be 32..1024, got {self.image_size}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not (math.isfinite(self.learning_rate) and 0 < self.learning_rate <= 10):
-            raise ConfigError(f"learning_rate must be in (0, 10], got {self.learning_rate}")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("checkpoint_every", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.freeze != FREEZE_ALL and (
             not isinstance(self.freeze, int) or isinstance(self.freeze, bool) or self.freeze < 1
         ):
             raise ConfigError(f"freeze must be an integer >= 1 or 'all', got {self.freeze!r}")
-        if not 0 < self.validation_split < 1:
-            raise ConfigError(f"validation_split must be in (0, 1), got {self.validation_split}")
-        if not isinstance(self.split_seed, int) or isinstance(self.split_seed, bool) \
-                or not 0 <= self.split_seed < 2**32:
-            raise ConfigError(f"split_seed must be an integer in 0..2**32-1, got {self.split_seed!r}")
-        if isinstance(self.test_fraction, bool) or not isinstance(self.test_fraction, (int, float)) \
-                or not 0 <= self.test_fraction < 1:
-            raise ConfigError(f"test_fraction must be in [0, 1), got {self.test_fraction!r}")
         if self.test_fraction + self.validation_split >= 1:
             raise ConfigError(f"test_fraction + validation_split must be below 1 (something must be left to train "
                               f"on), got {self.test_fraction} + {self.validation_split}")
         if not self.freeze_batchnorm and not self.train_batchnorm:
             raise ConfigError("freeze_batchnorm off (frozen BatchNorm keeps training) contradicts train_batchnorm off "
                               "(every BatchNorm frozen): choose one")
-        if self.early_stopping_patience < 0:
-            raise ConfigError("early_stopping_patience must be >= 0")
         if not isinstance(self.sweep, str) or len(self.sweep) > 100:
             raise ConfigError(f"sweep must be a sweep id (text up to 100 characters), got {self.sweep!r}")
         if not isinstance(self.init_from_run, str) or len(self.init_from_run) > 100 \
@@ -158,10 +197,6 @@ class TrainConfig:
                               f"got {self.init_from_run!r}")
         if not isinstance(self.augmentation, Augmentation):
             raise ConfigError("augmentation must be an Augmentation")
-        if not isinstance(self.augment_views, int) or isinstance(self.augment_views, bool) \
-                or not 0 <= self.augment_views <= MAX_AUGMENT_VIEWS:
-            raise ConfigError(f"augment_views must be an integer in 0..{MAX_AUGMENT_VIEWS} (0: augment the images "
-                              f"every epoch, no cached views), got {self.augment_views!r}")
 
     def freeze_index(self, n_layers: int) -> int:
         """The seed-rule freeze index for a backbone of n_layers layers: 1..n_layers+1."""

@@ -75,7 +75,7 @@ def parent_record(parent: Run) -> dict[str, Any]:
     whose weights it starts from, and the model file's sha256."""
     config = parent.config_dict()
     evaluation = parent.evaluation() or {}
-    classes = parent.classes() or parent.info().get("classes") or []
+    classes = parent.classes() or parent.run_info().classes
     return {"run_id": parent.id, "name": parent.display_name(config), "dataset": config.get("dataset"),
             "classes": list(classes), "kept_epoch": evaluation.get("kept_epoch"),
             "val_accuracy": evaluation.get("accuracy"), "model_sha256": model_sha256(parent)}

@@ -27,6 +27,9 @@ from carviz.core.jobs.record import (
 )
 from carviz.core.jobs.registry import NAMES as BACKEND_NAMES
 from carviz.core.jobs.state import derive_state
+from carviz.core.run_info import VERSION as RUN_INFO_VERSION
+from carviz.core.run_info import RunInfo, as_dict
+from carviz.core.run_info import field_names as run_info_fields
 from carviz.core.metrics_file import METRIC_COLUMNS, MetricsWriter, metrics_problems, read_metrics
 from carviz.core.annotations import ANNOTATION_FIELDS, check_annotations, clean_annotations
 from carviz.core.record_checks import BROKEN, RUN_FILES, is_int, is_number, json_file_problems
@@ -231,10 +234,18 @@ class Run(JobRecord):
     def metrics_writer(self, keep_through_epoch: int) -> MetricsWriter:
         return MetricsWriter(self.file(METRICS_FILE), keep_through_epoch)
 
+    def run_info(self) -> RunInfo:
+        """run.json, typed and forgiving (core/run_info.py): what readers use."""
+        return RunInfo.read(self.info())
+
     def update_info(self, **fields: Any) -> dict[str, Any]:
-        """Merge fields into run.json (device, versions, dataset, model, cache use, …); returns the whole info."""
+        """Merge fields of the RunInfo schema (values or its dataclasses) into run.json, stamped with the schema's
+        version; returns the whole info. The job's, only."""
+        unknown = set(fields) - set(run_info_fields())
+        if unknown:
+            raise ValueError(f"run.json has no field {', '.join(sorted(unknown))} (core/run_info.py)")
         info = self.info()
-        info.update(fields)
+        info.update({key: as_dict(value) for key, value in fields.items()}, version=RUN_INFO_VERSION)
         atomic_write_json(self.file(INFO_FILE), info)
         return info
 

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from carviz.core.jobs.status import JobState, Status
 from carviz.core.record_checks import BROKEN, CONFIG_FIELDS, is_int, is_number
+from carviz.core.run_info import RunInfo
 
 
 class Run(Protocol):
@@ -18,7 +19,7 @@ class Run(Protocol):
     def config_dict(self) -> dict[str, Any]: ...
     def state(self) -> JobState: ...
     def metrics(self) -> list[dict[str, Any]]: ...
-    def info(self) -> dict[str, Any]: ...
+    def run_info(self) -> RunInfo: ...
     def evaluation(self) -> dict[str, Any] | None: ...
     def annotations(self) -> dict[str, Any]: ...
     def problems(self, config: Any = None, metrics: Any = None, state: Any = None) -> list[str]: ...
@@ -52,7 +53,7 @@ def _kept(evaluation: dict[str, Any], metrics: list[dict[str, Any]], best_epoch:
 
 
 def summarize(run: Run, config: dict[str, Any] | None = None,
-              metrics: list[dict[str, Any]] | None = None, info: dict[str, Any] | None = None,
+              metrics: list[dict[str, Any]] | None = None, info: RunInfo | None = None,
               state: JobState | None = None) -> dict[str, Any]:
     """One row for a runs table: config essentials, status, best/final metrics, duration, where it ran, and the
     record's problems ("broken": True when there are any; "status" stays the job's state, display_status(row)
@@ -65,7 +66,7 @@ def summarize(run: Run, config: dict[str, Any] | None = None,
     config = run.config_dict() if config is None else config
     state = run.state() if state is None else state
     metrics = run.metrics() if metrics is None else metrics
-    info = run.info() if info is None else info
+    info = run.run_info() if info is None else info
     problems = run.problems(config, metrics, state)
     val_acc = [row["val_accuracy"] for row in metrics if is_number(row.get("val_accuracy"))]
     best_index = max(range(len(val_acc)), key=val_acc.__getitem__) if val_acc else None
@@ -76,8 +77,7 @@ def summarize(run: Run, config: dict[str, Any] | None = None,
                                               val_acc[best_index] if best_index is not None else None)
     test = evaluation.get("test")
     test_accuracy = test.get("accuracy") if isinstance(test, dict) and is_number(test.get("accuracy")) else None
-    model = info.get("model") if isinstance(info.get("model"), dict) else {}
-    layers, classes = model.get("backbone_layers"), info.get("classes")
+    layers, classes = info.model.backbone_layers if info.model else None, info.classes
     annotations = run.annotations()
     return {
         "id": run.id,
@@ -106,10 +106,10 @@ def summarize(run: Run, config: dict[str, Any] | None = None,
         "kept_val_accuracy": kept_value,
         "kept_rule": kept_rule,
         "test_accuracy": test_accuracy,
-        "backbone_layers": layers if is_int(layers) and layers > 0 else None,
-        "num_classes": len(classes) if isinstance(classes, list) and classes else None,
+        "backbone_layers": layers if layers is not None and layers > 0 else None,
+        "num_classes": len(classes) or None,
         "init_from_run": config_value(config, "init_from_run") or "",  # transfer: the run it started from
-        "parent": info.get("parent") if isinstance(info.get("parent"), dict) else None,
+        "parent": info.parent,
         "seconds": sum(row.get("seconds") or 0 for row in metrics),
         "created_at": state.created_at,
         "error": state.error,

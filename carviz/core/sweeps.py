@@ -169,17 +169,16 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 
 def run_summary(run: Run) -> dict[str, Any]:
     """summarize() plus what a sweep chart needs: seed, trainable parameters, first trainable layer, wall time."""
-    config, info = run.config_dict(), run.info()
+    config, info = run.config_dict(), run.run_info()
     row = summarize(run, config, info=info)
-    model = info.get("model")
-    model = model if isinstance(model, dict) else {}  # wrong-typed fields read as missing (row["problems"] says)
+    model = info.model  # wrong-typed fields read as missing (row["problems"] says)
     status = run.raw_status()
     seed, pruned_at = config.get("seed"), status.get("pruned_at_epoch")
     row.update({
         "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         "sweep": config.get("sweep") if isinstance(config.get("sweep"), str) else "",
-        "trainable_params": model.get("trainable_params"),
-        "layer": model.get("first_trainable"),
+        "trainable_params": model.trainable_params if model else None,
+        "layer": model.first_trainable if model else None,
         "wall_seconds": _seconds_between(status.get("started_at"), status.get("ended_at")),
         "pruned_at_epoch": pruned_at if row["status"] == Status.PRUNED.value and isinstance(pruned_at, int)
         and not isinstance(pruned_at, bool) else None,

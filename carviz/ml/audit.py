@@ -39,6 +39,7 @@ def embeddings(dataset_root: Path, scan: Any, backbone: str = "mobilenet", image
                on_progress: Progress | None = None) -> tuple[np.ndarray, Any, TrainConfig]:
     """(one pooled embedding per usable image, in scan.labelled_files() order; the model; its config)."""
     from carviz.ml import features
+    from carviz.core import feature_cache
     from carviz.ml.devices import configure_devices
     from carviz.ml.model import build_model, choose_precision
 
@@ -50,8 +51,8 @@ def embeddings(dataset_root: Path, scan: Any, backbone: str = "mobilenet", image
     if position is None:
         raise ValueError(f"{backbone} with the recommended head has no pooled output to embed with")
     paths, labels = scan.labelled_files()
-    settings = features.load_settings()
-    cache = features.FeatureCache(features.cache_root(), settings.max_bytes)
+    settings = feature_cache.load_settings()
+    cache = feature_cache.FeatureCache(feature_cache.cache_root(), settings.max_bytes)
     rate = eta.Rate()
 
     def report(done: int, total: int) -> None:
@@ -63,7 +64,7 @@ def embeddings(dataset_root: Path, scan: Any, backbone: str = "mobilenet", image
     from carviz.ml import extraction
 
     computed_in = extraction.spec_precision(config.backbone, len(paths), config.image_size, precision)
-    key = features.feature_spec(config, scan.fingerprint, computed_in, settings.dtype).key(
+    key = feature_cache.feature_spec(config, scan.fingerprint, computed_in, settings.dtype).key(
         features.position_name(model, position))
     found = cache.get(key)
     if found is None:
@@ -76,7 +77,8 @@ def copy_similarity_threshold(model: Any, config: TrainConfig, paths: list[Path]
     60-85 % and re-encoded as JPEG at quality 60-85; the lowest similarity of an image to its copy, less a margin."""
     from PIL import Image
 
-    from carviz.data.datasets import load_image_rgb, make_pipeline
+    from carviz.data.datasets import load_image_rgb
+    from carviz.ml.pipelines import make_pipeline
     from carviz.ml import features
 
     rng = np.random.default_rng(seed)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from carviz.ml import extraction, feature_rows, features, warm
-from carviz.ml.feature_cache import CacheFull, FeatureCache, FeatureSpec, feature_spec
+from carviz.core.feature_cache import CacheFull, FeatureCache, FeatureSpec, feature_spec
 
 if TYPE_CHECKING:
     import keras
@@ -60,28 +60,17 @@ def _usable(cache: FeatureCache, key: str, paths: list[str]) -> bool:
     return True
 
 
-def prepare_augmented_training(
-    model: "keras.Model",
-    config: "TrainConfig",
-    freeze_index: int,
-    precision: str,
-    dataset_root: Path,
-    all_paths: Sequence[Path],
-    all_labels: Sequence[int],
-    fingerprint: str,
-    split: Any,
-    cache: FeatureCache,
-    storage_dtype: str = "float32",
-    on_progress: Callable[[int, int], None] | None = None,
-    also_positions: Sequence[int] = (),
-    initial_epoch: int = 0,
-    parent_model: str = "",
-) -> features.CachedTraining:
+def prepare_augmented_training(request: features.CacheRequest) -> features.CachedTraining:
     """features.prepare_cached_training for a run with augmentation: the plain features of every image (validation
     reads them) and config.augment_views augmented views of the training images, at the cut, taken from the cache or
     computed in one pass over the images; training cycles through the views (view_for_epoch) from initial_epoch.
 
     Raises CacheFull or ValueError when the cache cannot be used; the caller then trains on images."""
+    model, config, precision, split, cache = request.model, request.config, request.precision, request.split, \
+        request.cache
+    all_paths, all_labels, storage_dtype = request.paths, request.labels, request.storage_dtype
+    dataset_root, on_progress, also_positions = request.dataset_root, request.on_progress, request.also_positions
+    initial_epoch, freeze_index = request.initial_epoch, request.freeze_index
     views = config.augment_views
     if not (config.augmentation.enabled and views):
         raise ValueError("augmented views need augmentation on and augment_views >= 1")
@@ -90,7 +79,7 @@ def prepare_augmented_training(
         raise ValueError("no cut point after the input before the first trainable layer")
     features._check_frozen_through(model, min(position, len(model.get_layer("backbone").layers)))
     computed_in = extraction.spec_precision(config.backbone, len(all_paths), config.image_size, precision)
-    spec = feature_spec(config, fingerprint, computed_in, storage_dtype, parent_model)
+    spec = feature_spec(config, request.fingerprint, computed_in, storage_dtype, request.parent_model)
     root = Path(dataset_root).resolve()
     relative = [Path(p).resolve().relative_to(root).as_posix() for p in all_paths]
     train_relative = [Path(p).resolve().relative_to(root).as_posix() for p in split.train_paths]
@@ -165,7 +154,7 @@ def _extract(model: "keras.Model", config: "TrainConfig", spec: FeatureSpec, pos
     the way that are missing and fit: the plain features of every image when `plain`, and each view in `views` of
     the training images (each view: the run's augmentation with view_seed(view), in chunks of VIEW_CHUNK). Returns
     which engine computed them (extraction.Extractor.note)."""
-    from carviz.data.datasets import augmentation_model, make_pipeline
+    from carviz.ml.pipelines import augmentation_model, make_pipeline
 
     n = len(model.get_layer("backbone").layers)
     budget = cache.max_bytes
@@ -273,6 +262,6 @@ def view_pipeline(views: Sequence[np.ndarray], labels: Sequence[int], num_classe
         x.set_shape((None, *row_shape))
         return x, tf.one_hot(batch_labels, num_classes, dtype=tf.float32)
 
-    from carviz.data.datasets import steady
+    from carviz.ml.pipelines import steady
 
     return steady(ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)), steps

@@ -361,18 +361,16 @@ def _blocks(names: list[str]) -> list[str]:
 
 def _cut_points(model: Any, layers: list[Any]) -> list[bool]:
     """For each layer: does no graph edge jump over it, and does it have one output tensor?"""
-    node_keys = getattr(model, "_nodes", None)
-    if node_keys is None:  # not a functional graph (Sequential): a chain
+    from carviz.ml import keras_graph
+
+    if getattr(model, "_nodes", None) is None:  # not a functional graph (Sequential): a chain
         return [True] * len(layers)
     position = {id(layer): i for i, layer in enumerate(layers)}
     single_output = [False] * len(layers)
     # crossing[i] > 0 when some edge u -> v has u < i < v; built as a difference array (O(layers + edges)).
     crossing = [0] * (len(layers) + 1)
     for v, layer in enumerate(layers):
-        # Keep the calls that belong to this model's graph (a layer may be reused elsewhere).
-        nodes = [node for k, node in enumerate(layer._inbound_nodes) if f"{id(layer)}_ib-{k}" in node_keys]
-        if not nodes and len(layer._inbound_nodes) == 1:  # node-key format changed: assume its one call
-            nodes = list(layer._inbound_nodes)
+        nodes = keras_graph.inbound_calls(model, layer)  # this model's calls (a layer may be reused elsewhere)
         single_output[v] = len(nodes) <= 1 and all(len(node.outputs) == 1 for node in nodes)
         for node in nodes:
             for parent in node.parent_nodes:

@@ -1,7 +1,7 @@
 """A run's checkpoint contents: every weight of the whole model, and every optimizer variable, as arrays in one .npz
-in the model's own order, written and read without Keras' saving machinery (on MobileNet at 224 px a whole-model
-.keras save took 0.42 s of every epoch, this about a tenth; a training epoch on cached features can take under a
-second). The record layout (names, atomic replacement) is the store's; runs checkpointed before this (a whole-model
+in the model's own order, written and read without Keras' saving machinery (on MobileNet at 224 px with its Adam
+state: 0.03-0.09 s against 0.2-0.25 s for a whole-model .keras save, every epoch; a training epoch on cached
+features can take under a second). The record layout (names, atomic replacement) is the store's; runs checkpointed before this (a whole-model
 .keras and .weights.h5 best weights) still resume."""
 
 from __future__ import annotations

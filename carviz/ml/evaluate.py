@@ -141,7 +141,7 @@ def split_files_of(run: Run, split_name: str = "validation") -> tuple[Path, list
     raw = run.split()
     if raw is None:
         raise FileNotFoundError(f"run {run.id} has no recorded split (it never got as far as splitting its data)")
-    recorded = run.info().get("dataset_path")
+    recorded = run.run_info().dataset_path
     root = Path(recorded) if recorded else settings.resolve_dataset(str(run.config_dict().get("dataset", "")))
     if not root.is_dir():
         raise FileNotFoundError(f"run {run.id}: its dataset folder {root} is gone")
@@ -170,12 +170,12 @@ def dataset_files(run: Run, dataset: str | Path, skip_extra: bool = False) -> tu
     classes = run.classes()
     if not classes:
         raise FileNotFoundError(f"run {run.id} has no classes.json (it never got as far as splitting its data)")
-    own = run.info().get("dataset_path")
+    own = run.run_info().dataset_path
     if isinstance(own, str) and own and Path(own).resolve() == folder.resolve():
         raise ValueError(f"{folder} is run {run.id}'s own dataset, which holds its training images: evaluate its "
                          "validation or test split instead")
     scan = scan_dataset(folder)
-    launch_fingerprint = run.info().get("launch_fingerprint") or run.info().get("dataset_fingerprint")
+    launch_fingerprint = run.run_info().fingerprint_at_launch
     if scan.fingerprint and scan.fingerprint == launch_fingerprint:
         raise ValueError(f"{folder} holds the very images run {run.id} was trained on (same content fingerprint): "
                          "evaluate its validation or test split instead")
@@ -289,7 +289,7 @@ def evaluate_images(run: Run, paths: list[Path], labels: list[int], classes: lis
                     predictor: Any | None = None, batch_size: int = 64, what: str = "images") -> Evaluation:
     """The run's model on given images (labels index `classes`, which must be the model's), through the training
     input pipeline: another run's split, to compare two runs on the same images."""
-    from carviz.data.datasets import make_pipeline
+    from carviz.ml.pipelines import make_pipeline
     from carviz.ml.predict import load_model
 
     predictor = predictor or load_model(run)
@@ -313,7 +313,7 @@ def trained_on(run: Run, paths: list[Path]) -> int:
     raw = run.split()
     if raw is None:
         return 0
-    root = Path(run.info().get("dataset_path") or ".")
+    root = Path(run.run_info().dataset_path or ".")
     try:
         train = {p.resolve() for p in Split.from_json_dict(raw, root).train_paths}
     except (KeyError, TypeError, ValueError):

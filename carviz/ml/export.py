@@ -39,7 +39,9 @@ def in_float32(model: Any) -> Any:
     """The model itself when it computes in float32, else a float32 copy with the same weights: a mixed-precision
     model (mixed_bfloat16 on CPUs, mixed_float16 on GPUs) keeps float32 variables, and TFLite cannot convert its
     bfloat16 convolutions."""
-    if all(getattr(layer, "compute_dtype", "float32") == "float32" for layer in model._flatten_layers()):
+    from carviz.ml.keras_graph import all_layers
+
+    if all(getattr(layer, "compute_dtype", "float32") == "float32" for layer in all_layers(model)):
         return model
     copy = model.__class__.from_config(_float32_config(model.get_config()))
     copy.set_weights(model.get_weights())
@@ -129,7 +131,7 @@ def load_runner(fmt: str, path: Path) -> Runner:
 def validation_images(run: Run, image_size: int, classes: int) -> np.ndarray:
     """The run's validation images as prediction and evaluation see them: float32 (N, S, S, 3) pixels, decoded and
     resized by the training input pipeline."""
-    from carviz.data.datasets import make_pipeline
+    from carviz.ml.pipelines import make_pipeline
     from carviz.ml.evaluate import check_files, split_files_of
 
     _, _, paths, labels = split_files_of(run, "validation")

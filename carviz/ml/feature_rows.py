@@ -159,6 +159,6 @@ def block_pipeline(features: np.ndarray, rows: Sequence[int], labels: Sequence[i
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)))
-    from carviz.data.datasets import steady
+    from carviz.ml.pipelines import steady
 
     return steady(ds.prefetch(2))

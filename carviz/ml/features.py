@@ -11,23 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-# The storage side (keys, settings, the on-disk cache) lives in feature_cache; these stay importable from here.
-from carviz.ml import extraction, feature_rows, warm
-from carviz.ml.feature_cache import (  # noqa: F401 (re-exported)
-    STORAGE_DTYPES,
-    CacheEntry,
-    CacheFull,
-    CacheSettings,
-    FeatureCache,
-    FeatureSpec,
-    cache_key,
-    cache_root,
-    default_cache,
-    feature_spec,
-    load_settings,
-    save_settings,
-    unavailable_reason,
-)
+from carviz.ml import extraction, feature_rows, keras_graph, warm
+from carviz.core.feature_cache import CacheFull, FeatureCache, FeatureSpec, feature_spec  # storage: core/
 
 if TYPE_CHECKING:  # Keras is imported lazily: importing this module must stay light
     import keras
@@ -60,32 +45,6 @@ def cut_point_for(layers: list["LayerInfo"], freeze_index: int) -> int:
 # head's GlobalAveragePooling2D: for a fully frozen backbone that is all there is to cache).
 
 
-def _nodes_of(model: "keras.Model") -> list[Any]:
-    """The model's own graph nodes in execution order (deepest first)."""
-    by_depth = model._nodes_by_depth
-    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
-
-
-def _node_for(model: "keras.Model", layer: Any) -> Any:
-    matches = [node for node in _nodes_of(model) if node.operation is layer]
-    if len(matches) != 1:
-        raise ValueError(f"layer {layer.name} is called {len(matches)} times in {model.name}; need exactly once")
-    return matches[0]
-
-
-def _replay(model: "keras.Model", tensors: dict[int, Any], skip: set[int]) -> None:
-    """Call model's layers again on new tensors: tensors maps id(original tensor) -> new tensor and is filled in."""
-    for node in _nodes_of(model):
-        if not node.operation or node.is_input or id(node.operation) in skip:
-            continue
-        if any(id(x) not in tensors for x in node.input_tensors):
-            continue  # depends on something not replayed (before the cut, or a skipped layer)
-        args, kwargs = node.arguments.fill_in(tensors)
-        outputs = node.operation(*args, **kwargs)
-        for original, new in zip(node.outputs, outputs if isinstance(outputs, (list, tuple)) else [outputs]):
-            tensors[id(original)] = new
-
-
 def pooled_position(model: "keras.Model") -> int | None:
     """The pooled vector's position (n+1), or None when the model has no pooling layer (the seed head)."""
     names = {layer.name for layer in model.layers}
@@ -116,10 +75,10 @@ def submodel(model: "keras.Model", start: int, end: int | None = None, also: Seq
         raise ValueError(f"cannot cut from position {start} to {end} (positions run 0..{last})")
     if any(not start < q <= n or (end is not None and q >= end) for q in also):
         raise ValueError(f"extra outputs {list(also)} must lie between positions {start} and {end}")
-    outer_node = _node_for(model, backbone)
+    outer_node = keras_graph.node_for(model, backbone)
 
     def backbone_tensor(position: int) -> Any:
-        layer_node = _node_for(backbone, backbone.layers[position - 1])
+        layer_node = keras_graph.node_for(backbone, backbone.layers[position - 1])
         if len(layer_node.outputs) != 1:
             raise ValueError(f"layer {position} ({backbone.layers[position - 1].name}) has several outputs")
         return layer_node.outputs[0]
@@ -140,8 +99,8 @@ def submodel(model: "keras.Model", start: int, end: int | None = None, also: Seq
     inner: dict[int, Any] = {}
     if start == IMAGE:
         outer[id(model.inputs[0])] = new_in
-        _replay(model, outer, skip={id(backbone)})  # preprocessing, up to the backbone
-        (backbone_in,), _ = outer_node.arguments.fill_in(outer)
+        keras_graph.replay(model, outer, skip={id(backbone)})  # preprocessing, up to the backbone
+        (backbone_in,), _ = keras_graph.fill_in(outer_node, outer)
         inner[id(backbone.inputs[0])] = backbone_in
     elif start <= n:
         inner[id(original_in)] = new_in
@@ -158,7 +117,7 @@ def submodel(model: "keras.Model", start: int, end: int | None = None, also: Seq
 
     if start <= n:  # through the backbone, from after `start` up to `end` (or its end)
         stop_at = end if end is not None and end <= n else n
-        _replay(backbone, inner, skip={id(layer) for layer in backbone.layers[:start]}
+        keras_graph.replay(backbone, inner, skip={id(layer) for layer in backbone.layers[:start]}
                 | {id(layer) for layer in backbone.layers[stop_at:]})
         if end is not None and end <= n:
             return keras.Model(new_in, outputs(reached(end)), name=f"{model.name}_{start}_to_{end}")
@@ -167,7 +126,7 @@ def submodel(model: "keras.Model", start: int, end: int | None = None, also: Seq
                              "later layers need tensors from before it")
         outer[id(outer_node.outputs[0])] = inner[id(backbone.outputs[0])]
 
-    _replay(model, outer, skip={id(backbone)})  # the head, up to `end`
+    keras_graph.replay(model, outer, skip={id(backbone)})  # the head, up to `end`
     return keras.Model(new_in, outputs(outer[id(outer_tensor(end))]), name=f"{model.name}_{start}_to_{end or 'output'}")
 
 
@@ -220,37 +179,51 @@ def cache_position(model: "keras.Model", freeze_index: int, layers: list["LayerI
     return cut_point_for(layers if layers is not None else layers_of(backbone), freeze_index)
 
 
-def prepare_cached_training(
-    model: "keras.Model",
-    config: "TrainConfig",
-    freeze_index: int,
-    precision: str,
-    dataset_root: Path,
-    all_paths: Sequence[Path],
-    all_labels: Sequence[int],
-    fingerprint: str,
-    split: Any,
-    cache: FeatureCache,
-    storage_dtype: str = "float32",
-    on_progress: Callable[[int, int], None] | None = None,
-    also_positions: Sequence[int] = (),
-    parent_model: str = "",
-) -> CachedTraining:
+@dataclass(frozen=True)
+class CacheRequest:
+    """What a run asks of the cache (the one argument of prepare_cached_training and of augmented_views'
+    prepare_augmented_training; train_data.make_feed picks which): its built model and config, where the frozen part
+    ends (freeze_index) and the precision it computes in, every usable image of the dataset (paths, labels,
+    fingerprint: the cache holds them all) and the run's split, the cache and how it stores features, and
+    also_positions (other cuts its sweep needs, stored on the way), a transfer run's parent_model hash, and the
+    epoch it resumes from (augmented views cycle from it)."""
+
+    model: "keras.Model"
+    config: "TrainConfig"
+    freeze_index: int
+    precision: str
+    dataset_root: Path
+    paths: Sequence[Path]
+    labels: Sequence[int]
+    fingerprint: str
+    split: Any
+    cache: FeatureCache
+    storage_dtype: str = "float32"
+    on_progress: Callable[[int, int], None] | None = None
+    also_positions: Sequence[int] = ()
+    parent_model: str = ""
+    initial_epoch: int = 0
+
+
+def prepare_cached_training(request: CacheRequest) -> CachedTraining:
     """Get (from the cache, from a shallower cached cut, or from the images) the frozen part's output for every
     image of the dataset, then build the remainder model and its training/validation pipelines over the split.
     When it has to compute them, it also stores the features at also_positions (other cuts its sweep needs) that
     lie on the way, in the same pass. parent_model: a transfer run's parent model hash (feature_spec).
 
     Raises CacheFull or ValueError when the cache cannot be used; the caller then trains on images."""
-    position = cache_position(model, freeze_index)
+    model, config, precision, split, cache = request.model, request.config, request.precision, request.split, \
+        request.cache
+    all_paths, all_labels = request.paths, request.labels
+    position = cache_position(model, request.freeze_index)
     if position <= 1:
         raise ValueError("no cut point after the input before the first trainable layer")
     _check_frozen_through(model, min(position, len(model.get_layer("backbone").layers)))
     computed_in = extraction.spec_precision(config.backbone, len(all_paths), config.image_size, precision)
-    spec = feature_spec(config, fingerprint, computed_in, storage_dtype, parent_model)
+    spec = feature_spec(config, request.fingerprint, computed_in, request.storage_dtype, request.parent_model)
     name = position_name(model, position)
     key = spec.key(name)
-    root = Path(dataset_root).resolve()
+    root = Path(request.dataset_root).resolve()
     relative = [Path(p).resolve().relative_to(root).as_posix() for p in all_paths]
     started = time.perf_counter()
     with cache.locked(key):
@@ -261,7 +234,7 @@ def prepare_cached_training(
             found = None
         if found is None:
             source, engine = _compute_entry(model, config, spec, position, all_paths, all_labels, relative, cache,
-                                            on_progress, also_positions)
+                                            request.on_progress, request.also_positions)
             found = cache.get(key)
             if found is None:  # evicted at once by a concurrent writer: extremely unlikely; refuse, do not guess
                 raise ValueError("the cached features disappeared right after being written")
@@ -331,7 +304,7 @@ def _compute_entry(model: "keras.Model", config: "TrainConfig", spec: FeatureSpe
     """Compute and store the entry at `position` (plus any missing also_positions passed on the way), from the
     deepest shallower cached cut of the same family when there is one, else from the images; (where the features
     came from, which engine computed them)."""
-    from carviz.data.datasets import make_pipeline
+    from carviz.ml.pipelines import make_pipeline
 
     shallower = cache.shallower(spec.family(), position)
     total = len(all_paths)
@@ -404,7 +377,7 @@ def _output_shape(model: "keras.Model", position: int) -> tuple[int, ...]:
 def feature_pipeline(features: np.ndarray, rows: Sequence[int], labels: Sequence[int], num_classes: int,
                      batch_size: int, training: bool, seed: int, dtype: Any = "float32") -> "tf.data.Dataset":
     """Batches of (features[rows], one-hot labels), reshuffled each epoch when training: the same order in which
-    datasets.make_pipeline would feed the images (the same shuffle of the same number of elements and seed)."""
+    pipelines.make_pipeline would feed the images (the same shuffle of the same number of elements and seed)."""
     import tensorflow as tf
 
     if len(rows) != len(labels):
@@ -424,6 +397,6 @@ def feature_pipeline(features: np.ndarray, rows: Sequence[int], labels: Sequence
         x.set_shape((None, *row_shape))
         return x, tf.one_hot(batch_labels, num_classes, dtype=tf.float32)
 
-    from carviz.data.datasets import steady
+    from carviz.ml.pipelines import steady
 
     return steady(ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))

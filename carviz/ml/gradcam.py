@@ -78,7 +78,8 @@ class _Explainer:
         import keras
         import tensorflow as tf
 
-        from carviz.ml.features import IMAGE, _node_for, submodel
+        from carviz.ml.features import IMAGE, submodel
+        from carviz.ml.keras_graph import node_for
 
         self.position, self.layer = target_layer(model)
         self.to_map = submodel(model, IMAGE, self.position)  # preprocessing included: as prediction does it
@@ -87,7 +88,7 @@ class _Explainer:
         self.final = final if isinstance(final, keras.layers.Dense) and \
             getattr(final.activation, "__name__", "") == "softmax" else None
         if self.final is not None:  # explain the class score before the softmax (the logit), as Grad-CAM defines it
-            features = _node_for(rest, self.final).input_tensors[0]
+            features = node_for(rest, self.final).input_tensors[0]
             self.to_score = keras.Model(rest.inputs, features, name=f"{rest.name}_features")
         else:  # another output layer: explain the log-probability instead
             self.to_score = rest

@@ -171,6 +171,7 @@ def lr_range_test(
     """
     schedule = exponential_schedule(min_lr, max_lr, steps)
     from carviz.data import datasets
+    from carviz.ml import pipelines
 
     dataset_root = settings.resolve_dataset(config.dataset)  # before TensorFlow loads: fail fast
     scan = datasets.scan_dataset(dataset_root)
@@ -196,7 +197,7 @@ def lr_range_test(
     model, train_data = _cached_steps(model, config, summary.precision, dataset_root, scan, split,
                                       also_freeze_points, on_features)
     if train_data is None:
-        train_data = datasets.make_pipeline(split.train_paths, split.train_labels, len(split.classes),
+        train_data = pipelines.make_pipeline(split.train_paths, split.train_labels, len(split.classes),
                                             config.image_size, config.batch_size, training=True,
                                             augmentation=config.augmentation, seed=config.seed)
     batches = iter(train_data.repeat())
@@ -238,8 +239,9 @@ def _cached_steps(model: Any, config: TrainConfig, precision: str, dataset_root:
     """(the model to step, batches of its input): the remainder and cached features when training would use them
     without augmentation, else (model, None) and the caller feeds images."""
     from carviz.ml import features
+    from carviz.core import feature_cache
 
-    if config.augmentation.enabled or config.init_from_run or features.unavailable_reason(config) is not None:
+    if config.augmentation.enabled or config.init_from_run or feature_cache.unavailable_reason(config) is not None:
         return model, None  # (a transfer run's cache key needs its parent's hash: not worth it for a test)
     n = len(model.get_layer("backbone").layers)
     freeze_index = config.freeze_index(n)
@@ -250,15 +252,15 @@ def _cached_steps(model: Any, config: TrainConfig, precision: str, dataset_root:
         also = sorted({features.cache_position(model, config.replace(freeze=point).freeze_index(n), layers)
                        for point in also_freeze_points})
         all_paths, all_labels = scan.labelled_files()
-        settings_ = features.load_settings()
-        cache = features.FeatureCache(features.cache_root(), settings_.max_bytes)
+        settings_ = feature_cache.load_settings()
+        cache = feature_cache.FeatureCache(feature_cache.cache_root(), settings_.max_bytes)
         own = features.cache_position(model, freeze_index, layers)
         features.precompute(model, config, precision, dataset_root, all_paths, all_labels, scan.fingerprint, cache,
                             settings_.dtype, [*also, own], on_features)  # the sweep's cuts and this one, one pass
-        cached = features.prepare_cached_training(
+        cached = features.prepare_cached_training(features.CacheRequest(
             model, config, freeze_index, precision, dataset_root, all_paths, all_labels, scan.fingerprint, split,
-            cache, settings_.dtype, on_features)
-    except (features.CacheFull, ValueError, TypeError, OSError) as error:
+            cache, settings_.dtype, on_features))
+    except (feature_cache.CacheFull, ValueError, TypeError, OSError) as error:
         log.info("LR test on images: %s", error)
         return model, None
     log.info("LR test on cached %s features (%s)", cached.info["layer"], cached.info["source"])

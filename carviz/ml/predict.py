@@ -31,7 +31,7 @@ def model_version(run: Run) -> float:
 
 
 def preprocess(images: Sequence[Image.Image | np.ndarray] | np.ndarray, image_size: int) -> np.ndarray:
-    """A float32 (N, S, S, 3) batch in 0..255, resized exactly as datasets.make_pipeline does for training:
+    """A float32 (N, S, S, 3) batch in 0..255, resized exactly as pipelines.make_pipeline does for training:
     bilinear tf.image.resize of the RGB pixels, rounded and clipped to uint8, then cast to float32.
 
     images: PIL images, HxWx3 arrays (any sizes), or one (N, H, W, 3) / (H, W, 3) array.
@@ -150,7 +150,7 @@ def load_model(run: Run) -> Predictor:
     path = model_path(run)
     if not path.is_file():
         raise FileNotFoundError(f"run {run.id} has no trained model (no model file; status {run.status().value})")
-    classes = run.classes() or run.info().get("classes")
+    classes = run.classes() or run.run_info().classes
     if not classes:
         raise FileNotFoundError(f"run {run.id} has no class list (no classes.json)")
     image_size = int(run.config_dict().get("image_size") or 0)

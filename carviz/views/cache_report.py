@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from carviz.ml import feature_cache
+from carviz.core import feature_cache
+from carviz.core.run_info import RunInfo
 from carviz.core.config import FREEZE_ALL, TrainConfig
 from carviz.views.formatting import MIB, format_size  # noqa: F401 (format_size stays importable from here)
 
@@ -86,11 +87,11 @@ def sweep_note(base: TrainConfig, freeze_points: Sequence[int | str]) -> str:
     return "Feature cache " + "; ".join(parts)
 
 
-def run_line(info: Mapping[str, Any]) -> str | None:
+def run_line(info: RunInfo) -> str | None:
     """How a run trained, from its run.json: on cached features (which, how obtained, how long) or on images
     (why); None before the run has decided (or for runs older than the cache)."""
-    record = info.get("feature_cache")
-    if not isinstance(record, Mapping):
+    record = info.feature_cache
+    if not record:
         return None
     if not record.get("used"):
         return f"Trained on images: {record.get('reason') or 'no reason recorded'}"

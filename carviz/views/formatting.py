@@ -12,6 +12,40 @@ from carviz.core.record_checks import is_number
 GIB = 1024**3
 MIB = 1024**2
 ACCURACY_DIGITS = 1  # "41.7 %": one decimal is finer than any run-to-run noise carviz can measure
+STATUS_ICONS = {  # Material icons: they render everywhere (emoji need a font)
+    "queued": ":material/schedule:",
+    "running": ":material/play_circle:",
+    "succeeded": ":material/check_circle:",
+    "failed": ":material/error:",
+    "stopped": ":material/stop_circle:",
+    "lost": ":material/warning:",
+    "pruned": ":material/content_cut:",
+    "broken": ":material/report:",  # a damaged record (store.BROKEN): shown instead of the job's status
+}
+
+
+def status_label(status: str) -> str:
+    """A job status with its icon, e.g. ":material/check_circle: succeeded"."""
+    return f"{STATUS_ICONS.get(status, '')} {status}".strip()
+
+
+def number(value: Any) -> float | int | None:
+    """value when it is a finite number (not a bool), else None: record fields are read, never trusted."""
+    return value if is_number(value) else None
+
+
+def format_metric(value: Any, digits: int = 3) -> str:
+    """A loss or other metric with `digits` decimals; "–" when it is not a number."""
+    return f"{value:.{digits}f}" if number(value) is not None else "–"
+
+
+def format_number(value: Any, digits: int = 4) -> str:
+    """Any recorded value for the CLI: a float to `digits` significant digits, None as "-", anything else as is."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
 
 
 def format_accuracy(value: Any, digits: int = ACCURACY_DIGITS) -> str:

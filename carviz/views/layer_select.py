@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from carviz.core.config import FREEZE_ALL, RECOMMENDED, ConfigError, TrainConfig
+from carviz.core.config import FREEZE_ALL, RECOMMENDED, TrainConfig, parse_freeze
 
 if TYPE_CHECKING:  # backbones imports keras lazily, but LayerInfo is only needed for hints here
     from carviz.ml.backbones import LayerInfo
@@ -98,23 +98,6 @@ def first_trainable(layers: Sequence["LayerInfo"], freeze: int | str) -> "LayerI
     """The first layer that trains under `freeze`, or None when the whole backbone is frozen."""
     cut = clamp_freeze(freeze, len(layers))
     return layers[cut - 1] if cut <= len(layers) else None
-
-
-def parse_freeze(text: str | int) -> int | str:
-    """A freeze value typed by a person: a layer number >= 1 or "all"; ConfigError otherwise."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        value = text
-    else:
-        cleaned = str(text).strip().lower()
-        if cleaned == FREEZE_ALL:
-            return FREEZE_ALL
-        try:
-            value = int(cleaned)
-        except ValueError:
-            raise ConfigError(f"freeze must be a layer number >= 1 or 'all', got {text!r}") from None
-    if value < 1:
-        raise ConfigError(f"freeze must be a layer number >= 1 or 'all', got {text!r}")
-    return value
 
 
 def carried_config(backbone: str, alpha: float, image_size: int, freeze: int | str, dataset: str) -> TrainConfig:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from carviz.core.run_info import RunInfo
 from carviz.views.formatting import format_left
 
 
-def resume_line(info: Mapping[str, Any]) -> str | None:
+def resume_line(info: RunInfo) -> str | None:
     """What the last resume found, e.g. "Resumed on the split recorded at launch: 1 image gone (skipped), 3 new
     images not added."; None when the run was never resumed or the dataset was unchanged."""
-    resumes = info.get("resumes")
-    if not isinstance(resumes, list) or not resumes or not isinstance(resumes[-1], Mapping):
+    resumes = info.resumes
+    if not resumes:
         return None
     last = resumes[-1]
     gone, new = last.get("gone") or 0, last.get("new_ignored") or 0

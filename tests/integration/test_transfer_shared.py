@@ -91,7 +91,8 @@ def test_cached_and_uncached_runs_agree_on_real_photos_with_real_weights(tmp_pat
 
     from carviz.ml import backbones
     from carviz.data import datasets
-    from carviz.ml import features
+    from carviz.ml import features, pipelines
+    from carviz.core import feature_cache
 
     backbones.register_serializables()  # so load_model finds carviz's preprocessing layer
     keras_home = writable_copy(SHARED_KERAS_HOME, tmp_path / "keras_home")
@@ -110,11 +111,11 @@ def test_cached_and_uncached_runs_agree_on_real_photos_with_real_weights(tmp_pat
     # The cached path's outputs (cached features -> trained remainder) match the uncached model on the same images.
     split = datasets.Split.from_json_dict(json.loads(uncached.file("split.json").read_text()),
                                           SHARED_DATA / "cars-mini")
-    images = np.concatenate([x for x, _ in datasets.make_pipeline(
+    images = np.concatenate([x for x, _ in pipelines.make_pipeline(
         split.val_paths, split.val_labels, len(split.classes), 224, 8, training=False).as_numpy_iterator()])
     uncached_model = keras.saving.load_model(uncached.file("model.keras"))
     cached_model = keras.saving.load_model(cached.file("model.keras"))
-    cache = features.FeatureCache(home / "cache" / "features", 1 << 40)
+    cache = feature_cache.FeatureCache(home / "cache" / "features", 1 << 40)
     key = cached.info()["feature_cache"]["key"]
     rows = {path: row for row, path in enumerate(cache.paths(key))}
     root = (SHARED_DATA / "cars-mini").resolve()

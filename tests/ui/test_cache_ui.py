@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from carviz.ml import features
+from carviz.core import feature_cache
 from carviz.core import jobs, launch
 from carviz.core import sweeps as sweep
 from carviz.core.config import PRESETS
@@ -122,7 +122,7 @@ def test_saving_a_lower_limit_evicts(demo: Path) -> None:
     at.button(key=SAVE).click().run()
     assert not at.exception
     assert on_disk() == set(keys[:2])
-    assert features.load_settings() == features.CacheSettings(max_gb=0.009, dtype="float16")
+    assert feature_cache.load_settings() == feature_cache.CacheSettings(max_gb=0.009, dtype="float16")
     assert any("1 feature set(s) evicted" in s.value for s in at.success)
     assert any("8 MiB of 9.2 MiB, 2 feature sets" in m.value for m in at.markdown)
 

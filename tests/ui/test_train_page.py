@@ -15,6 +15,7 @@ from carviz.core import store as runs
 from carviz.core.jobs import record
 from carviz.core.jobs.status import ProcessCheck, check_process, process_create_time
 from carviz.core.config import PRESETS
+from carviz.views.config_form import FIELD_BY_KEY
 from carviz.data.datasets import generate_demo_dataset
 from carviz.core.store import Run, Status, create_run, list_runs
 
@@ -95,6 +96,9 @@ def test_renders_with_no_runs_and_defaults_to_demo_quick(carviz_home: Path) -> N
     assert at.number_input(key="tf_image_size").value == demo.image_size
     assert at.selectbox(key="tf_weights").value == "none"
     assert any("No jobs yet" in info.value for info in at.info)
+    drawn = {widget.key for kind in ("text_input", "selectbox", "number_input", "slider", "checkbox", "radio")
+             for widget in at.get(kind)}
+    assert set(FIELD_BY_KEY) <= drawn, f"config fields without a widget: {sorted(set(FIELD_BY_KEY) - drawn)}"
 
 
 def test_every_job_state_is_shown(carviz_home: Path) -> None:
@@ -259,7 +263,7 @@ def test_a_stopped_run_whose_process_still_exits_offers_no_resume_yet(carviz_hom
 
 def test_the_form_warns_when_the_cut_will_not_fit_the_cache_or_memory(carviz_home: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from carviz.ml.feature_cache import CacheSettings, cache_root, save_settings
+    from carviz.core.feature_cache import CacheSettings, cache_root, save_settings
     from carviz.ml.feature_rows import RAM_ENV
 
     tiny_demo(carviz_home)

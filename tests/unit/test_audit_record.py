@@ -10,7 +10,7 @@ import pytest
 from carviz.data import audit_record
 from carviz.data.audit import imbalance_note
 from carviz.data.datasets import generate_demo_dataset
-from carviz.ml.train import class_weights
+from carviz.ml.train_data import class_weights
 from carviz.views.audit_view import actions_by_image, described, headline
 
 

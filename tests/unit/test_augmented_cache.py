@@ -18,6 +18,7 @@ from carviz.core import sweeps as sweep
 from carviz.core.config import Augmentation, ConfigError, TrainConfig
 from carviz.data import datasets
 from carviz.ml import augmented_views, features, train
+from carviz.core import feature_cache
 from carviz.ml.model import build_model
 from carviz.views.cache_report import config_note, run_line
 
@@ -75,14 +76,14 @@ def _prepare(config: TrainConfig, initial_epoch: int = 0) -> tuple[features.Cach
     model, _ = build_model(config, len(split.classes))
     all_paths, all_labels = scan.labelled_files()
     n = len(model.get_layer("backbone").layers)
-    cached = augmented_views.prepare_augmented_training(
+    cached = augmented_views.prepare_augmented_training(features.CacheRequest(
         model, config, config.freeze_index(n), "float32", root, all_paths, all_labels, scan.fingerprint, split,
-        features.default_cache(), initial_epoch=initial_epoch)
+        feature_cache.default_cache(), initial_epoch=initial_epoch))
     return cached, split
 
 
 def _arrays(info: dict) -> tuple[np.ndarray, list[np.ndarray]]:
-    cache = features.default_cache()
+    cache = feature_cache.default_cache()
     return np.array(cache.get(info["key"])[0]), [np.array(cache.get(key)[0]) for key in info["view_keys"]]
 
 
@@ -123,7 +124,7 @@ def test_each_epoch_feeds_the_next_view_and_cycles_after_k(colours: Path) -> Non
 
     # Validation reads the plain (unaugmented) features of the validation images, in order.
     relative = [p.relative_to(settings.resolve_dataset("colours")).as_posix() for p in split.val_paths]
-    rows = [features.default_cache().paths(info["key"]).index(path) for path in relative]
+    rows = [feature_cache.default_cache().paths(info["key"]).index(path) for path in relative]
     fed_val = np.concatenate([np.asarray(x) for x, _ in cached.val_data])
     assert np.array_equal(fed_val, plain[rows])
 
@@ -136,7 +137,7 @@ def test_each_epoch_feeds_the_next_view_and_cycles_after_k(colours: Path) -> Non
 def test_a_view_follows_from_its_key_not_from_the_batch_size(colours: Path) -> None:
     first, _ = _prepare(AUGMENTED.replace(augment_views=2))
     _, views = _arrays(first.info)
-    features.default_cache().evict(0)
+    feature_cache.default_cache().evict(0)
     again, _ = _prepare(AUGMENTED.replace(augment_views=2, batch_size=5, learning_rate=1e-2))
     assert again.info["view_keys"] == first.info["view_keys"]
     assert again.info["views_source"] == "computed from the images"
@@ -145,7 +146,7 @@ def test_a_view_follows_from_its_key_not_from_the_batch_size(colours: Path) -> N
 
 
 def test_cache_keys_separate_augmentations_and_views_but_share_the_plain_features() -> None:
-    spec = features.FeatureSpec("small_cnn", "none", 1.0, 32, "recommended", "abc")
+    spec = feature_cache.FeatureSpec("small_cnn", "none", 1.0, 32, "recommended", "abc")
     rows = ["red/a.png", "green/b.png"]
     base = Augmentation(enabled=True)
     key = lambda aug, view, paths=rows: spec.key("block1_pool",  # noqa: E731
@@ -164,8 +165,8 @@ def test_runs_record_their_views_and_share_what_they_can(colours: Path) -> None:
     assert info["used"] and info["augmented_views"] == 2 and info["layer"] == "block1_pool"
     assert info["view_rule"] == augmented_views.VIEW_RULE and len(info["view_keys"]) == 2
     assert [row["epoch"] for row in run.metrics()] == [1, 2]
-    assert "with 2 augmented views, one per epoch in turn" in run_line(run.info())
-    entries = features.default_cache().entries()
+    assert "with 2 augmented views, one per epoch in turn" in run_line(run.run_info())
+    entries = feature_cache.default_cache().entries()
     assert sorted((e.meta["layer"], e.meta.get("view", -1)) for e in entries) == [
         ("block1_pool", -1), ("block1_pool", 0), ("block1_pool", 1)]  # plain and both views, in one pass
 
@@ -182,7 +183,7 @@ def test_runs_record_their_views_and_share_what_they_can(colours: Path) -> None:
 
     on_images = _train(AUGMENTED.replace(augment_views=0, epochs=1))
     assert on_images.info()["feature_cache"] == {
-        "used": False, "reason": features.unavailable_reason(AUGMENTED.replace(augment_views=0))}
+        "used": False, "reason": feature_cache.unavailable_reason(AUGMENTED.replace(augment_views=0))}
 
 
 def test_a_resumed_run_continues_with_the_view_of_its_epoch(colours: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,7 +226,7 @@ def test_a_sweep_run_stores_every_cut_and_view_its_sweep_needs_in_one_pass(colou
     record = sweep.create_sweep(config)
     deepest, *others = record.runs()
     assert train.train(deepest) == runs.Status.SUCCEEDED, deepest.log_tail()
-    stored = sorted((e.meta["layer"], e.meta.get("view", -1)) for e in features.default_cache().entries())
+    stored = sorted((e.meta["layer"], e.meta.get("view", -1)) for e in feature_cache.default_cache().entries())
     assert stored == sorted((layer, view) for layer in ("block1_pool", "block2_pool", "head_pool")
                             for view in (-1, 0, 1))  # -1: the plain features
     for run in others:
@@ -244,8 +245,8 @@ def test_the_setting_is_checked_carried_and_explained() -> None:
     old = AUGMENTED.to_dict()
     del old["augment_views"]  # a config.json written before cached views: its augmented run trained on images
     assert TrainConfig.from_dict(old).augment_views == 0
-    assert "augmentation is on with 0 cached views" in features.unavailable_reason(TrainConfig.from_dict(old))
-    assert features.unavailable_reason(AUGMENTED) is None
+    assert "augmentation is on with 0 cached views" in feature_cache.unavailable_reason(TrainConfig.from_dict(old))
+    assert feature_cache.unavailable_reason(AUGMENTED) is None
     assert config_note(AUGMENTED).startswith("Feature cache on with 3 augmented views")
 
     parser = argparse.ArgumentParser()
@@ -253,6 +254,6 @@ def test_the_setting_is_checked_carried_and_explained() -> None:
     args = parser.parse_args(["--preset", "recommended", "--augment", "--augment-views", "6"])
     assert config_from_args(args).augment_views == 6 and config_from_args(args).augmentation.enabled
 
-    from app_pages._common import config_to_form, form_to_config
+    from carviz.views.config_form import config_to_form, form_to_config
 
     assert form_to_config(config_to_form(AUGMENTED.replace(augment_views=7))).augment_views == 7

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from carviz.ml import features
+from carviz.core import feature_cache
 from carviz.cli import main
 
 MIB = 1024**2
@@ -23,7 +23,7 @@ def key_of(name: str) -> str:
 
 def add_entries(layers: list[str], mib: int = 4) -> list[str]:
     """Feature sets of `mib` MiB each in the cache under CARVIZ_HOME, the first one most recently used."""
-    cache = features.FeatureCache(features.cache_root(), 10**12)
+    cache = feature_cache.FeatureCache(feature_cache.cache_root(), 10**12)
     keys = []
     now = time.time()
     for age, layer in enumerate(layers):
@@ -40,7 +40,7 @@ def add_entries(layers: list[str], mib: int = 4) -> list[str]:
 
 
 def on_disk() -> set[str]:
-    root = features.cache_root()
+    root = feature_cache.cache_root()
     return {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.is_dir() else set()
 
 
@@ -74,10 +74,10 @@ def test_lower_limit_evicts_least_recently_used(carviz_home: Path, capsys: pytes
     code, out, _ = run_cli(capsys, "cache", "--limit-gb", "0.009")  # ~9.2 MiB: room for two 4 MiB sets
     assert code == 0 and "1 feature set(s) evicted" in out
     assert on_disk() == set(keys[:2])
-    assert features.load_settings() == features.CacheSettings(max_gb=0.009, dtype="float32")
+    assert feature_cache.load_settings() == feature_cache.CacheSettings(max_gb=0.009, dtype="float32")
 
     code, out, _ = run_cli(capsys, "cache", "--dtype", "float16")
-    assert code == 0 and features.load_settings() == features.CacheSettings(max_gb=0.009, dtype="float16")
+    assert code == 0 and feature_cache.load_settings() == feature_cache.CacheSettings(max_gb=0.009, dtype="float16")
     assert on_disk() == set(keys[:2])  # a dtype change alone keeps what fits
 
 
@@ -93,12 +93,12 @@ def test_clear_empties_the_cache(carviz_home: Path, capsys: pytest.CaptureFixtur
 def test_bad_values_exit_2_and_change_nothing(carviz_home: Path, capsys: pytest.CaptureFixture[str],
                                               argv: list[str]) -> None:
     keys = add_entries(["kept"], mib=1)
-    features.save_settings(features.CacheSettings(max_gb=5.0, dtype="float32"))
+    feature_cache.save_settings(feature_cache.CacheSettings(max_gb=5.0, dtype="float32"))
     code, out, err = run_cli(capsys, "cache", *argv)
     assert code == 2 and err.startswith("error: ") and out == ""
     assert ("dtype" in err) if "--dtype" in argv else ("limit" in err)
     assert on_disk() == set(keys)
-    assert features.load_settings() == features.CacheSettings(max_gb=5.0, dtype="float32")
+    assert feature_cache.load_settings() == feature_cache.CacheSettings(max_gb=5.0, dtype="float32")
 
 
 def test_show_prints_the_runs_cache_line_and_train_can_turn_it_off(carviz_home: Path,

@@ -10,8 +10,10 @@ import pytest
 
 from carviz.core import store as runs
 from carviz.core.config import TrainConfig
+from carviz.core.run_info import RunInfo
 from carviz.data import datasets
 from carviz.ml import extraction, features, train
+from carviz.core import feature_cache
 from carviz.ml.model import build_model
 from carviz.views.cache_report import run_line
 
@@ -106,7 +108,7 @@ def test_runs_record_the_engine_and_share_tflite_features_across_precisions(
     first = _train(TINY)
     assert first["source"] == "computed from the images" and "TFLite" in first["engine"]
     assert first["computed_in"] == "float32"
-    assert "features (computed from the images, by TFLite (XNNPACK, float32" in run_line({"feature_cache": first})
+    assert "features (computed from the images, by TFLite (XNNPACK, float32" in run_line(RunInfo.read({"feature_cache": first}))
     bf16 = _train(TINY.replace(precision="mixed_bfloat16"))
     assert bf16["source"] == "cache hit" and bf16["key"] == first["key"] and "engine" not in bf16
     monkeypatch.setenv(extraction.ENGINE_ENV, "keras")
@@ -123,7 +125,7 @@ def test_runs_record_the_engine_and_share_tflite_features_across_precisions(
 
 
 def _stored(key: str) -> np.ndarray:
-    cache = features.FeatureCache(features.cache_root(), features.load_settings().max_bytes)
+    cache = feature_cache.FeatureCache(feature_cache.cache_root(), feature_cache.load_settings().max_bytes)
     found = cache.get(key)
     assert found is not None
     return np.array(found[0])

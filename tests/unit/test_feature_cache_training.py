@@ -11,6 +11,7 @@ import pytest
 
 from carviz.data import datasets
 from carviz.ml import checkpoints, features
+from carviz.core import feature_cache
 from carviz.core import store as runs
 from carviz.ml import train
 from carviz.core.config import Augmentation, TrainConfig
@@ -78,7 +79,7 @@ def test_later_runs_reuse_the_cache_and_deeper_cuts_start_from_shallower_ones(de
     assert _cache_info(pooled)["layer"] == "head_pool" and _cache_info(pooled)["shape"] == [256]
     assert _cache_info(pooled)["source"] == "computed from the cached conv_dw_9_relu features"
     assert _cache_info(again)["source"] == "cache hit"
-    cache = features.default_cache()
+    cache = feature_cache.default_cache()
     layers = sorted(entry.meta["layer"] for entry in cache.entries())
     assert layers == ["conv_dw_7_relu", "conv_dw_9_relu", "head_pool"]
 
@@ -101,16 +102,16 @@ def test_later_runs_reuse_the_cache_and_deeper_cuts_start_from_shallower_ones(de
     ({"freeze": 1}, "nothing before the first trainable layer"),
 ])
 def test_runs_that_cannot_use_the_cache_say_why(change: dict, reason: str) -> None:
-    assert reason in (features.unavailable_reason(TINY.replace(**change)) or "")
-    assert features.unavailable_reason(TINY) is None
+    assert reason in (feature_cache.unavailable_reason(TINY.replace(**change)) or "")
+    assert feature_cache.unavailable_reason(TINY) is None
 
 
 def test_a_cache_too_small_for_the_features_falls_back_to_images(demo_home: Path) -> None:
-    features.save_settings(features.CacheSettings(max_gb=0.00001))  # ~10 KiB; the features need ~64 KiB
+    feature_cache.save_settings(feature_cache.CacheSettings(max_gb=0.00001))  # ~10 KiB; the features need ~64 KiB
     run = _train(TINY.replace(epochs=1))
     info = _cache_info(run)
     assert not info["used"] and "above the cache limit" in info["reason"]
-    assert features.default_cache().entries() == []
+    assert feature_cache.default_cache().entries() == []
     assert len(run.metrics()) == 1
 
 
@@ -156,10 +157,10 @@ def test_submodels_compose_to_the_whole_model() -> None:
 
 
 def test_feature_keys_depend_on_precision_and_storage() -> None:
-    spec = features.FeatureSpec("mobilenet", "imagenet", 1.0, 224, "recommended", "abc")
-    assert spec.key("conv_dw_7_relu") != features.FeatureSpec(**{**spec.__dict__, "precision": "mixed_float16"}).key(
+    spec = feature_cache.FeatureSpec("mobilenet", "imagenet", 1.0, 224, "recommended", "abc")
+    assert spec.key("conv_dw_7_relu") != feature_cache.FeatureSpec(**{**spec.__dict__, "precision": "mixed_float16"}).key(
         "conv_dw_7_relu")
-    assert spec.family() == features.FeatureSpec(**spec.__dict__).family()
+    assert spec.family() == feature_cache.FeatureSpec(**spec.__dict__).family()
     assert spec.key("conv_dw_7_relu") != spec.key("conv_dw_9_relu")
 
 
@@ -173,23 +174,23 @@ def test_a_sweep_run_stores_the_cuts_its_sweep_needs_in_one_pass(demo_home: Path
     assert train.train(deepest) == runs.Status.SUCCEEDED, deepest.log_tail()
     assert _cache_info(deepest)["source"] == ("computed from the images "
                                               "(with conv_dw_7_relu, conv_dw_9_relu on the way)")
-    assert sorted(e.meta["layer"] for e in features.default_cache().entries()) == [
+    assert sorted(e.meta["layer"] for e in feature_cache.default_cache().entries()) == [
         "conv_dw_7_relu", "conv_dw_9_relu", "head_pool"]
     for run in (middle, shallowest):
         assert train.train(run) == runs.Status.SUCCEEDED, run.log_tail()
         assert _cache_info(run)["source"] == "cache hit"
     # The features stored on the way equal those a lone run computes from the images.
-    on_the_way = np.array(features.default_cache().get(_cache_info(middle)["key"])[0])
-    features.default_cache().evict(0)
+    on_the_way = np.array(feature_cache.default_cache().get(_cache_info(middle)["key"])[0])
+    feature_cache.default_cache().evict(0)
     lone = _train(TINY.replace(epochs=1, freeze=59))
     assert _cache_info(lone)["source"] == "computed from the images"
-    assert np.allclose(np.array(features.default_cache().get(_cache_info(lone)["key"])[0]), on_the_way, atol=1e-4)
+    assert np.allclose(np.array(feature_cache.default_cache().get(_cache_info(lone)["key"])[0]), on_the_way, atol=1e-4)
 
 
 def test_float16_storage_halves_the_cache_and_trains_to_nearly_the_same_curves(demo_home: Path) -> None:
     one_epoch = TINY.replace(epochs=1)
     full = _train(one_epoch)
-    features.save_settings(features.CacheSettings(dtype="float16"))
+    feature_cache.save_settings(feature_cache.CacheSettings(dtype="float16"))
     half = _train(one_epoch)
     assert _cache_info(half)["dtype"] == "float16" and _cache_info(half)["key"] != _cache_info(full)["key"]
     assert _cache_info(half)["bytes"] * 2 == _cache_info(full)["bytes"]

@@ -101,7 +101,7 @@ def test_a_run_trains_from_a_cut_larger_than_its_memory_budget(carviz_home: Path
 
 def test_the_train_form_says_when_a_cut_will_not_fit_the_cache_or_memory() -> None:
     from carviz.ml.backbones import list_layers
-    from carviz.ml.feature_cache import CacheSettings
+    from carviz.core.feature_cache import CacheSettings
     from carviz.views.cache_report import cut_fit_warning, cut_size
 
     layers = list_layers("mobilenet", 224, 1.0)

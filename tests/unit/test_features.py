@@ -11,9 +11,8 @@ import pytest
 
 from carviz.ml import backbones
 from carviz.core.config import TrainConfig
+from carviz.core.feature_cache import FeatureCache, cache_key
 from carviz.ml.features import (
-    FeatureCache,
-    cache_key,
     cut_point_for,
     frozen_extractor,
     trainable_remainder,

@@ -14,7 +14,7 @@ import pytest
 from carviz.core import store as runs
 from carviz.core.config import TrainConfig
 from carviz.data import datasets
-from carviz.ml import train
+from carviz.ml import pipelines, train
 from carviz.ml.callbacks import KeepBest, WholeModelCheckpoint
 
 SMALL = TrainConfig(dataset="demo", backbone="small_cnn", weights="none", image_size=32, epochs=3, batch_size=8,
@@ -59,7 +59,7 @@ def _evaluate_saved_model(run: runs.Run) -> tuple[float, float]:
     """(loss, accuracy) of model.keras on the run's recorded validation split, on the images."""
     split = datasets.Split.from_json_dict(run.split(), Path(run.info()["dataset_path"]))
     config = run.config()
-    data = datasets.make_pipeline(split.val_paths, split.val_labels, len(split.classes), config.image_size,
+    data = pipelines.make_pipeline(split.val_paths, split.val_labels, len(split.classes), config.image_size,
                                   config.batch_size, training=False)
     loss, accuracy = keras.saving.load_model(run.model_path()).evaluate(data, verbose=0)
     return float(loss), float(accuracy)

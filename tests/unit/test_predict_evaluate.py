@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from carviz.data import datasets
+from carviz.ml import pipelines
 from carviz.core import store as runs
 from carviz.core.config import TrainConfig
 from carviz.ml.evaluate import Evaluation, check_files, evaluate_run, summarize_predictions
@@ -57,7 +58,7 @@ def test_top_k_is_sorted_sums_at_most_one_and_names_classes(trained, predictor):
 
 def test_predictions_agree_with_model_predict_on_the_training_pipeline(trained, predictor):
     _, paths, labels = validation(trained[1])
-    pipeline = datasets.make_pipeline(paths, labels, len(predictor.classes), 32, 64, training=False)
+    pipeline = pipelines.make_pipeline(paths, labels, len(predictor.classes), 32, 64, training=False)
     batch = np.concatenate([np.asarray(x) for x, _ in pipeline])
     from carviz.core.calibration import scale
 

@@ -80,13 +80,14 @@ def test_cli_runs_the_lr_test_then_launches_the_sweep(carviz_home: Path, monkeyp
     assert len(record.run_ids) == len(config.freeze_points) * 2 * 3
     # the test stepped on cached features, and its one pass stored the cut of every planned freeze point
     from carviz.ml import features
+    from carviz.core import feature_cache
     from carviz.ml.model import build_model
 
     model, _ = build_model(config.base, 4)
     n = len(model.get_layer("backbone").layers)
     planned = {features.cache_position(model, config.base.replace(freeze=point).freeze_index(n))
                for point in config.freeze_points if point != 1}  # freeze 1 trains everything: nothing to cache
-    cached = {entry.meta["depth"] for entry in features.default_cache().entries()}
+    cached = {entry.meta["depth"] for entry in feature_cache.default_cache().entries()}
     assert planned and planned <= cached
     # launching again from the same test launches nothing more
     from carviz.core.store import Store

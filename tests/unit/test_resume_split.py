@@ -13,6 +13,7 @@ from carviz.core.config import TrainConfig
 from carviz.core.store import Run, Status, create_run
 from carviz.data.datasets import generate_demo_dataset
 from carviz.ml import train
+from carviz.ml.train_data import DatasetChanged
 from carviz.views.run_notes import resume_line
 
 TINY = TrainConfig(name="tiny", dataset="demo", backbone="small_cnn", weights="none", image_size=32, epochs=3,
@@ -42,7 +43,7 @@ def resume_in_process(run: Run, accept: bool = False) -> Status:
     run.request_resume(accept_dataset_changes=accept)
     try:
         return train.train(run)
-    except train.DatasetChanged:
+    except DatasetChanged:
         return run.status()
 
 
@@ -51,7 +52,7 @@ def test_an_unchanged_dataset_resumes_on_the_same_split(stopped_run: Run) -> Non
     assert resume_in_process(stopped_run) == Status.SUCCEEDED
     assert stopped_run.split() == split and stopped_run.classes() == classes
     assert [row["epoch"] for row in stopped_run.metrics()] == [1, 2, 3]
-    assert resume_line(stopped_run.info()) is None
+    assert resume_line(stopped_run.run_info()) is None
 
 
 def test_a_removed_image_is_refused_then_skipped_when_accepted(stopped_run: Run, carviz_home: Path) -> None:
@@ -61,14 +62,14 @@ def test_a_removed_image_is_refused_then_skipped_when_accepted(stopped_run: Run,
     assert resume_in_process(stopped_run) == Status.FAILED
     state = stopped_run.state()
     assert state.error.startswith("DatasetChanged") and "1 image(s) gone" in state.error and removed in state.error
-    assert "Resume refused" in resume_line(stopped_run.info())
+    assert "Resume refused" in resume_line(stopped_run.run_info())
 
     assert resume_in_process(stopped_run, accept=True) == Status.SUCCEEDED
     assert stopped_run.split() == split  # the record is what was recorded at launch, never rewritten
     info = stopped_run.info()
     assert info["train_images"] == len(split["train_paths"]) - 1 and info["val_images"] == len(split["val_paths"])
     assert info["resumes"][-1]["gone"] == 1 and info["resumes"][-1]["accepted"] is True
-    assert "1 image gone (skipped)" in resume_line(info)
+    assert "1 image gone (skipped)" in resume_line(stopped_run.run_info())
     assert [row["epoch"] for row in stopped_run.metrics()] == [1, 2, 3]
 
 

@@ -17,6 +17,7 @@ from carviz.core import store as runs
 from carviz.core.config import ConfigError, SweepConfig, TrainConfig, expand
 from carviz.core.record_checks import RUN_FILES
 from carviz.data import datasets
+from carviz.ml import pipelines
 from carviz.data.datasets import Split, pick_test_files, scan_dataset, split_files
 
 DEMO = dict(per_class=8, image_size=48)
@@ -203,8 +204,8 @@ def test_the_lr_range_test_never_sees_test_or_validation_images(carviz_home: Pat
     config = TrainConfig(dataset="demo", backbone="small_cnn", weights="none", image_size=32, batch_size=8,
                          precision="float32", seed=3, split_seed=5, test_fraction=0.25)
     seen: list[list[Path]] = []
-    real = datasets.make_pipeline
-    monkeypatch.setattr(datasets, "make_pipeline", lambda paths, *a, **k: seen.append(list(paths)) or real(paths, *a,
+    real = pipelines.make_pipeline
+    monkeypatch.setattr(pipelines, "make_pipeline", lambda paths, *a, **k: seen.append(list(paths)) or real(paths, *a,
                                                                                                            **k))
     lr_range.lr_range_test(config, steps=2)
     split = split_files(scan_dataset(carviz_home / "data" / "demo"), 0.2, 5, 0.25)
@@ -232,7 +233,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
         for name in ("CARVIZ_RUNS", "CARVIZ_DATA", "CARVIZ_CACHE"):
             patch.delenv(name, raising=False)
         datasets.generate_demo_dataset(home / "data" / "demo", **DEMO)
-        real_pipeline, real_features = datasets.make_pipeline, features.feature_pipeline
+        real_pipeline, real_features = pipelines.make_pipeline, features.feature_pipeline
         current: list = []
 
         def spy_pipeline(paths, labels, *args, **kwargs):
@@ -245,7 +246,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
             current.append(("rows", "feature_pipeline", list(rows), kwargs.get("training")))
             return real_features(store, rows, labels, *args, **kwargs)
 
-        patch.setattr(datasets, "make_pipeline", spy_pipeline)
+        patch.setattr(pipelines, "make_pipeline", spy_pipeline)
         patch.setattr(features, "feature_pipeline", spy_features)
         made = {}
         for name, config in (("cached", TINY.replace(seed=1)), ("uncached", TINY.replace(seed=2,
@@ -254,7 +255,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
             run = runs.create_run(config)
             assert train.train(run) == runs.Status.SUCCEEDED, run.log_tail()
             made[name], calls[name] = run, list(current)
-        patch.setattr(datasets, "make_pipeline", real_pipeline)
+        patch.setattr(pipelines, "make_pipeline", real_pipeline)
         patch.setattr(features, "feature_pipeline", real_features)
         yield home, made, calls
 
@@ -283,7 +284,7 @@ def test_test_images_never_reach_the_training_or_validation_pipelines(trained) -
     test = set(split.test_paths)
     # on images: the training and validation pipelines are exactly the split's, the test one comes last, alone
     images = [(caller, paths, training) for kind, caller, paths, training in calls["uncached"] if kind == "images"]
-    assert [(caller, training) for caller, _, training in images] == [("train_body", True), ("train_body", False),
+    assert [(caller, training) for caller, _, training in images] == [("make_feed", True), ("make_feed", False),
                                                                       ("evaluate_kept", False)]
     assert images[0][1] == split.train_paths and images[1][1] == split.val_paths and images[2][1] == split.test_paths
     assert not test & set(images[0][1]) and not test & set(images[1][1])
@@ -299,7 +300,7 @@ def test_test_images_never_reach_the_training_or_validation_pipelines(trained) -
     assert [all_paths[row] for row in rows[2][0]] == split.test_paths
     assert not test_rows & set(rows[0][0]) and not test_rows & set(rows[1][0])
     from_body = [(paths, training) for kind, caller, paths, training in calls["cached"]
-                 if kind == "images" and caller in ("train_body", "evaluate_kept")]
+                 if kind == "images" and caller in ("make_feed", "evaluate_kept")]
     assert from_body == []  # no pass over the images: the test split's features are cached with the others
     assert made["cached"].evaluation()["test"]["computed_on"] == "cached features"
     assert made["uncached"].evaluation()["test"]["computed_on"] == "images"

@@ -18,7 +18,7 @@ from carviz.core.advice import frozen_random_backbone_warning
 from carviz.core.config import ConfigError, TrainConfig
 from carviz.data import datasets
 from carviz.ml import train, transfer
-from carviz.ml.feature_cache import feature_spec
+from carviz.core.feature_cache import feature_spec
 from carviz.ml.model import build_model
 
 
