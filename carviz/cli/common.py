@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,41 +12,23 @@ from typing import Any
 from carviz.core import settings
 from carviz.views.formatting import format_number
 from carviz.core.config import PRESETS, ConfigError, TrainConfig, parse_freeze
-from carviz.core.field_spec import FieldSpec, flag_name, range_text, specs
-
-
-def freeze_arg(text: str) -> int | str:
-    try:
-        return parse_freeze(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from carviz.core.field_spec import Leaf, flag_name, leaves, range_text, replace_paths
 
 
 @dataclass(frozen=True)
 class ConfigFlag:
-    """A TrainConfig field's command-line flag: the field (a path into nested dataclasses) and its spec."""
+    """A TrainConfig field's command-line flag."""
 
-    path: tuple[str, ...]
+    field: Leaf
     flag: str
-    spec: FieldSpec
-    kind: type
 
     @property
     def dest(self) -> str:
-        return ".".join(self.path)
+        return ".".join(self.field.path)
 
 
-def _flags(cls: type, prefix: tuple[str, ...] = ()) -> list[ConfigFlag]:
-    found, defaults = [], cls()
-    for name, spec in specs(cls):
-        if spec.nested is not None:
-            found += _flags(spec.nested, prefix + (name,))
-        elif flag_name(name, spec):
-            found.append(ConfigFlag(prefix + (name,), flag_name(name, spec), spec, type(getattr(defaults, name))))
-    return found
-
-
-CONFIG_FLAGS: tuple[ConfigFlag, ...] = tuple(_flags(TrainConfig))
+CONFIG_FLAGS: tuple[ConfigFlag, ...] = tuple(ConfigFlag(leaf, flag_name(leaf.name, leaf.spec))
+                                              for leaf in leaves(TrainConfig) if flag_name(leaf.name, leaf.spec))
 # What the sweep command takes from these (the grid's own flags set backbones, learning rates and freeze points).
 SWEEP_BASE_FIELDS = ("epochs", "batch_size", "image_size", "weights", "head", "split_seed", "test_fraction")
 
@@ -59,6 +40,9 @@ def _as_argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
         except ConfigError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
     return parse_flag
+
+
+freeze_arg = _as_argument_type(parse_freeze)  # --freeze N|all, for commands other than train (layers)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None) -> None:
@@ -76,38 +60,28 @@ def add_config_flags(parser: argparse.ArgumentParser, fields: Sequence[str] | No
     for option in CONFIG_FLAGS:
         if fields is not None and option.dest not in fields:
             continue
-        spec = option.spec
+        spec = option.field.spec
         names = (option.flag, *spec.aliases)
         text = spec.help or spec.label
         if spec.const is not None:
             parser.add_argument(*names, dest=option.dest, action="store_const", const=spec.const, default=None,
                                 help=f"{text} (sets {option.dest} to {str(spec.const).lower()})")
             continue
-        kind = _as_argument_type(spec.parse) if spec.parse else option.kind
+        kind = _as_argument_type(spec.parse) if spec.parse else type(option.field.default)
         if spec.low is not None and not spec.choices:
             text += f" ({range_text(spec)})"
         parser.add_argument(*names, dest=option.dest, type=kind, default=None, choices=spec.choices or None,
-                            metavar=spec.metavar or (None if spec.choices else option.path[-1].upper()), help=text)
+                            metavar=spec.metavar or (None if spec.choices else option.field.name.upper()), help=text)
 
 
-def config_changes_from_args(args: argparse.Namespace, base: TrainConfig,
-                             fields: Sequence[str] | None = None) -> dict[str, Any]:
-    """The changes to `base` that the config flags given ask for (nested fields as their dataclass, replaced);
+def config_changes_from_args(args: argparse.Namespace,
+                             fields: Sequence[str] | None = None) -> dict[tuple[str, ...], Any]:
+    """The values the config flags given set, by field path (("augmentation", "zoom"): 0.3), for replace_paths;
     `fields`: only these flags' (as add_config_flags added them)."""
-    changes: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {}
-    for option in CONFIG_FLAGS:
-        value = getattr(args, option.dest, None) if fields is None or option.dest in fields else None
-        if value is None:
-            continue
-        if len(option.path) == 1:
-            changes[option.path[0]] = value
-        else:
-            nested.setdefault(option.path[0], {})[option.path[1]] = value
-    for name, parts in nested.items():
-        changes[name] = dataclasses.replace(getattr(base, name), **parts)
-    if changes.get("freeze_batchnorm") is False and "train_batchnorm" not in changes:
-        changes["train_batchnorm"] = True  # --train-frozen-bn: every BatchNorm trains
+    changes = {option.field.path: getattr(args, option.dest) for option in CONFIG_FLAGS
+               if (fields is None or option.dest in fields) and getattr(args, option.dest, None) is not None}
+    if changes.get(("freeze_batchnorm",)) is False:
+        changes.setdefault(("train_batchnorm",), True)  # --train-frozen-bn: every BatchNorm trains
     return changes
 
 
@@ -151,11 +125,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         base = PRESETS[args.preset]
     else:
         base = TrainConfig()
-    changes = config_changes_from_args(args, base)
+    changes = config_changes_from_args(args)
     dataset = dataset_from_args(args)
     if dataset is not None:
-        changes["dataset"] = dataset
-    config = base.replace(**changes)
+        changes[("dataset",)] = dataset
+    config = replace_paths(base, changes)
     return _from_run(config, args) if getattr(args, "from_run", None) else config
 
 

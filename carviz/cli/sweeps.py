@@ -77,7 +77,7 @@ def sweep_config_from_args(args: argparse.Namespace) -> Any:
     from carviz.core.sweeps import PruneConfig, SweepConfig, freeze_points
 
     base = TrainConfig.load(args.config) if args.config else PRESETS[args.preset or "demo quick"]
-    changes = config_changes_from_args(args, base, SWEEP_BASE_FIELDS)
+    changes = {path[0]: value for path, value in config_changes_from_args(args, SWEEP_BASE_FIELDS).items()}
     dataset = dataset_from_args(args)  # a checked name, or --dataset-path recorded as an absolute path
     if dataset is not None:
         changes["dataset"] = dataset
@@ -144,7 +144,7 @@ def cmd_recommended(args: argparse.Namespace) -> int:
     if dataset is None:
         raise ConfigError("sweep --recommended needs --dataset NAME (or --dataset-path FOLDER)")
     backbone = args.backbone or (split(args.backbones) or ["mobilenet"])[0]
-    changes = config_changes_from_args(args, recommend.RECOMMENDED, SWEEP_BASE_FIELDS)
+    changes = {path[0]: value for path, value in config_changes_from_args(args, SWEEP_BASE_FIELDS).items()}
     image_size = changes.get("image_size", recommend.RECOMMENDED.image_size)
     plan = recommend.recommended_sweep(dataset, backbone, list_layers(backbone, image_size), name=args.name or "",
                                        **changes)

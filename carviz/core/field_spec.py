@@ -82,6 +82,45 @@ def specs(cls: type) -> Iterator[tuple[str, FieldSpec]]:
             yield field.name, spec
 
 
+@dataclass(frozen=True)
+class Leaf:
+    """A field of a config, or of a dataclass nested in it (path ("augmentation", "zoom")), with its spec."""
+
+    path: tuple[str, ...]
+    spec: FieldSpec
+    default: Any
+
+    @property
+    def name(self) -> str:
+        return self.path[-1]
+
+
+def leaves(cls: type, prefix: tuple[str, ...] = ()) -> list[Leaf]:
+    """Every field of dataclass `cls` declared with setting(), a nested dataclass's fields in place of its field."""
+    defaults = cls()
+    found: list[Leaf] = []
+    for name, spec in specs(cls):
+        if spec.nested is not None:
+            found += leaves(spec.nested, prefix + (name,))
+        else:
+            found.append(Leaf(prefix + (name,), spec, getattr(defaults, name)))
+    return found
+
+
+def replace_paths(config: Any, values: dict[tuple[str, ...], Any]) -> Any:
+    """A copy of frozen dataclass `config` with the values at these paths (nested dataclasses copied too)."""
+    changes: dict[str, Any] = {}
+    nested: dict[str, dict[tuple[str, ...], Any]] = {}
+    for path, value in values.items():
+        if len(path) == 1:
+            changes[path[0]] = value
+        else:
+            nested.setdefault(path[0], {})[path[1:]] = value
+    for name, parts in nested.items():
+        changes[name] = replace_paths(getattr(config, name), parts)
+    return dataclasses.replace(config, **changes)
+
+
 def flag_name(name: str, spec: FieldSpec) -> str | None:
     """The field's command-line flag, or None when it has none of its own."""
     if spec.flag is None:

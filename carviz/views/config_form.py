@@ -7,43 +7,26 @@ file) and the file's path.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from carviz.core.config import ConfigError, TrainConfig
-from carviz.core.field_spec import FieldSpec, specs
+from carviz.core.field_spec import Leaf, leaves, replace_paths
 
 FORM_PREFIX = "tf_"
 WEIGHTS_FILE = "file"  # the weights choice that reads the path box
 WEIGHTS_PATH_KEY = "tf_weights_path"
 
 
-@dataclass(frozen=True)
-class FormField:
-    """One widget of the Train form: the config field it sets (a path into nested dataclasses) and its spec."""
-
-    path: tuple[str, ...]
-    key: str
-    spec: FieldSpec
-    default: Any
+FormField = Leaf  # one widget of the Train form: the config field it sets and its spec
 
 
-def _fields(cls: type, prefix: tuple[str, ...] = ()) -> list[FormField]:
-    defaults = cls()
-    found = []
-    for name, spec in specs(cls):
-        if spec.nested is not None:
-            found += _fields(spec.nested, prefix + (name,))
-        elif spec.widget != "none":
-            found.append(FormField(prefix + (name,), spec.form_key or FORM_PREFIX + name, spec,
-                                   getattr(defaults, name)))
-    return found
+def form_key(field: Leaf) -> str:
+    return field.spec.form_key or FORM_PREFIX + field.name
 
 
-FORM_FIELDS: tuple[FormField, ...] = tuple(_fields(TrainConfig))
-FIELD_BY_KEY: dict[str, FormField] = {f.key: f for f in FORM_FIELDS}
+FORM_FIELDS: tuple[FormField, ...] = tuple(leaf for leaf in leaves(TrainConfig) if leaf.spec.widget != "none")
+FIELD_BY_KEY: dict[str, FormField] = {form_key(f): f for f in FORM_FIELDS}
 
 
 def _value_at(config: Any, path: tuple[str, ...]) -> Any:
@@ -79,14 +62,14 @@ def _from_widget(raw: Any, field: FormField) -> Any:
 def config_to_form(config: TrainConfig) -> dict[str, Any]:
     """The Train form's widget values (keys tf_*) for a config."""
     values: dict[str, Any] = {}
-    for field in FORM_FIELDS:
+    for key, field in FIELD_BY_KEY.items():
         value = _value_at(config, field.path)
         if field.path == ("weights",):
             choice = value if value in ("imagenet", "none") else WEIGHTS_FILE
-            values[field.key] = choice
+            values[key] = choice
             values[WEIGHTS_PATH_KEY] = value if choice == WEIGHTS_FILE else ""
         else:
-            values[field.key] = _to_widget(value, field)
+            values[key] = _to_widget(value, field)
     return values
 
 
@@ -105,17 +88,6 @@ def _weights(values: dict[str, Any], key: str) -> str:
 def form_to_config(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
     """A TrainConfig from the form's values (a key left out keeps the base's value); ConfigError with a clear
     message when one is wrong."""
-    base = base or TrainConfig()
-    changes: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {}
-    for field in FORM_FIELDS:
-        if field.key not in values:
-            continue
-        value = _weights(values, field.key) if field.path == ("weights",) else _from_widget(values[field.key], field)
-        if len(field.path) == 1:
-            changes[field.path[0]] = value
-        else:
-            nested.setdefault(field.path[0], {})[field.path[1]] = value
-    for name, parts in nested.items():
-        changes[name] = dataclasses.replace(getattr(base, name), **parts)
-    return base.replace(**changes)
+    changes = {field.path: _weights(values, key) if field.path == ("weights",) else _from_widget(values[key], field)
+               for key, field in FIELD_BY_KEY.items() if key in values}
+    return replace_paths(base or TrainConfig(), changes)

@@ -81,7 +81,7 @@ def test_every_field_reaches_the_command_line(path, spec, tmp_path: Path):
         assert spec.flag is None
         return
     value = other_value(path, spec)
-    option = next((o for o in CONFIG_FLAGS if o.path == path), None)
+    option = next((o for o in CONFIG_FLAGS if o.field.path == path), None)
     if option is None:  # set by a flag of its own, named in the spec
         assert spec.cli, f"{path} has no flag and does not say which flag sets it"
         assert spec.cli.split()[0] in train_parser()._option_string_actions
