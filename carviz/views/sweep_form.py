@@ -40,8 +40,8 @@ class SweepForm:
     alpha: float | None = None
 
 
-def numbers(text: str, kind: Callable[[str], Any]) -> list[Any]:
-    """A comma list of numbers; ValueError naming the one that is not."""
+def numbers(text: str, kind: Callable[[str], Any], what: str) -> list[Any]:
+    """A comma list of numbers; ValueError naming the field and the entry that is not a number."""
     values = []
     for part in text.split(","):
         part = part.strip()
@@ -50,7 +50,9 @@ def numbers(text: str, kind: Callable[[str], Any]) -> list[Any]:
         try:
             values.append(kind(part))
         except ValueError:
-            raise ValueError(f"{part!r} is not a {'whole number' if kind is int else 'number'}") from None
+            number = "whole number" if kind is int else "number"
+            raise ValueError(f"{what}: {part!r} is not a {number} (write a comma list, e.g. "
+                             f"{'1, 2, 3' if kind is int else '1e-3, 3e-4'})") from None
     return values
 
 
@@ -90,8 +92,8 @@ def sweep_config(form: SweepForm, layers_of: Callable[[str, int, float], Any]) -
         points: tuple = per_backbone[form.backbones[0]]
     else:
         points = tuple(p.strip() for p in form.freeze_text.split(",") if p.strip())
-    prune = sweeps.PruneConfig(tuple(numbers(form.rungs_text, int)), float(form.keep_fraction),
+    prune = sweeps.PruneConfig(tuple(numbers(form.rungs_text, int, "rungs")), float(form.keep_fraction),
                                int(form.min_runs)) if form.prune else None
     return SweepConfig(name=form.name, base=base, backbones=tuple(form.backbones),
-                       learning_rates=tuple(numbers(form.lrs_text, float)), freeze_points=points,
-                       seeds=tuple(numbers(form.seeds_text, int)), prune=prune, backbone_freeze_points=per_backbone)
+                       learning_rates=tuple(numbers(form.lrs_text, float, "learning rates")), freeze_points=points,
+                       seeds=tuple(numbers(form.seeds_text, int, "seeds")), prune=prune, backbone_freeze_points=per_backbone)

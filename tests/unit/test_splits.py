@@ -173,7 +173,7 @@ def test_a_class_keeps_an_image_to_train_on(tmp_path: Path) -> None:
 
 
 def test_a_resume_keeps_the_recorded_test_part_out_of_training(carviz_home: Path) -> None:
-    from carviz.ml.train import recorded_split_for_resume
+    from carviz.ml.train_data import recorded_split_for_resume
 
     root = carviz_home / "data" / "demo"
     datasets.generate_demo_dataset(root, **DEMO)
