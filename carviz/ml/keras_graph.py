@@ -2,7 +2,8 @@
 nodes by depth, a node's operation, inputs, outputs, parents and call arguments, a layer's inbound nodes, and a
 model's nested layers. Cutting a built model into a frozen part and a trainable remainder (features.py), finding the
 cut points (backbones.py), Grad-CAM's feature map and float32 export copies need them; Keras has no public API for
-them. tests/unit/test_keras_graph.py fails loudly, naming this module, when a Keras upgrade changes them."""
+them. Also the trainer's symbolic build, so that fit() traces its train step once (build_training_state).
+tests/unit/test_keras_graph.py fails loudly, naming this module, when a Keras upgrade changes them."""
 
 from __future__ import annotations
 
@@ -71,3 +72,17 @@ def inbound_calls(model: Any, layer: Any) -> list[Any]:
 def all_layers(model: Any) -> list[Any]:
     """Every layer inside the model, nested models' layers included."""
     return list(model._flatten_layers())
+
+
+def build_training_state(model: Any, element_spec: Any) -> None:
+    """Create a compiled model's optimizer, loss and metric variables before fit(), from its data's element spec
+    (no data is read). Keras' TensorFlow trainer defers this to the first traced train step, and a tf.function that
+    creates variables is traced twice: about 2 s of every run, more for larger models."""
+    build = getattr(model, "_symbolic_build", None)
+    _require(callable(build), "Trainer._symbolic_build")
+    strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer builds in its strategy's scope
+    if strategy is None:
+        build(data_batch=element_spec)
+        return
+    with strategy.scope():
+        build(data_batch=element_spec)

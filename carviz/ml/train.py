@@ -18,6 +18,7 @@ from carviz.core.jobs import JobContext, Outcome, Status, job_main, run_job
 from carviz.core.jobs.record import now_iso
 from carviz.core.run_info import Attempt, ModelSummary
 from carviz.core.store import Run, Store
+from carviz.ml.keras_graph import build_training_state
 from carviz.ml.kept_model import best_so_far, evaluate_kept, restore_kept
 from carviz.ml.train_data import Feed, TrainingData, class_weights, load_data, make_feed
 
@@ -184,6 +185,7 @@ def fit(run: Run, config: TrainConfig, feed: Feed, data: TrainingData, initial_e
     if initial_epoch >= config.epochs:
         return None
     split = data.split
+    build_training_state(feed.model, feed.train_data.element_spec)
     try:
         feed.model.fit(feed.train_data, validation_data=feed.val_data, epochs=config.epochs,
                        initial_epoch=initial_epoch, steps_per_epoch=feed.steps_per_epoch, callbacks=callbacks,

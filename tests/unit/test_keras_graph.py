@@ -44,3 +44,32 @@ def test_replaying_the_graph_on_new_inputs_computes_what_the_model_does() -> Non
 def test_a_missing_internal_says_which_module_to_update() -> None:
     with pytest.raises(keras_graph.KerasInternalsChanged, match="carviz/ml/keras_graph.py"):
         keras_graph.graph_nodes(object())
+
+
+def test_a_prebuilt_model_traces_its_train_step_once() -> None:
+    """build_training_state creates the optimizer and metric variables up front, so fit() traces once (Keras' own
+    deferred build makes TensorFlow trace a variable-creating step twice)."""
+    import tensorflow as tf
+
+    class CountingModel(keras.Model):
+        traces = 0
+
+        def train_step(self, data):  # Python runs only while TensorFlow traces the step
+            CountingModel.traces += 1
+            return super().train_step(data)
+
+    def fitted_traces(prebuild: bool) -> int:
+        inputs = keras.Input((4,))
+        model = CountingModel(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+        x = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
+        data = tf.data.Dataset.from_tensor_slices((x, np.eye(3, dtype="float32")[np.arange(10) % 3])).batch(4)
+        if prebuild:
+            keras_graph.build_training_state(model, data.element_spec)
+            assert model.optimizer.built
+        CountingModel.traces = 0
+        model.fit(data, epochs=2, verbose=0)
+        return CountingModel.traces
+
+    assert fitted_traces(prebuild=True) == 1
+    assert fitted_traces(prebuild=False) >= 1  # Keras' own path still works (twice on Keras 3.15)
