@@ -1,10 +1,20 @@
-"""Shared fixtures: an isolated CARVIZ_HOME per test, and one tiny trained run per session."""
+"""Shared fixtures (an isolated CARVIZ_HOME per test, one tiny trained run per session, a polling wait) and the
+test order: files with slow tests first."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the files that hold slow tests first (otherwise in collection order). scripts/test.sh hands whole files to
+    two xdist workers in this order; a long file handed out last would leave one worker alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's tests keep their order
 
 
 @pytest.fixture
@@ -41,3 +51,19 @@ def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                                           precision="float32"))
         assert train.train(run) == runs.Status.SUCCEEDED, run.log_tail()
     return home, run.path
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Any]:
+    """wait_for(predicate, timeout, what): poll until predicate() is truthy and return it, else fail saying what."""
+
+    def wait(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(poll)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    return wait

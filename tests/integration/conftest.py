@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any, Callable
 
 import pytest
 
@@ -20,19 +18,3 @@ def job_home(carviz_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for run in list_runs(carviz_home / "runs"):  # never leave a job behind
         if not run.status().is_terminal():
             jobs.stop(run, timeout=5)
-
-
-@pytest.fixture
-def wait_for() -> Callable[..., Any]:
-    """wait_for(predicate, timeout, what): poll until predicate() is truthy and return it, else fail saying what."""
-
-    def wait(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(poll)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-    return wait

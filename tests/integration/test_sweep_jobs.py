@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from carviz.core import jobs, launch
+from carviz.core import launch
 from carviz.core import sweeps as sweep
 from carviz.core.config import TrainConfig
 from carviz.data.datasets import generate_demo_dataset

@@ -25,6 +25,8 @@ from carviz.data.crawl.spec import CrawlSpec
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from test_crawl import _browser_or_skip, site  # noqa: E402,F401 - the fake image-search site fixture
 
+pytestmark = pytest.mark.slow  # real crawls and stand-in jobs: scheduled first (tests/conftest.py)
+
 
 def open_data(at: AppTest, dataset: str | None = None) -> AppTest:
     at.session_state["aug_show"] = False  # the augmentation preview loads Keras: not the point here

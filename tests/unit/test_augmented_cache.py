@@ -22,6 +22,8 @@ from carviz.core import feature_cache
 from carviz.ml.model import build_model
 from carviz.views.cache_report import config_note, run_line
 
+pytestmark = pytest.mark.slow  # trains real models: scheduled first (tests/conftest.py)
+
 COLOURS = ("red", "green", "blue")
 # small_cnn cut after its first block (freeze 4: input, conv, pool frozen); the recommended (pooled) head.
 AUGMENTED = TrainConfig(dataset="colours", backbone="small_cnn", weights="none", head="recommended", image_size=32,

@@ -4,7 +4,6 @@ predictions and exports apply it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

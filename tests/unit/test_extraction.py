@@ -17,6 +17,8 @@ from carviz.core import feature_cache
 from carviz.ml.model import build_model
 from carviz.views.cache_report import run_line
 
+pytestmark = pytest.mark.slow  # trains real models: scheduled first (tests/conftest.py)
+
 TINY = TrainConfig(dataset="demo", backbone="mobilenet", alpha=0.25, weights="none", image_size=32, epochs=1,
                    batch_size=8, learning_rate=1e-3, freeze=47, precision="float32")
 

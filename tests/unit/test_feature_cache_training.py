@@ -17,6 +17,8 @@ from carviz.ml import train
 from carviz.core.config import Augmentation, TrainConfig
 from carviz.ml.model import build_model
 
+pytestmark = pytest.mark.slow  # trains real models: scheduled first (tests/conftest.py)
+
 TINY = TrainConfig(dataset="demo", backbone="mobilenet", alpha=0.25, weights="none", image_size=32, epochs=2,
                    batch_size=8, learning_rate=1e-3, freeze=47, precision="float32")
 

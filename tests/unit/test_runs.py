@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from carviz.core import store as runs
 from carviz.core.jobs import record
 from carviz.core.jobs.status import process_create_time
 from carviz.core.config import TrainConfig

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -199,23 +198,32 @@ def test_state_counts_eta_best_stop_and_resume(carviz_home: Path, monkeypatch: p
     assert not runs[3].stop_requested() and feeders == [record.id]
 
 
-def test_the_feeder_launches_in_order_and_keeps_few_runs_waiting(carviz_home: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_feeder_launches_in_order_and_keeps_few_runs_waiting(carviz_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 wait_for) -> None:
     record = sweep.create_sweep(grid(freeze_points=(1, 4), seeds=(1,)))  # 4 runs
     runs = record.runs()
     launched: list[str] = []
+    passes: list[int] = []  # one entry per pass of the feeder's loop
 
     def launch(run: Run, backend: str | None = None) -> None:  # a launched job that waits as long as the test says
         launched.append(run.id)
         run.file(LAUNCH_FILE).write_text('{"backend": "local"}')
 
+    def should_stop() -> bool:
+        passes.append(len(launched))
+        return record.stop_requested()
+
+    def passes_with(count: int, more: int = 3) -> bool:  # the feeder looked `more` times with `count` launched
+        return passes.count(count) >= more
+
     monkeypatch.setattr(sweep, "launch_run", launch)
-    feeder = threading.Thread(target=sweep.feed, args=(record,), kwargs={"max_waiting": 1, "poll": 0.02})
+    feeder = threading.Thread(target=sweep.feed, args=(record,),
+                              kwargs={"max_waiting": 1, "poll": 0.02, "should_stop": should_stop})
     feeder.start()
-    time.sleep(0.3)
+    wait_for(lambda: passes_with(1), 10, "the feeder to look again with one run waiting")
     assert launched == [runs[0].id]  # one waits; nothing more is launched
     finish(runs[0], [0.5])  # it ran and ended: the next one is launched
-    time.sleep(0.3)
+    wait_for(lambda: passes_with(2), 10, "the feeder to launch the next run and look again")
     assert launched == [runs[0].id, runs[1].id]
     record.request_stop()  # a stopped sweep's feeder ends
     feeder.join(timeout=5)
