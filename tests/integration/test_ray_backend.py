@@ -239,11 +239,14 @@ def test_a_pruning_sweep_through_ray_ends_done_with_every_run_recorded(home: Pat
 
 def test_a_ray_worker_killed_mid_run_loses_that_run_and_it_resumes_with_every_epoch_once(home: Path,
                                                                                          wait_for) -> None:
-    epochs = 30
+    epochs = 20
     config = SweepConfig(name="ray-kill", base=TINY.replace(epochs=epochs), backbones=("small_cnn",),
                          learning_rates=(1e-3, 2e-3, 3e-3), freeze_points=(1,), seeds=(1,))
-    record = sweep.launch_sweep(config, backend="ray")
+    record = sweep.create_sweep(config, backend="ray")
     first, second, third = record.runs()
+    for run in (second, third):  # short, so the test ends soon: only the first is killed
+        run.file("config.json").write_text(run.config().replace(epochs=2).to_json())
+    sweep.start_feeder(record)
     wait_for(lambda: len(first.metrics()) >= 2, 120, f"two finished epochs (log:\n{first.log_tail()})")
     os.kill(first.raw_status()["pid"], signal.SIGKILL)  # its worker: a Ray job running it
 

@@ -80,11 +80,14 @@ def test_six_runs_in_one_worker_keep_records_shaped_like_a_lone_processs(home: P
 
 def test_a_worker_killed_mid_run_loses_that_run_only_and_it_resumes_with_every_epoch_once(home: Path,
                                                                                           wait_for) -> None:
-    epochs = 40
+    epochs = 20
     config = SweepConfig(name="kill", base=TINY.replace(epochs=epochs), backbones=("small_cnn",),
                          learning_rates=(1e-3, 2e-3, 3e-3), freeze_points=(1,), seeds=(1,))
-    record = sweep.launch_sweep(config)
+    record = sweep.create_sweep(config)
     first, second, third = record.runs()
+    for run in (second, third):  # short, so the test ends soon: only the first is killed
+        run.file("config.json").write_text(run.config().replace(epochs=2).to_json())
+    sweep.start_feeder(record)
     wait_for(lambda: len(first.metrics()) >= 2, 120, f"two epochs of the first run (log:\n{first.log_tail()})",
              poll=0.05)
     os.kill(first.raw_status()["pid"], signal.SIGKILL)  # the worker's process
