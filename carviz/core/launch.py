@@ -27,11 +27,7 @@ def submit(config: TrainConfig, runs_root: Path | None = None, backend: str | No
     if config.init_from_run:
         parent_of(config, store)
     run = store.create_run(config)
-    try:
-        launch(run, backend)
-    except Exception as error:
-        run.write_status(Status.FAILED, error=f"could not launch: {error}", ended_at=jobs.now_iso())
-        raise
+    jobs.launch_or_fail(run, TRAIN_JOB, backend)
     return run
 
 
@@ -53,9 +49,5 @@ def launch_lr_test(config: TrainConfig, params: dict[str, float | int], runs_roo
                    backend: str | None = None) -> LRTest:
     """Create an LR range test record and start its job; like training, it takes a slot (or a Ray GPU)."""
     test = Store(runs_root).create_lr_test(config, params)
-    try:
-        jobs.launch(test, LR_TEST_JOB, backend)
-    except Exception as error:
-        test.write_status(Status.FAILED, error=f"could not launch: {error}", ended_at=jobs.now_iso())
-        raise
+    jobs.launch_or_fail(test, LR_TEST_JOB, backend)
     return test

@@ -120,11 +120,7 @@ def supervise(sweep: Sweep, should_stop: Callable[[], bool], poll: float = 1.0) 
         live = sum(1 for worker in workers if not jobs.derive_state(worker).status.is_terminal())
         if live < min(jobs.capacity(sweep.backend), len(pending)):
             worker = sweep.create_worker()
-            try:
-                jobs.launch(worker, WORKER_JOB, sweep.backend)
-            except Exception as error:
-                worker.write_status(Status.FAILED, error=f"could not launch: {error}", ended_at=jobs.now_iso())
-                raise
+            jobs.launch_or_fail(worker, WORKER_JOB, sweep.backend)
             started += 1
             continue
         time.sleep(poll)

@@ -65,11 +65,7 @@ def create_audit(dataset: str | Path, backbone: str = "mobilenet", **settings_: 
 def launch_audit(dataset: str | Path, backbone: str = "mobilenet", **settings_: Any) -> AuditRecord:
     """Create an audit and start it as a background job on this machine (it takes a slot, as training does)."""
     record = create_audit(dataset, backbone, **settings_)
-    try:
-        jobs.launch(record, AUDIT_JOB, "local")
-    except OSError as error:
-        record.write_status(Status.FAILED, ended_at=now_iso(), error=f"could not start: {error}")
-        raise
+    jobs.launch_or_fail(record, AUDIT_JOB, "local")
     return record
 
 

@@ -22,7 +22,7 @@ from carviz.core.jobs.status import JobState, ProcessCheck, Status, check_proces
 __all__ = [
     "BACKENDS", "Backend", "JobContext", "JobKind", "JobRecord", "JobState", "Outcome", "ProcessCheck", "Status",
     "available_backends", "backend_of", "capacity", "check_process", "derive_state", "get_backend", "gpu_count",
-    "job_main", "launch", "resume", "run_job", "slot_count", "still_exiting", "stop",
+    "job_main", "launch", "launch_or_fail", "resume", "run_job", "slot_count", "still_exiting", "stop",
 ]
 
 
@@ -39,6 +39,16 @@ def available_backends() -> list[str]:
 def launch(record: JobRecord, kind: JobKind, backend: str | None = None) -> None:
     """Start the job of `record` on `backend` (default: the configured one). The job writes its own status."""
     get_backend(backend).launch(record, kind)
+
+
+def launch_or_fail(record: JobRecord, kind: JobKind, backend: str | None = None) -> None:
+    """launch(), and when the job cannot be started, record it failed with why (so it never reads queued for ever)
+    before raising."""
+    try:
+        launch(record, kind, backend)
+    except Exception as error:
+        record.write_status(Status.FAILED, error=f"could not launch: {error}", ended_at=now_iso())
+        raise
 
 
 def capacity(backend: str | None = None) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from carviz.core import jobs, settings
-from carviz.core.jobs import JobContext, JobKind, JobState, Outcome, Status, derive_state, job_main, now_iso
+from carviz.core.jobs import JobContext, JobKind, JobState, Outcome, Status, derive_state, job_main
 from carviz.core.jobs.record import STATUS_FILE
 from carviz.core.jobs.status import ProcessCheck
 from carviz.data.crawl.crawler import crawl
@@ -167,11 +167,7 @@ def launch_crawl(dataset: str | Path, spec: CrawlSpec | dict[str, Any]) -> Path:
         record.write_spec(spec)
         record.reset_status(Status.QUEUED, engine=spec.engine)
         record.write_progress({"current": {}, "classes": {}})
-        try:
-            jobs.launch(record, CRAWL_JOB, "local")
-        except OSError as exc:
-            record.write_status(Status.FAILED, ended_at=now_iso(), error=f"could not start: {exc}")
-            raise
+        jobs.launch_or_fail(record, CRAWL_JOB, "local")
     return ds
 
 
