@@ -53,10 +53,20 @@ def _losses(run: runs.Run) -> np.ndarray:
     return np.array([[row["loss"], row["val_loss"], row["val_accuracy"]] for row in run.metrics()])
 
 
-@pytest.mark.parametrize("train_batchnorm", [True, False])
-def test_cached_and_uncached_runs_of_one_config_give_the_same_curves(demo_home: Path, train_batchnorm: bool) -> None:
-    cached = _train(TINY.replace(train_batchnorm=train_batchnorm))
-    uncached = _train(TINY.replace(feature_cache=False, train_batchnorm=train_batchnorm))
+# Where the trainable part's BatchNorm layers train on batch statistics, small batches of this random-weights
+# backbone's features (about 1e-7) turn last-bit differences into visible ones within a few steps: a CPU whose
+# convolutions round differently with the batch size (AMD EPYC without AVX-512: features from the feature pass and
+# from the frozen layers inside fit differ at 1e-14) moved the second epoch's loss by 0.5 %. With inference-mode
+# BatchNorm the two paths agree to 1e-4 for as many epochs as run; with training BatchNorm one epoch is compared.
+BATCHNORM_CASES = [pytest.param(True, 1, id="training BatchNorm, 1 epoch"),
+                   pytest.param(False, 2, id="inference BatchNorm, 2 epochs")]
+
+
+@pytest.mark.parametrize(("train_batchnorm", "epochs"), BATCHNORM_CASES)
+def test_cached_and_uncached_runs_of_one_config_give_the_same_curves(demo_home: Path, train_batchnorm: bool,
+                                                                     epochs: int) -> None:
+    cached = _train(TINY.replace(train_batchnorm=train_batchnorm, epochs=epochs))
+    uncached = _train(TINY.replace(feature_cache=False, train_batchnorm=train_batchnorm, epochs=epochs))
     info = _cache_info(cached)
     assert info["used"] and info["layer"] == "conv_dw_7_relu" and info["source"] == "computed from the images"
     assert _cache_info(uncached) == {"used": False, "reason": "the feature cache is off for this run"}
@@ -128,7 +138,7 @@ def test_an_unusable_cache_folder_falls_back_to_images(demo_home: Path, monkeypa
 
 
 def test_a_stopped_cached_run_resumes_like_an_uncached_one(demo_home: Path) -> None:
-    config = TINY.replace(epochs=3)
+    config = TINY.replace(epochs=3, train_batchnorm=False)  # bit-stable over 3 epochs (see BATCHNORM_CASES)
     resumed = {}
     for use_cache in (True, False):
         run = _train(config.replace(feature_cache=use_cache), stop_after_epoch=1)
