@@ -2,9 +2,9 @@
 suspected label errors, near-duplicates (and those that cross the split: leakage), outliers, class imbalance.
 
 Label errors are found confident-learning style (Northcutt et al., 2021): out-of-fold probabilities of a softmax
-regression on the embeddings (each image predicted by a model that never saw it); images are ranked by margin (the
-given label's probability less the best other class's), lowest first, and as many are flagged as the confident joint
-counts label errors (see rank_label_issues).
+regression on the embeddings (each image predicted by a model that never saw it); images are ranked by self-confidence
+(the probability of their given label), lowest first, and as many are flagged as the confident joint counts label
+errors (see rank_label_issues).
 
 Near-duplicates: pairs whose embeddings' cosine similarity reaches a threshold measured on the dataset itself:
 the lowest similarity between an image and a resized, re-encoded copy of it (ml/audit.py makes the copies), so no
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-FOLDS = 5
+FOLDS = 10  # 90 % of the images train each out-of-fold model (chosen with the ranking: see rank_label_issues)
 L2_CHOICES = (1e-3, 1e-2, 1e-1, 1.0)  # weight decays tried; the one with the lowest out-of-fold log loss is kept
 STEPS = 300
 OUTLIER_Z = -3.5  # robust z-score (median / MAD) of the similarity to the nearest class centre
@@ -37,7 +37,7 @@ class LabelIssue:
     looks_like: str  # the class the out-of-fold model finds most likely, other than the given one
     given_probability: float
     looks_like_probability: float
-    margin: float  # given_probability - looks_like_probability: the lower, the more suspect
+    margin: float  # given_probability - looks_like_probability (ranks images of equal given_probability)
     flagged: bool  # the confident-learning rule holds (else only ranked)
 
 
@@ -176,10 +176,16 @@ def _out_of_fold(x: np.ndarray, y: np.ndarray, num_classes: int, folds: int, see
 
 def rank_label_issues(probabilities: np.ndarray, y: np.ndarray, paths: Sequence[str], classes: Sequence[str]
                       ) -> list[LabelIssue]:
-    """Every image, most suspect first (lowest margin). How many are flagged is confident learning's estimate of
-    the label errors: the images whose most likely class among those they reach the average probability of (the
-    class's own images' mean) is not their given one (the off-diagonal of the confident joint); the flagged ones are
-    that many of the lowest-margin images whose top class is not the given one ("prune by noise rate")."""
+    """Every image, most suspect first: lowest self-confidence (the out-of-fold probability of its given label),
+    ties by margin. How many are flagged is confident learning's estimate of the label errors: the images whose most
+    likely class among those they reach the average probability of (the class's own images' mean) is not their
+    given one (the off-diagonal of the confident joint); the flagged ones are that many of the most suspect images
+    whose top class is not the given one ("prune by noise rate").
+
+    Self-confidence, not the margin, and 10 folds, not 5, because they ranked flipped labels higher: chosen on
+    cars20's first 10 classes with 5 % of labels flipped (8 seeds: 77 % of them in the top 10 % by margin with 5
+    folds, 86 % by self-confidence, 90 % with 10 folds too), before the measure on all 20 classes was taken.
+    Self-confidence is also cleanlab's default ranking."""
     n, k = probabilities.shape
     y = np.asarray(y, dtype=np.int64)
     thresholds = np.array([probabilities[y == j, j].mean() if (y == j).any() else 1.0 for j in range(k)])
@@ -192,7 +198,7 @@ def rank_label_issues(probabilities: np.ndarray, y: np.ndarray, paths: Sequence[
     reached = confident.max(axis=1) >= 0
     estimated = int(np.sum(reached & (confident.argmax(axis=1) != y)))  # the confident joint's off-diagonal
     margin = given - best_other_p
-    order = np.argsort(margin, kind="stable")
+    order = np.lexsort((margin, given))  # by given, then margin
     disagrees = [i for i in order if probabilities[i].argmax() != y[i]]
     flagged = np.zeros(n, dtype=bool)
     flagged[disagrees[:estimated]] = True

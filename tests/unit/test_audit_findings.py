@@ -37,6 +37,16 @@ def test_flipped_labels_are_ranked_first_and_name_the_class_they_look_like() -> 
     assert result.accuracy > 0.85
 
 
+def test_the_ranking_puts_the_lowest_given_label_probability_first_and_breaks_ties_by_margin() -> None:
+    probabilities = np.array([[0.30, 0.70, 0.00],   # given 0.30, margin -0.40
+                              [0.20, 0.40, 0.40],   # given 0.20, margin -0.20: lower self-confidence, ranked first
+                              [0.20, 0.80, 0.00],   # given 0.20, margin -0.60: ties with the row above, lower margin
+                              [0.90, 0.05, 0.05]])
+    paths = [f"bus/{i}.jpg" for i in range(4)]
+    issues = audit.rank_label_issues(probabilities, np.zeros(4, dtype=int), paths, ["bus", "sedan", "suv"])
+    assert [issue.path for issue in issues] == ["bus/2.jpg", "bus/1.jpg", "bus/0.jpg", "bus/3.jpg"]
+
+
 def test_copies_pair_up_above_the_measured_threshold_and_leakage_is_named() -> None:
     x, y, paths = clusters()
     rng = np.random.default_rng(2)
