@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/python -m pytest -n "${CARVIZ_TEST_WORKERS:-2}" --dist loadfile "$@"
+# --no-loadscope-reorder: keep tests/conftest.py's order (files with slow tests first); xdist otherwise hands out the
+# files with the most tests first, which left the one-test e2e and shared-data files to the end on one worker.
+exec .venv/bin/python -m pytest -n "${CARVIZ_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
