@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import carviz.ml  # noqa: E402,F401  (TensorFlow's CPU kernels switched as in carviz's jobs, plain-Keras baselines too)
 SHARED = ROOT.parent / "shared"
 WEIGHTS_FILE = "mobilenet_1_0_224_tf_no_top.h5"
 CLASSES = 20

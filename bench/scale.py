@@ -51,6 +51,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+import carviz.ml  # noqa: E402,F401  (TensorFlow's CPU kernels switched as in carviz's jobs, plain-Keras baselines too)
 SHARED = Path(os.environ.get("CARVIZ_SHARED") or REPO.parent / "shared")
 PRECISIONS = ("float32", "mixed_bfloat16")
 DAMON_STATE = Path("/sys/kernel/mm/damon/admin/kdamonds/0/state")

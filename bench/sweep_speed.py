@@ -29,6 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+import carviz.ml  # noqa: E402,F401  (TensorFlow's CPU kernels switched as in carviz's jobs, plain-Keras baselines too)
 SHARED = Path(os.environ.get("CARVIZ_SHARED") or REPO.parent / "shared")
 FREEZE_POINTS = ("all", "73", "59", "47")  # cheapest first: early finishers set the bar pruning compares against
 

@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 import pytest
 
+import carviz.ml  # noqa: F401  (before any test module imports Keras: the same CPU kernels as carviz's own processes)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run the files that hold slow tests first (otherwise in collection order). scripts/test.sh hands whole files to
