@@ -8,11 +8,12 @@ fine-tuned blocks about twice as fast (bench/onednn.py, docs/benchmarks.md).
 
 import os
 import platform
+from collections.abc import MutableMapping
 
 ONEDNN_SWITCH = "TF_ENABLE_ONEDNN_OPTS"  # read once, when TensorFlow loads
 
 
-def turn_on_onednn(environ: "os._Environ[str] | dict[str, str]" = os.environ, machine: str = "") -> str | None:
+def turn_on_onednn(environ: MutableMapping[str, str] = os.environ, machine: str = "") -> str | None:
     """Set ONEDNN_SWITCH to "1" on x86 unless it is set already; what it is now (None: left unset)."""
     if (machine or platform.machine()).lower() in ("x86_64", "amd64", "i686", "x86"):
         environ.setdefault(ONEDNN_SWITCH, "1")
