@@ -208,3 +208,20 @@ def test_a_finished_job_is_reaped_not_left_a_zombie(carviz_home: Path) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"job process {pid} is still a zombie (or still running) a minute after it ended")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="boot-relative start times are read from /proc")
+def test_a_step_of_the_wall_clock_leaves_a_running_job_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+    from psutil import _pslinux
+
+    me = os.getpid()
+    recorded, epoch_recorded = process_create_time(me), psutil.Process(me).create_time()
+    assert recorded is not None and recorded < 1e8, "recorded in seconds since boot"
+    real_boot_time = _pslinux.boot_time
+    # psutil's epoch start time is the boot time plus the start since boot; a clock step moves the boot time.
+    monkeypatch.setattr(_pslinux, "boot_time", lambda: real_boot_time() + 30)
+
+    assert check_process(me, recorded) == ProcessCheck.ALIVE
+    assert check_process(me, epoch_recorded) == ProcessCheck.GONE, "an epoch start time cannot tell a step from reuse"
+    assert check_process(me, recorded - 5) == ProcessCheck.GONE, "another process with this pid is still told apart"
