@@ -14,10 +14,13 @@ runs' epochs, their start-up: started -> first training step, their wind-down: f
 and the gaps between one run's end and the next run's start on a slot); and the recommended run's kept validation
 and test accuracy (chosen by validation; must agree across variants within the seed spread).
 
-    .venv/bin/python bench/sweep_workers.py [--dataset PATH] [--classes N] [--epochs 20] [--variants process,warm1,warm]
-                                            [--generate CLASSESxIMAGES] [--json PATH]
+    .venv/bin/python bench/sweep_workers.py [--dataset PATH] [--classes N [--skip-classes K]] [--epochs 20]
+                                            [--variants process,warm1,warm] [--generate CLASSESxIMAGES] [--json PATH]
+                                            [--keep]
 
---classes N keeps the dataset's first N classes (a copy), e.g. 10 of cars20 for a ~450-image set.
+--classes N keeps the dataset's first N classes (a copy), e.g. 10 of cars20 for a ~450-image set; --skip-classes K
+takes the N after the first K instead (another set of the same size). --keep leaves the runs (their metrics.csv,
+status and timing) and the data in the printed folder.
 --generate 196x40: instead, a generated set at the seed study's size (drawn like the demo set, 224 px; bench/scale.py's
 data), e.g. with --variants warm: where the time of the recommended sweep goes at that size.
 """
@@ -142,6 +145,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, default=SHARED / "data" / "cars20")
     parser.add_argument("--classes", type=int, default=None, help="keep the first N classes")
+    parser.add_argument("--skip-classes", type=int, default=0,
+                        help="with --classes: skip this many classes first (e.g. 10: classes 11-20, a set nobody "
+                             "tuned on)")
+    parser.add_argument("--keep", action="store_true", help="keep the runs and data folder (printed) at the end")
     parser.add_argument("--keras-home", type=Path, default=SHARED / "keras_home")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--variants", default="process,warm1,warm")
@@ -168,7 +175,8 @@ def main() -> None:
         print(f"generated {classes} x {per_class} images in {time.perf_counter() - started:.0f} s", flush=True)
     elif args.classes:
         dataset = root / f"{args.dataset.name}-{args.classes}"
-        for folder in sorted(p for p in args.dataset.iterdir() if p.is_dir())[:args.classes]:
+        for folder in sorted(p for p in args.dataset.iterdir()
+                             if p.is_dir())[args.skip_classes:args.skip_classes + args.classes]:
             shutil.copytree(folder, dataset / folder.name)
     images = sum(1 for p in dataset.rglob("*") if p.is_file())
     print(f"recommended sweep, MobileNet 1.0 224 px, {args.epochs} epochs, on {dataset.name} "
@@ -181,7 +189,10 @@ def main() -> None:
             results.append(variant(root, label, env, dataset, args.epochs))
             print(f"  {label}: {results[-1]['wall']:.0f} s", flush=True)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {root}", flush=True)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
