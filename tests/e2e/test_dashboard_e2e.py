@@ -289,7 +289,13 @@ def test_train_compare_predict_in_browser(browser_page, dashboard, artifacts_dir
     wait_idle(page, timeout=SLOW)
     gallery = page.locator('[data-testid="stImageCaption"]').filter(
         has_text=f"true {expected} → {evaluation.classes[first[1]]}")
-    assert gallery.count() == min(12, int(evaluation.confusion[first])), gallery.count()
+    # The box shows the new cell as soon as its rerun starts; the gallery below it comes when the rerun reaches it
+    # (Grad-CAM included), which may be before Streamlit shows its running status: poll with a deadline.
+    shown_count = min(12, int(evaluation.confusion[first]))
+    deadline = time.monotonic() + SLOW / 1000
+    while gallery.count() != shown_count and time.monotonic() < deadline:
+        page.wait_for_timeout(300)
+    assert gallery.count() == shown_count, gallery.count()
     screenshot(page, artifacts_dir, "5b-confusion-cell")
 
     # Sweeps: a two-run sweep launched from the form reads done in the selector, and its Stop turns off, without
