@@ -60,7 +60,9 @@ def test_six_runs_in_one_worker_keep_records_shaped_like_a_lone_processs(home: P
     state = wait_sweep(wait_for, record)
     assert state.status == "done" and state.counts == {"succeeded": 6}, state.counts
     (worker,) = record.workers()
-    hosted = worker.raw_status()
+    # The sweep reads done when its last run has ended; the worker records its own end just after.
+    hosted = wait_for(lambda: (status := worker.raw_status()).get("state") not in (None, "queued", "running")
+                      and status, 30, "the worker to record its end")
     assert hosted["state"] == "succeeded" and hosted["runs"] == 6
     assert [entry["run"] for entry in hosted["hosted"]] == list(record.run_ids)  # in launch order
     for run in record.runs():
