@@ -106,6 +106,8 @@ def test_one_slot_runs_jobs_one_after_another_and_a_queued_job_can_be_stopped(ho
     time.sleep(1.5)
     assert second.status() == Status.QUEUED and third.status() == Status.QUEUED
     assert first.status() == Status.RUNNING
+    for queued in (second, third):  # a waiting job has not loaded TensorFlow (it would hold ~0.6 GB for nothing)
+        assert "tensorflow" not in Path(f"/proc/{queued.state().pid}/maps").read_text(), queued.id
 
     assert jobs.stop(third, timeout=15) == Status.STOPPED  # leaves the queue without ever running
     assert not third.file("metrics.csv").exists()
