@@ -1,4 +1,5 @@
-"""Real job processes under faults: two resumes at once, a SIGSTOPped (hung) job, and a full disk.
+"""Real job processes under faults: a stop then two resumes at once, a SIGKILLed and a SIGSTOPped (hung) job,
+and a full disk.
 
 One writer per run: the job holds an exclusive lock on its record for its whole life, `resume` refuses while the
 recorded process lives, and `stop` kills a live job whose heartbeat went stale. A full disk mid-training leaves the
@@ -55,15 +56,17 @@ def resume_command(run: Run) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
-# ---------------------------------------------------------------- two resumes, one trainer
+# ---------------------------------------------------------------- stop, then two resumes at once
 
 
-def test_two_resume_commands_at_once_start_one_trainer(home, wait_for):
+def test_a_stopped_job_keeps_its_epochs_and_two_resume_commands_at_once_start_one_trainer(home, wait_for):
     run = launch.submit(TINY.replace(epochs=8))
     wait_for(lambda: len(run.metrics()) >= 2, 120, "two finished epochs", poll=0.05)
     assert jobs.stop(run, timeout=30) == Status.STOPPED
+    assert run.state().recorded == Status.STOPPED, "the job itself recorded the stop (graceful)"
     kept = metric_epochs_on_disk(run)
-    assert kept == list(range(1, len(kept) + 1)) and len(kept) < 8
+    assert len(kept) >= 2 and kept == list(range(1, len(kept) + 1)) and len(kept) < 8
+    assert not run.file("model.keras").exists()
 
     commands = [resume_command(run), resume_command(run)]  # started together, racing for the run
     results = [(command.wait(timeout=120), *command.communicate()) for command in commands]
@@ -82,12 +85,25 @@ def test_two_resume_commands_at_once_start_one_trainer(home, wait_for):
         assert "already running" in run.log_tail(400)
 
 
-# ---------------------------------------------------------------- a SIGSTOPped job
+# ---------------------------------------------------------------- a killed job, then a SIGSTOPped (hung) one
 
 
-def test_a_sigstopped_job_reads_lost_blocks_resume_and_stop_kills_it(home, wait_for):
-    run = launch.submit(TINY.replace(epochs=12))
-    wait_for(lambda: len(run.metrics()) >= 2, 120, "two finished epochs", poll=0.05)
+def test_a_killed_job_reads_lost_at_once_a_hung_one_once_its_heartbeat_is_stale_and_both_resume(home, wait_for):
+    """One run through both faults (one trainer's start-up fewer than a run each): SIGKILL reads lost within
+    seconds; the resumed job, SIGSTOPped, reads lost once its heartbeat is stale, blocks resume while it lives, and
+    is killed at once by stop; the second resume completes every epoch exactly once."""
+    epochs = 16
+    run = launch.submit(TINY.replace(epochs=epochs))
+    wait_for(lambda: len(run.metrics()) >= 3, 120, "three finished epochs", poll=0.05)
+    os.killpg(run.state().pid, signal.SIGKILL)
+    started = time.monotonic()
+    wait_for(lambda: run.status() == Status.LOST, 10, "status lost after SIGKILL")
+    assert time.monotonic() - started < 5
+    kept = run.metrics()
+    assert len(kept) >= 3 and [row["epoch"] for row in kept] == list(range(1, len(kept) + 1))
+
+    launch.resume(run)
+    wait_for(lambda: len(run.metrics()) >= len(kept) + 2, 120, "two epochs after resuming", poll=0.05)
     state = run.state()
     pid, create_time = state.pid, run.raw_status()["pid_create_time"]
     os.kill(pid, signal.SIGSTOP)
@@ -114,12 +130,12 @@ def test_a_sigstopped_job_reads_lost_blocks_resume_and_stop_kills_it(home, wait_
         except ProcessLookupError:
             pass
 
-    kept = metric_epochs_on_disk(run)
-    assert len(kept) >= 2 and kept == list(range(1, len(kept) + 1))
+    done = metric_epochs_on_disk(run)
+    assert len(done) >= len(kept) + 2 and done == list(range(1, len(done) + 1))
     launch.resume(run)
     assert wait_terminal(wait_for, run) == Status.SUCCEEDED, run.log_tail()
-    assert metric_epochs_on_disk(run) == list(range(1, 13))
-    assert len(run.info()["attempts"]) == 2
+    assert metric_epochs_on_disk(run) == list(range(1, epochs + 1))
+    assert len(run.info()["attempts"]) == 3
 
 
 def test_the_stop_command_kills_a_live_job_whose_heartbeat_went_stale(home, capsys):

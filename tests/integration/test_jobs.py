@@ -1,9 +1,11 @@
-"""Real job processes: a complete run record, stop, SIGKILL → lost → resume, and the slot queue."""
+"""Real job processes: a complete run record, the slot queue (with a duplicate trainer refused and an LR range test
+waiting its turn), and a failing job. Stop, kill and resume are in test_job_faults.py."""
 
 from __future__ import annotations
 
-import os
-import signal
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -64,55 +66,49 @@ def test_a_job_finishes_with_a_complete_run_record(home, wait_for):
     assert run.raw_status()["backend"] == "local" and run.info()["device"]["backend"] == "local"
 
 
-def test_stop_mid_training_keeps_finished_epochs_and_resume_continues(home, wait_for):
-    run = launch.submit(TINY.replace(epochs=40))
-    wait_for(lambda: len(run.metrics()) >= 2, 120, "two finished epochs")
-    assert jobs.stop(run, timeout=30) == Status.STOPPED
-    state = run.state()
-    assert state.recorded == Status.STOPPED, "the job itself recorded the stop (graceful)"
-    done = metric_epochs_on_disk(run)
-    assert len(done) >= 2 and done == list(range(1, len(done) + 1))
-    assert not run.file("model.keras").exists()
+def test_while_a_job_holds_the_only_slot_its_duplicate_is_refused_and_later_jobs_and_an_lr_test_wait(home,
+                                                                                                       wait_for):
+    """One busy job for four checks (each would otherwise start a trainer of its own): a second process for the
+    running run refuses to start; jobs and an LR range test queue behind it without loading TensorFlow; a queued job
+    can be stopped; once the slot frees, the waiting job and the LR test run."""
+    from carviz.ml import lr_range
 
-    launch.resume(run)
-    wait_for(lambda: len(run.metrics()) > len(done), 120, "an epoch after resuming")
-    jobs.stop(run, timeout=30)  # 40 epochs is long: stop again, then finish a short remainder
-    assert run.status() == Status.STOPPED
-
-
-def test_killed_job_is_lost_then_resume_completes_every_epoch_exactly_once(home, wait_for):
-    run = launch.submit(TINY.replace(epochs=12))
-    wait_for(lambda: len(run.metrics()) >= 3, 120, "three finished epochs")
-    pid = run.state().pid
-    os.killpg(pid, signal.SIGKILL)
-    started = time.monotonic()
-    wait_for(lambda: run.status() == Status.LOST, 10, "status lost after SIGKILL")
-    assert time.monotonic() - started < 5
-    kept = run.metrics()
-    assert len(kept) >= 3 and [row["epoch"] for row in kept] == list(range(1, len(kept) + 1))
-
-    launch.resume(run)
-    assert wait_terminal(wait_for, run) == Status.SUCCEEDED, run.log_tail()
-    assert metric_epochs_on_disk(run) == list(range(1, 13))
-    assert len(run.info()["attempts"]) == 2
-
-
-def test_one_slot_runs_jobs_one_after_another_and_a_queued_job_can_be_stopped(home, wait_for):
     first = launch.submit(TINY.replace(name="first", epochs=2000))  # runs until stopped, however slow the rest starts
     wait_for(lambda: first.status() == Status.RUNNING, 60, "the first job to run")
+
+    before = first.raw_status()
+    duplicate = subprocess.run([sys.executable, "-m", "carviz.ml.train", str(first.path)], capture_output=True,
+                               text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert duplicate.returncode == 4 and "already running" in duplicate.stderr
+    assert first.raw_status()["pid"] == before["pid"] and first.status() == Status.RUNNING
+    with pytest.raises(ValueError, match="only stopped, lost or failed"):
+        launch.resume(first)
+
     second = launch.submit(TINY.replace(name="second", epochs=1))
     third = launch.submit(TINY.replace(name="third", epochs=1))
-    wait_for(lambda: second.state().pid is not None and third.state().pid is not None, 30, "queued processes")
-    time.sleep(1.5)
+    lr_test = lr_range.launch_lr_range(TINY, min_lr=1e-4, max_lr=1e-1, steps=8)
+    wait_for(lambda: second.state().pid is not None and third.state().pid is not None
+             and lr_range.read_lr_range(lr_test).status == Status.QUEUED
+             and (lr_test / "status.json").read_text().count('"pid": ') == 1, 60, "queued processes")
+    time.sleep(1.5)  # they keep waiting while the slot is taken
     assert second.status() == Status.QUEUED and third.status() == Status.QUEUED
+    assert lr_range.read_lr_range(lr_test).status == Status.QUEUED and not (lr_test / "result.json").exists()
     assert first.status() == Status.RUNNING
-    for queued in (second, third):  # a waiting job has not loaded TensorFlow (it would hold ~0.6 GB for nothing)
-        assert "tensorflow" not in Path(f"/proc/{queued.state().pid}/maps").read_text(), queued.id
+    waiting_pids = {second.id: second.state().pid, third.id: third.state().pid,
+                    "LR test": json.loads((lr_test / "status.json").read_text())["pid"]}
+    for name, pid in waiting_pids.items():  # a waiting job has not loaded TensorFlow (it would hold ~0.6 GB for nothing)
+        assert "tensorflow" not in Path(f"/proc/{pid}/maps").read_text(), name
 
     assert jobs.stop(third, timeout=15) == Status.STOPPED  # leaves the queue without ever running
     assert not third.file("metrics.csv").exists()
     jobs.stop(first, timeout=30)
     assert wait_terminal(wait_for, second) == Status.SUCCEEDED, second.log_tail()
+    wait_for(lambda: lr_range.read_lr_range(lr_test).status.is_terminal(), 120,
+             "the LR test to run once the slot frees")
+    state = lr_range.read_lr_range(lr_test)
+    assert state.status == Status.SUCCEEDED, (lr_test / "job.log").read_text()[-2000:]
+    assert state.result is not None and len(state.result.lrs) == 8
+    assert '"slot": 0' in (lr_test / "status.json").read_text()
 
 
 def test_a_failing_job_is_failed_with_its_reason(home, wait_for):
@@ -122,37 +118,3 @@ def test_a_failing_job_is_failed_with_its_reason(home, wait_for):
     assert wait_terminal(wait_for, run, 60) == Status.FAILED
     assert "at least 2 classes" in run.state().error
     assert "Traceback" in run.log_tail(200)
-
-
-def test_an_lr_range_test_waits_for_a_busy_slot(home, wait_for):
-    from carviz.ml import lr_range
-
-    busy = launch.submit(TINY.replace(name="busy", epochs=2000))
-    wait_for(lambda: busy.status() == Status.RUNNING, 60, "the training job to hold the only slot")
-    path = lr_range.launch_lr_range(TINY, min_lr=1e-4, max_lr=1e-1, steps=8)
-    wait_for(lambda: lr_range.read_lr_range(path).status == Status.QUEUED and
-             (path / "status.json").read_text().count('"pid": ') == 1, 60, "the LR test process to wait")
-    time.sleep(1.0)  # it keeps waiting while the slot is taken
-    assert lr_range.read_lr_range(path).status == Status.QUEUED and not (path / "result.json").exists()
-    jobs.stop(busy, timeout=30)
-    wait_for(lambda: lr_range.read_lr_range(path).status.is_terminal(), 120, "the LR test to run once the slot frees")
-    state = lr_range.read_lr_range(path)
-    assert state.status == Status.SUCCEEDED, (path / "job.log").read_text()[-2000:]
-    assert state.result is not None and len(state.result.lrs) == 8
-    assert '"slot": 0' in (path / "status.json").read_text()
-
-
-def test_a_second_process_for_the_same_run_refuses_to_start(home, wait_for):
-    import subprocess
-    import sys
-
-    run = launch.submit(TINY.replace(epochs=2000))
-    wait_for(lambda: run.status() == Status.RUNNING, 60, "the job to run")
-    before = run.raw_status()
-    second = subprocess.run([sys.executable, "-m", "carviz.ml.train", str(run.path)], capture_output=True, text=True,
-                            timeout=120, cwd=Path(__file__).resolve().parents[2])
-    assert second.returncode == 4 and "already running" in second.stderr
-    assert run.raw_status()["pid"] == before["pid"] and run.status() == Status.RUNNING
-    with pytest.raises(ValueError, match="only stopped, lost or failed"):
-        launch.resume(run)
-    jobs.stop(run, timeout=30)
