@@ -174,26 +174,6 @@ def test_an_unreachable_cluster_fails_the_launch_and_leaves_states_as_recorded(h
     running.write_status(Status.FAILED)  # nothing for the fixture to stop
 
 
-def test_a_killed_ray_job_is_lost_and_resumes_with_every_epoch_once(home: Path, wait_for) -> None:
-    epochs = 30
-    run = launch.submit(TINY.replace(epochs=epochs), backend="ray")
-    wait_for(lambda: len(run.metrics()) >= 2, 120, f"two finished epochs (log:\n{run.log_tail()})")
-    os.kill(run.raw_status()["pid"], signal.SIGKILL)
-
-    state = wait_for(lambda: (s := run.state()).status == Status.LOST and s, 30, "the run to read lost")
-    assert state.recorded == Status.RUNNING
-    assert "killed by SIGKILL" in state.reason and "never recorded an end" in state.reason, state.reason
-    assert ray_status(run) == "FAILED"
-
-    launch.resume(run)
-    assert run.launch_info()["backend"] == "ray", "resumed on its last backend"
-    assert wait_terminal(wait_for, run, 120) == Status.SUCCEEDED, run.log_tail()
-    assert metric_epochs_on_disk(run) == list(range(1, epochs + 1))
-    attempts = run.info()["attempts"]
-    # epoch 2's row was there, so epoch 1's checkpoint was too (the kill may land before epoch 2's checkpoint)
-    assert [a["backend"] for a in attempts] == ["ray", "ray"] and attempts[1]["initial_epoch"] >= 1
-
-
 def test_a_pruning_sweep_through_ray_ends_done_with_every_run_recorded(home: Path, wait_for) -> None:
     # Pruning judges configurations (their mean over the seeds at the rung) and Ray runs two at once, so which run
     # is pruned depends on arrival order (the decision itself is unit-tested): here every run must end succeeded
@@ -237,9 +217,11 @@ def test_a_pruning_sweep_through_ray_ends_done_with_every_run_recorded(home: Pat
              "Ray to see the feeder exit")
 
 
-def test_a_ray_worker_killed_mid_run_loses_that_run_and_it_resumes_with_every_epoch_once(home: Path,
-                                                                                         wait_for) -> None:
-    epochs = 20
+def test_a_killed_ray_worker_loses_its_run_and_a_killed_ray_job_too_and_each_resumes_with_every_epoch_once(
+        home: Path, wait_for) -> None:
+    """One run through both kills (a Ray job's start-up fewer than a run each): its sweep worker is killed, the other
+    runs still run, it resumes as a Ray job of its own; that job is killed too and the run resumes to its end."""
+    epochs = 30
     config = SweepConfig(name="ray-kill", base=TINY.replace(epochs=epochs), backbones=("small_cnn",),
                          learning_rates=(1e-3, 2e-3, 3e-3), freeze_points=(1,), seeds=(1,))
     record = sweep.create_sweep(config, backend="ray")
@@ -255,9 +237,24 @@ def test_a_ray_worker_killed_mid_run_loses_that_run_and_it_resumes_with_every_ep
     for run in (second, third):  # the other worker takes them (or one started in place of the killed one)
         assert wait_terminal(wait_for, run, 180) == Status.SUCCEEDED, run.log_tail()
     launch.resume(first)
+    assert first.launch_info()["backend"] == "ray" and "worker" not in first.launch_info()  # a job of its own
+
+    done = len(first.metrics())
+    wait_for(lambda: len(first.metrics()) >= done + 2, 120, f"two epochs after resuming (log:\n{first.log_tail()})")
+    os.kill(first.raw_status()["pid"], signal.SIGKILL)
+    state = wait_for(lambda: (s := first.state()).status == Status.LOST and s, 30, "the resumed run to read lost")
+    assert state.recorded == Status.RUNNING
+    assert "killed by SIGKILL" in state.reason and "never recorded an end" in state.reason, state.reason
+    assert ray_status(first) == "FAILED"
+
+    launch.resume(first)
+    assert first.launch_info()["backend"] == "ray", "resumed on its last backend"
     assert wait_terminal(wait_for, first, 180) == Status.SUCCEEDED, first.log_tail()
     assert metric_epochs_on_disk(first) == list(range(1, epochs + 1))
-    assert first.launch_info()["backend"] == "ray" and "worker" not in first.launch_info()  # a job of its own
+    attempts = first.info()["attempts"]
+    # two epochs' rows were there, so the first epoch's checkpoint was too (a kill may land before the next one's)
+    assert [a["backend"] for a in attempts] == ["ray", "ray", "ray"]
+    assert attempts[1]["initial_epoch"] >= 1 and attempts[2]["initial_epoch"] > attempts[1]["initial_epoch"]
 
 
 def test_a_job_that_cannot_see_its_record_fails_saying_so(home: Path, wait_for) -> None:

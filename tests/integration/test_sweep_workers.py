@@ -1,6 +1,6 @@
 """Warm workers, for real: a sweep's runs in one long-lived worker process keep records of the same shape as runs
-with a process of their own; a worker killed mid-run leaves that run lost (resumable, every epoch once) and the
-next runs still run; a stopped run leaves the others running."""
+with a process of their own; a stopped run leaves the worker going on with the next; a worker killed mid-run leaves
+that run lost (resumable, every epoch once) and the next runs still run."""
 
 from __future__ import annotations
 
@@ -80,46 +80,40 @@ def test_six_runs_in_one_worker_keep_records_shaped_like_a_lone_processs(home: P
         [row["val_accuracy"] for row in lone.metrics()], abs=1e-6)
 
 
-def test_a_worker_killed_mid_run_loses_that_run_only_and_it_resumes_with_every_epoch_once(home: Path,
-                                                                                          wait_for) -> None:
+def test_a_stopped_run_leaves_its_worker_going_and_a_killed_worker_loses_only_its_run_which_resumes(home: Path,
+                                                                                                     wait_for) -> None:
+    """One sweep, one worker through both: the first run is stopped (the worker goes on with the next), then the
+    worker is killed during the second (that run reads lost, a new worker takes the rest, and the lost run resumes
+    with every epoch once)."""
     epochs = 20
-    config = SweepConfig(name="kill", base=TINY.replace(epochs=epochs), backbones=("small_cnn",),
-                         learning_rates=(1e-3, 2e-3, 3e-3), freeze_points=(1,), seeds=(1,))
+    config = SweepConfig(name="stop-kill", base=TINY.replace(epochs=200), backbones=("small_cnn",),
+                         learning_rates=(1e-3, 2e-3, 3e-3, 4e-3), freeze_points=(1,), seeds=(1,))
     record = sweep.create_sweep(config)
-    first, second, third = record.runs()
-    for run in (second, third):  # short, so the test ends soon: only the first is killed
+    first, second, third, fourth = record.runs()
+    second.file("config.json").write_text(second.config().replace(epochs=epochs).to_json())
+    for run in (third, fourth):  # short, so the test ends soon
         run.file("config.json").write_text(run.config().replace(epochs=2).to_json())
     sweep.start_feeder(record)
-    wait_for(lambda: len(first.metrics()) >= 2, 120, f"two epochs of the first run (log:\n{first.log_tail()})",
-             poll=0.05)
-    os.kill(first.raw_status()["pid"], signal.SIGKILL)  # the worker's process
 
-    lost = wait_for(lambda: (s := first.state()).status == Status.LOST and s, 30, "the first run to read lost")
-    assert lost.recorded == Status.RUNNING and "is gone" in lost.reason
-    state = wait_sweep(wait_for, record)
-    assert second.status() == third.status() == Status.SUCCEEDED, state.counts
-    workers = record.workers()
-    assert len(workers) == 2 and jobs.derive_state(workers[0]).status == Status.LOST  # replaced
-
-    launch.resume(first)
-    assert wait_terminal(wait_for, first, 180) == Status.SUCCEEDED, first.log_tail()
-    assert metric_epochs_on_disk(first) == list(range(1, epochs + 1))
-    assert first.info()["attempts"][1]["initial_epoch"] >= 1
-
-
-def test_stopping_one_run_of_a_worker_leaves_the_others(home: Path, wait_for) -> None:
-    config = SweepConfig(name="stop-one", base=TINY.replace(epochs=200), backbones=("small_cnn",),
-                         learning_rates=(1e-3, 2e-3, 3e-3), freeze_points=(1,), seeds=(1,))
-    record = sweep.create_sweep(config)
-    first, second, third = record.runs()
-    for run in (second, third):  # short, so the test ends soon
-        run.file("config.json").write_text(run.config().replace(epochs=2).to_json())
-    sweep.start_feeder(record)
     wait_for(lambda: first.metrics(), 120, f"an epoch of the first run (log:\n{first.log_tail()})")
     worker_pid = first.raw_status()["pid"]
     assert launch.stop(first, timeout=30) == Status.STOPPED
     assert first.state().recorded == Status.STOPPED, "it stopped itself, between steps: nothing was killed"
-    state = wait_sweep(wait_for, record)
-    assert second.status() == third.status() == Status.SUCCEEDED, state.counts
-    assert second.raw_status()["pid"] == third.raw_status()["pid"] == worker_pid  # the same worker went on
+    wait_for(lambda: len(second.metrics()) >= 2, 120, f"two epochs of the second run (log:\n{second.log_tail()})",
+             poll=0.05)
+    assert second.raw_status()["pid"] == worker_pid  # the same worker went on
     assert not jobs.still_exiting(first, first.state())  # its worker moved on: Resume is offered at once
+
+    os.kill(worker_pid, signal.SIGKILL)
+    lost = wait_for(lambda: (s := second.state()).status == Status.LOST and s, 30, "the second run to read lost")
+    assert lost.recorded == Status.RUNNING and "is gone" in lost.reason
+    state = wait_sweep(wait_for, record)
+    assert third.status() == fourth.status() == Status.SUCCEEDED, state.counts
+    assert third.raw_status()["pid"] == fourth.raw_status()["pid"] != worker_pid
+    workers = record.workers()
+    assert len(workers) == 2 and jobs.derive_state(workers[0]).status == Status.LOST  # replaced
+
+    launch.resume(second)
+    assert wait_terminal(wait_for, second, 180) == Status.SUCCEEDED, second.log_tail()
+    assert metric_epochs_on_disk(second) == list(range(1, epochs + 1))
+    assert second.info()["attempts"][1]["initial_epoch"] >= 1
