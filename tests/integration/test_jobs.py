@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,9 @@ from carviz.data.datasets import generate_demo_dataset
 from carviz.core.store import Status, create_run
 
 try:
-    from .job_helpers import metric_epochs_on_disk, wait_terminal
+    from .job_helpers import holds_for, metric_epochs_on_disk, wait_terminal
 except ImportError:  # collected as a top-level module (rootdir-relative imports)
-    from job_helpers import metric_epochs_on_disk, wait_terminal
+    from job_helpers import holds_for, metric_epochs_on_disk, wait_terminal
 
 pytestmark = pytest.mark.slow
 
@@ -90,10 +89,9 @@ def test_while_a_job_holds_the_only_slot_its_duplicate_is_refused_and_later_jobs
     wait_for(lambda: second.state().pid is not None and third.state().pid is not None
              and lr_range.read_lr_range(lr_test).status == Status.QUEUED
              and (lr_test / "status.json").read_text().count('"pid": ') == 1, 60, "queued processes")
-    time.sleep(1.5)  # they keep waiting while the slot is taken
-    assert second.status() == Status.QUEUED and third.status() == Status.QUEUED
-    assert lr_range.read_lr_range(lr_test).status == Status.QUEUED and not (lr_test / "result.json").exists()
-    assert first.status() == Status.RUNNING
+    holds_for(lambda: second.status() == third.status() == lr_range.read_lr_range(lr_test).status == Status.QUEUED
+              and first.status() == Status.RUNNING and not (lr_test / "result.json").exists(), 1.5,
+              "the queue waiting while the slot is taken")
     waiting_pids = {second.id: second.state().pid, third.id: third.state().pid,
                     "LR test": json.loads((lr_test / "status.json").read_text())["pid"]}
     for name, pid in waiting_pids.items():  # a waiting job has not loaded TensorFlow (it would hold ~0.6 GB for nothing)
