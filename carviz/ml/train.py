@@ -70,14 +70,15 @@ class Built:
 
 def train_body(run: Run, context: JobContext, extra_callbacks: list[Any] | None = None) -> Outcome:
     """The job proper, once the harness holds the run (and a slot): data, model, record, fit, kept model."""
-    from carviz.ml.devices import configure_devices
-    from carviz.ml.kept_model import best_so_far, evaluate_kept, restore_kept
     from carviz.ml.train_data import load_data, make_feed
 
     config = run.config()
     run.write_progress({"phase": "loading data"})
+    data = load_data(run, config)  # before TensorFlow loads: an unusable dataset fails in a fraction of a second
+    from carviz.ml.devices import configure_devices
+    from carviz.ml.kept_model import best_so_far, evaluate_kept, restore_kept
+
     device = configure_devices()
-    data = load_data(run, config)
     run.write_progress({"phase": "building model"})
     built = build_or_resume(run, config, data, device)
     record_start(run, config, data, device, built)

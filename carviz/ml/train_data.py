@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,8 +14,11 @@ from carviz.core import eta
 from carviz.core.config import TrainConfig
 from carviz.core.jobs.record import now_iso
 from carviz.core.store import Run
-from carviz.ml import features, pipelines, warm
+from carviz.ml import warm
 from carviz.core import feature_cache
+
+if TYPE_CHECKING:  # features and pipelines load Keras: imported where a feed is made, so load_data runs without it
+    from carviz.ml import features
 
 log = logging.getLogger("carviz.ml.train")
 
@@ -119,6 +122,8 @@ def make_feed(run: Run, model: Any, config: TrainConfig, freeze_index: int, prec
               initial_epoch: int) -> Feed:
     """On cached features when the run can (feature_cache.unavailable_reason), else on images; run.json's
     feature_cache says which, and why not."""
+    from carviz.ml import features, pipelines
+
     cached = _cached_training(run, model, config, freeze_index, precision, data, initial_epoch)
     if isinstance(cached, features.CachedTraining):
         return Feed(cached.remainder, cached.train_data, cached.val_data, cached.test_data, cached.steps_per_epoch,
@@ -146,6 +151,7 @@ def _cached_training(run: Run, model: Any, config: TrainConfig, freeze_index: in
 
         all_paths, all_labels = data.scan.labelled_files()
         cache_settings = feature_cache.load_settings()
+        from carviz.ml import features
         from carviz.ml.augmented_views import prepare_augmented_training
 
         prepare = prepare_augmented_training if config.augmentation.enabled else features.prepare_cached_training
@@ -175,6 +181,7 @@ def _sweep_positions(run: Run, model: Any, config: TrainConfig) -> list[int]:
     points = run.sweep_context().get("freeze_points")
     if not config.sweep or not isinstance(points, list):
         return []
+    from carviz.ml import features
     from carviz.ml.backbones import layers_of
 
     backbone = model.get_layer("backbone")

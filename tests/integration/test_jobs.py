@@ -116,3 +116,10 @@ def test_a_failing_job_is_failed_with_its_reason(home, wait_for):
     assert wait_terminal(wait_for, run, 60) == Status.FAILED
     assert "at least 2 classes" in run.state().error
     assert "Traceback" in run.log_tail(200)
+    # The dataset is read before TensorFlow loads, so such a job fails without paying for that import (2-2.5 s).
+    again = create_run(TINY.replace(dataset="empty"))
+    code = f"import sys\nfrom carviz.ml import train\nprint(train.main([{str(again.path)!r}]), 'tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.split()[-2:] == ["1", "False"], result.stdout + result.stderr[-2000:]
+    assert again.status() == Status.FAILED and "at least 2 classes" in again.state().error

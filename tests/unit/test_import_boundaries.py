@@ -38,8 +38,9 @@ def test_everything_outside_ml_imports_without_tensorflow_or_streamlit() -> None
     assert result.stdout.strip() == "", f"loaded by importing carviz outside ml/: {result.stdout.strip()}"
 
 
-# Modules of ml/ that pages import before any training (the Layers page's registry, the LR test's reader): light.
-LIGHT_ML_MODULES = ("carviz.ml.backbones", "carviz.ml.lr_range")
+# Modules of ml/ that must stay light: what pages import before any training (the Layers page's registry, the LR
+# test's reader), and the trainer's entry and data step (a queued job waits, a bad dataset fails, without TensorFlow).
+LIGHT_ML_MODULES = ("carviz.ml.backbones", "carviz.ml.lr_range", "carviz.ml.train", "carviz.ml.train_data")
 
 
 def test_light_ml_modules_load_no_keras_and_the_rest_of_ml_does() -> None:
