@@ -22,9 +22,9 @@ from carviz.core.store import Run, Store
 if TYPE_CHECKING:
     from carviz.ml.train_data import Feed, TrainingData
 
-# TensorFlow is imported in train_body, once the job holds its run and a slot: a queued job waits without it (about
-# 0.6 GB less memory per waiting process, and no 3-4 s of CPU taken from the running job), and a second start of a
-# running job is refused at once.
+# TensorFlow is imported in train_body, once the job holds its run and a slot and has read its dataset: a queued job
+# waits without it (about 0.6 GB less memory per waiting process, and no 3-4 s of CPU taken from the running job), a
+# second start of a running job is refused at once, and a dataset it cannot train on fails at once.
 log = logging.getLogger("carviz.ml.train")
 
 

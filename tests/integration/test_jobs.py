@@ -22,6 +22,8 @@ except ImportError:  # collected as a top-level module (rootdir-relative imports
 
 pytestmark = pytest.mark.slow
 
+REPO = Path(__file__).resolve().parents[2]
+
 # small_cnn at 48 px: a few tenths of a second per epoch on 2 cores, so tests can act mid-run.
 TINY = TrainConfig(name="tiny", dataset="demo", backbone="small_cnn", weights="none", image_size=48, epochs=2,
                    batch_size=16, learning_rate=1e-3, precision="float32")
@@ -77,7 +79,7 @@ def test_while_a_job_holds_the_only_slot_its_duplicate_is_refused_and_later_jobs
 
     before = first.raw_status()
     duplicate = subprocess.run([sys.executable, "-m", "carviz.ml.train", str(first.path)], capture_output=True,
-                               text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+                               text=True, timeout=120, cwd=REPO)
     assert duplicate.returncode == 4 and "already running" in duplicate.stderr
     assert first.raw_status()["pid"] == before["pid"] and first.status() == Status.RUNNING
     with pytest.raises(ValueError, match="only stopped, lost or failed"):
@@ -94,7 +96,7 @@ def test_while_a_job_holds_the_only_slot_its_duplicate_is_refused_and_later_jobs
               "the queue waiting while the slot is taken")
     waiting_pids = {second.id: second.state().pid, third.id: third.state().pid,
                     "LR test": json.loads((lr_test / "status.json").read_text())["pid"]}
-    for name, pid in waiting_pids.items():  # a waiting job has not loaded TensorFlow (it would hold ~0.6 GB for nothing)
+    for name, pid in waiting_pids.items():  # a waiting job has not loaded TensorFlow (~0.6 GB for nothing)
         assert "tensorflow" not in Path(f"/proc/{pid}/maps").read_text(), name
 
     assert jobs.stop(third, timeout=15) == Status.STOPPED  # leaves the queue without ever running
@@ -118,8 +120,9 @@ def test_a_failing_job_is_failed_with_its_reason(home, wait_for):
     assert "Traceback" in run.log_tail(200)
     # The dataset is read before TensorFlow loads, so such a job fails without paying for that import (2-2.5 s).
     again = create_run(TINY.replace(dataset="empty"))
-    code = f"import sys\nfrom carviz.ml import train\nprint(train.main([{str(again.path)!r}]), 'tensorflow' in sys.modules)"
+    code = (f"import sys\nfrom carviz.ml import train\n"
+            f"print(train.main([{str(again.path)!r}]), 'tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            cwd=Path(__file__).resolve().parents[2])
+                            cwd=REPO)
     assert result.stdout.split()[-2:] == ["1", "False"], result.stdout + result.stderr[-2000:]
     assert again.status() == Status.FAILED and "at least 2 classes" in again.state().error
