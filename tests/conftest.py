@@ -1,5 +1,5 @@
-"""Shared fixtures (an isolated CARVIZ_HOME per test, one tiny trained run per session, a polling wait) and the
-test order: files with slow tests first."""
+"""Shared fixtures (an isolated CARVIZ_HOME per test, one tiny trained run per session, a polling wait, pages set up
+as dashboard.py sets them up) and the test order: files with slow tests first."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     two xdist workers in this order; a long file handed out last would leave one worker alone at the end."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's tests keep their order
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pages_as_under_the_dashboard() -> None:
+    """Page files run by AppTest get the end-of-run cleanup dashboard.py installs for them in the real app."""
+    from app_pages import _rerun_cleanup
+
+    _rerun_cleanup.install()
 
 
 @pytest.fixture

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard.py")
 
 
-def test_first_start_draws_the_demo_dataset_and_opens_on_data(carviz_home: Path) -> None:
+def test_first_start_draws_the_demo_dataset_and_opens_on_data(carviz_home: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.runtime.scriptrunner import script_runner
+
+    from app_pages import _rerun_cleanup
+
     demo = carviz_home / "data" / "demo"
     assert not demo.exists()
+    monkeypatch.setattr(script_runner, "_clean_problem_modules", _rerun_cleanup.streamlits_cleanup)
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["aug_show"] = False  # the preview (Keras) is tested on the Data page
     at.run()
@@ -23,6 +30,8 @@ def test_first_start_draws_the_demo_dataset_and_opens_on_data(carviz_home: Path)
     assert "Runs · none yet" in sidebar and "Jobs run locally" in sidebar and "Feature cache · empty" in sidebar
     helps = " ".join(caption.proto.help for caption in at.sidebar.caption)
     assert str(carviz_home / "runs") in helps and str(carviz_home / "data") in helps
+    # dashboard.py put the lighter end-of-run cleanup in Streamlit's place (app_pages/_rerun_cleanup.py)
+    assert script_runner._clean_problem_modules is _rerun_cleanup.clean_problem_modules_without_full_collection
 
 
 def test_every_own_page_is_reachable(carviz_home: Path) -> None:
@@ -97,3 +106,32 @@ def test_sidebar_counts_runs_by_state_on_every_page(carviz_home: Path) -> None:
         sidebar = " ".join(caption.value for caption in at.sidebar.caption)
         assert "Runs · 1 running · 0 queued · 3 finished" in sidebar, sidebar
         assert "Dataset **demo** · 4 classes · 16 images" in sidebar
+
+
+
+def _keras_layer_names_script() -> None:
+    import keras
+    import streamlit as st
+
+    st.write(keras.layers.Dense(1).name)  # "dense" in every run while Keras' name counters are cleared after each
+
+
+def test_pages_clear_keras_after_each_run_without_a_full_garbage_collection(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from streamlit.runtime.scriptrunner import script_runner
+
+    from app_pages import _rerun_cleanup
+
+    collections: list = []
+    collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args) or collect(*args))
+    at = AppTest.from_function(_keras_layer_names_script, default_timeout=30)
+    for _ in range(2):
+        at.run()
+        assert not at.exception and at.markdown[0].value == "dense"
+    assert collections == []
+    # Streamlit's own cleanup does the same with a full collection after every run (what the replacement saves).
+    monkeypatch.setattr(script_runner, "_clean_problem_modules", _rerun_cleanup.streamlits_cleanup)
+    at.run()
+    assert at.markdown[0].value == "dense" and len(collections) == 1
