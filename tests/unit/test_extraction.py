@@ -20,7 +20,7 @@ from carviz.views.cache_report import run_line
 pytestmark = pytest.mark.slow  # trains real models: scheduled first (tests/conftest.py)
 
 TINY = TrainConfig(dataset="demo", backbone="mobilenet", alpha=0.25, weights="none", image_size=32, epochs=1,
-                   batch_size=8, learning_rate=1e-3, freeze=47, precision="float32")
+                   batch_size=8, learning_rate=1e-3, freeze=71, precision="float32")
 
 
 def test_the_plan_picks_tflite_only_for_large_passes_of_backbones_measured_faster_on_a_cpu(

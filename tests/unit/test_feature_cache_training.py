@@ -20,7 +20,7 @@ from carviz.ml.model import build_model
 pytestmark = pytest.mark.slow  # trains real models: scheduled first (tests/conftest.py)
 
 TINY = TrainConfig(dataset="demo", backbone="mobilenet", alpha=0.25, weights="none", image_size=32, epochs=2,
-                   batch_size=8, learning_rate=1e-3, freeze=47, precision="float32")
+                   batch_size=8, learning_rate=1e-3, freeze=71, precision="float32")
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_cached_and_uncached_runs_of_one_config_give_the_same_curves(demo_home: 
     cached = _train(TINY.replace(train_batchnorm=train_batchnorm, epochs=epochs))
     uncached = _train(TINY.replace(feature_cache=False, train_batchnorm=train_batchnorm, epochs=epochs))
     info = _cache_info(cached)
-    assert info["used"] and info["layer"] == "conv_dw_7_relu" and info["source"] == "computed from the images"
+    assert info["used"] and info["layer"] == "conv_dw_11_relu" and info["source"] == "computed from the images"
     assert _cache_info(uncached) == {"used": False, "reason": "the feature cache is off for this run"}
     assert np.allclose(_losses(cached), _losses(uncached), rtol=1e-4, atol=1e-5)
     # What is saved is the whole model (images in), equal to the uncached run's.
@@ -82,29 +82,29 @@ def test_cached_and_uncached_runs_of_one_config_give_the_same_curves(demo_home: 
 def test_later_runs_reuse_the_cache_and_deeper_cuts_start_from_shallower_ones(demo_home: Path) -> None:
     one_epoch = TINY.replace(epochs=1)
     first = _train(one_epoch)
-    deeper = _train(one_epoch.replace(freeze=59, split_seed=7))  # another split: the same per-image features
+    deeper = _train(one_epoch.replace(freeze=84, split_seed=7))  # another split: the same per-image features
     pooled = _train(one_epoch.replace(freeze="all"))
     again = _train(one_epoch.replace(learning_rate=3e-4))
     assert _cache_info(first)["source"] == "computed from the images"
-    assert _cache_info(deeper)["layer"] == "conv_dw_9_relu"
-    assert _cache_info(deeper)["source"] == "computed from the cached conv_dw_7_relu features"
+    assert _cache_info(deeper)["layer"] == "conv_dw_13_relu"
+    assert _cache_info(deeper)["source"] == "computed from the cached conv_dw_11_relu features"
     assert _cache_info(pooled)["layer"] == "head_pool" and _cache_info(pooled)["shape"] == [256]
-    assert _cache_info(pooled)["source"] == "computed from the cached conv_dw_9_relu features"
+    assert _cache_info(pooled)["source"] == "computed from the cached conv_dw_13_relu features"
     assert _cache_info(again)["source"] == "cache hit"
     cache = feature_cache.default_cache()
     layers = sorted(entry.meta["layer"] for entry in cache.entries())
-    assert layers == ["conv_dw_7_relu", "conv_dw_9_relu", "head_pool"]
+    assert layers == ["conv_dw_11_relu", "conv_dw_13_relu", "head_pool"]
 
     # Features derived from the shallower cut equal those computed from the images.
-    derived = next(e for e in cache.entries() if e.meta["layer"] == "conv_dw_9_relu")
+    derived = next(e for e in cache.entries() if e.meta["layer"] == "conv_dw_13_relu")
     derived_values = np.array(cache.get(derived.key)[0])
     cache.evict(0)
-    direct = _train(one_epoch.replace(freeze=59))
+    direct = _train(one_epoch.replace(freeze=84))
     assert _cache_info(direct)["source"] == "computed from the images"
     assert np.allclose(np.array(cache.get(derived.key)[0]), derived_values, atol=1e-4)
 
     # weights "none": the run seed drew the frozen layers' random weights, so another seed has other features
-    reseeded = _train(one_epoch.replace(freeze=59, seed=7))
+    reseeded = _train(one_epoch.replace(freeze=84, seed=7))
     assert _cache_info(reseeded)["source"] == "computed from the images"
 
 
@@ -180,21 +180,21 @@ def test_a_sweep_run_stores_the_cuts_its_sweep_needs_in_one_pass(demo_home: Path
     from carviz.core import sweeps as sweep
 
     config = sweep.SweepConfig(name="cuts", base=TINY.replace(epochs=1), backbones=("mobilenet",),
-                               learning_rates=(1e-3,), freeze_points=("all", 59, 47))
+                               learning_rates=(1e-3,), freeze_points=("all", 84, 71))
     record = sweep.create_sweep(config)
     deepest, middle, shallowest = record.runs()
     assert train.train(deepest) == runs.Status.SUCCEEDED, deepest.log_tail()
     assert _cache_info(deepest)["source"] == ("computed from the images "
-                                              "(with conv_dw_7_relu, conv_dw_9_relu on the way)")
+                                              "(with conv_dw_11_relu, conv_dw_13_relu on the way)")
     assert sorted(e.meta["layer"] for e in feature_cache.default_cache().entries()) == [
-        "conv_dw_7_relu", "conv_dw_9_relu", "head_pool"]
+        "conv_dw_11_relu", "conv_dw_13_relu", "head_pool"]
     for run in (middle, shallowest):
         assert train.train(run) == runs.Status.SUCCEEDED, run.log_tail()
         assert _cache_info(run)["source"] == "cache hit"
     # The features stored on the way equal those a lone run computes from the images.
     on_the_way = np.array(feature_cache.default_cache().get(_cache_info(middle)["key"])[0])
     feature_cache.default_cache().evict(0)
-    lone = _train(TINY.replace(epochs=1, freeze=59))
+    lone = _train(TINY.replace(epochs=1, freeze=84))
     assert _cache_info(lone)["source"] == "computed from the images"
     assert np.allclose(np.array(feature_cache.default_cache().get(_cache_info(lone)["key"])[0]), on_the_way, atol=1e-4)
 

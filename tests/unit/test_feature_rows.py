@@ -82,7 +82,7 @@ def test_memory_mapped_features_are_held_in_memory_when_they_fit(tmp_path: Path)
 
 
 TINY = TrainConfig(dataset="demo", backbone="mobilenet", alpha=0.25, weights="none", image_size=32, epochs=2,
-                   batch_size=8, learning_rate=1e-3, freeze=47, precision="float32")
+                   batch_size=8, learning_rate=1e-3, freeze=71, precision="float32")
 
 
 @pytest.mark.parametrize("budget", ["0", ""])
