@@ -1,5 +1,6 @@
 """The dashboard's server settings (.streamlit/config.toml): XSRF protection, an upload cap equal to the importer's,
-and a Host allow-list against DNS rebinding, checked on a real `streamlit run dashboard.py` on 127.0.0.1."""
+a Host allow-list against DNS rebinding, checked on a real `streamlit run dashboard.py` on 127.0.0.1, and no
+garbage collection after every run."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ def test_config_sets_xsrf_the_upload_cap_and_the_host_allow_list() -> None:
     assert server["maxUploadSize"] * (1 << 20) >= importer.MAX_FILE_BYTES
     assert sorted(server["allowedHosts"]) == ["127.0.0.1", "localhost"]
     assert server["enableAgentApi"] is False
+
+
+def test_config_turns_off_the_garbage_collection_after_every_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit import config
+
+    assert tomllib.loads(CONFIG.read_text(encoding="utf-8"))["runner"]["postScriptGC"] is False
+    monkeypatch.chdir(REPO)  # where `streamlit run dashboard.py` reads .streamlit/config.toml
+    config.get_config_options(force_reparse=True)
+    assert config.get_option("runner.postScriptGC") is False  # an option this Streamlit knows, read as set
 
 
 def _free_port() -> int:
