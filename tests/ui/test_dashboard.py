@@ -108,7 +108,6 @@ def test_sidebar_counts_runs_by_state_on_every_page(carviz_home: Path) -> None:
         assert "Dataset **demo** · 4 classes · 16 images" in sidebar
 
 
-
 def _keras_layer_names_script() -> None:
     import keras
     import streamlit as st
